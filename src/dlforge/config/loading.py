@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from dlforge.config.errors import ConfigError, problems_from
 from dlforge.config.schema import ExperimentConfig
 
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "defaults" / "digits_cnn.yaml"
+
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
@@ -55,7 +57,7 @@ def parse_config(raw: dict[str, Any]) -> ExperimentConfig:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """The structural part of loading; `dlforge.experiment.load_experiment` also checks components."""
-    raw = read_yaml(path) if path is not None else {"name": "digits_cnn"}
+    raw = read_yaml(path if path is not None else DEFAULT_CONFIG)
     return parse_config(apply_overrides(raw, overrides or []))
 
 

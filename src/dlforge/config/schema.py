@@ -85,9 +85,7 @@ class SchedulerConfig(Strict):
 
 
 class EarlyStoppingConfig(Strict):
-    monitor: str = Field("val_accuracy", description="val_loss or val_<metric>")
-    patience: int = Field(5, ge=1)
-    mode: Literal["max", "min"] = "max"
+    patience: int = Field(5, ge=1, description="epochs without improvement of train.monitor")
     min_delta: float = Field(0.0, ge=0)
 
 
@@ -98,8 +96,9 @@ class TrainConfig(Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     grad_clip: float | None = Field(None, gt=0, description="max global grad norm")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    monitor: Literal["val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1"] = "val_accuracy"
     early_stopping: EarlyStoppingConfig | None = None
-    keep_best: bool = Field(True, description="final weights = best epoch by early_stopping.monitor")
+    keep_best: bool = Field(True, description="final weights = best epoch by train.monitor")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     accumulate: int = Field(1, ge=1, description="gradient accumulation steps")
     compile: bool = False

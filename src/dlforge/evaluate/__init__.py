@@ -1,0 +1,1 @@
+"""Evaluation: metrics (torchmetrics, synced across workers), reports and plots."""

@@ -1,0 +1,141 @@
+"""Named architectures, each expanded to a plain layer list (one build path for everything).
+
+Tiny presets sit next to the real ones so tests can build and train every model in a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from dlforge.config import ComponentSpec, ConfigError
+from dlforge.config.components import Component
+from dlforge.config.errors import problems_from
+from dlforge.nn.layers import Params, Shape
+from dlforge.registry import Registry, RegistryError
+
+MODELS: Registry[Component[Any]] = Registry("model architecture")
+Spec = dict[str, Any]
+
+
+def _spec(layers: list[Any]) -> list[ComponentSpec]:
+    return [ComponentSpec.model_validate(layer) for layer in layers]
+
+
+class CnnParams(Params):
+    channels: list[int] = Field([32, 64], min_length=1, description="conv channels per stage")
+    hidden: int = Field(128, ge=1)
+    dropout: float = Field(0.25, ge=0, lt=1)
+    batchnorm: bool = True
+
+
+def cnn(p: CnnParams, shape: Shape, num_classes: int) -> list[Any]:
+    """Conv stages (conv-bn-relu ×2, then pool while the image is large enough), then a dense head."""
+    layers: list[Any] = []
+    size = min(shape[1:]) if len(shape) == 3 else 0
+    for ch in p.channels:
+        for _ in range(2):
+            layers += [{"conv2d": {"channels": ch, "kernel": 3}}]
+            layers += ["batchnorm2d"] if p.batchnorm else []
+            layers += ["relu"]
+        if size >= 4:
+            layers.append({"maxpool2d": 2})
+            size //= 2
+    return [*layers, "flatten", {"dropout": p.dropout}, {"dense": p.hidden}, "relu",
+            {"dropout": p.dropout}, {"dense": num_classes}]
+
+
+class MlpParams(Params):
+    hidden: list[int] = Field([256, 128], min_length=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+
+
+def mlp(p: MlpParams, shape: Shape, num_classes: int) -> list[Any]:
+    layers: list[Any] = ["flatten"] if len(shape) > 1 else []
+    for units in p.hidden:
+        layers += [{"dense": units}, p.activation, {"dropout": p.dropout}]
+    return [*layers, {"dense": num_classes}]
+
+
+class ResNetParams(Params):
+    width: int = Field(64, ge=1, description="channels of the first stage (doubles each stage)")
+    stem: Literal["auto", "small", "imagenet"] = Field(
+        "auto", description="small: 3x3 conv (CIFAR-style); imagenet: 7x7/2 + maxpool; auto by size")
+
+
+def _basic_block(channels: int, stride: int) -> Spec:
+    conv = {"channels": channels, "kernel": 3, "bias": False}
+    return {"residual": {
+        "layers": [{"conv2d": {**conv, "stride": stride}}, "batchnorm2d", "relu",
+                   {"conv2d": conv}, "batchnorm2d"],
+        "activation": "relu", "projection_norm": True}}
+
+
+def _resnet(blocks: list[int]) -> Callable[[ResNetParams, Shape, int], list[Any]]:
+    def expand(p: ResNetParams, shape: Shape, num_classes: int) -> list[Any]:
+        large = p.stem == "imagenet" or (p.stem == "auto" and len(shape) == 3 and min(shape[1:]) >= 96)
+        stem: list[Any] = [{"conv2d": {"channels": p.width, "kernel": 7 if large else 3,
+                                       "stride": 2 if large else 1, "bias": False}}, "batchnorm2d", "relu"]
+        if large:
+            stem.append({"maxpool2d": {"kernel": 3, "stride": 2, "padding": 1}})
+        body = []
+        for stage, count in enumerate(blocks):
+            for i in range(count):
+                body.append(_basic_block(p.width * 2**stage, 2 if stage > 0 and i == 0 else 1))
+        return [*stem, *body, "adaptive_avgpool2d", "flatten", {"dense": num_classes}]
+
+    return expand
+
+
+class RnnParams(Params):
+    cell: Literal["lstm", "gru"] = "lstm"
+    hidden: int = Field(128, ge=1)
+    num_layers: int = Field(1, ge=1)
+    bidirectional: bool = False
+    vocab_size: int | None = Field(None, ge=1, description="token inputs: embed first")
+    embedding_dim: int = Field(64, ge=1)
+
+
+def rnn(p: RnnParams, shape: Shape, num_classes: int) -> list[Any]:
+    embed = [{"embedding": {"vocab_size": p.vocab_size, "dim": p.embedding_dim}}] if p.vocab_size else []
+    cell = {p.cell: {"hidden": p.hidden, "num_layers": p.num_layers, "bidirectional": p.bidirectional}}
+    return [*embed, cell, {"dense": num_classes}]
+
+
+def _tiny(expand: Callable[[Any, Shape, int], list[Any]], **small: Any) -> Callable[[Any, Shape, int], list[Any]]:
+    """A preset: the same expansion with some settings forced small (for tests)."""
+    return lambda p, shape, n: expand(p.model_copy(update=small), shape, n)
+
+
+def _register() -> None:
+    add = MODELS.add
+    resnet18, resnet34 = _resnet([2, 2, 2, 2]), _resnet([3, 4, 6, 3])
+    add("cnn_small", Component(CnnParams, cnn, None, "conv-bn-relu stages and a dense head"))
+    add("mlp", Component(MlpParams, mlp, None, "multi-layer perceptron"))
+    add("resnet18", Component(ResNetParams, resnet18, None, "ResNet-18 (basic blocks 2-2-2-2)"))
+    add("resnet34", Component(ResNetParams, resnet34, None, "ResNet-34 (basic blocks 3-4-6-3)"))
+    add("rnn", Component(RnnParams, rnn, None, "LSTM/GRU classifier over sequences (optionally of tokens)"))
+    add("cnn_tiny", Component(CnnParams, _tiny(cnn, channels=[4], hidden=16), None, "cnn_small, 4 channels"))
+    add("mlp_tiny", Component(MlpParams, _tiny(mlp, hidden=[16]), None, "mlp with one hidden layer of 16"))
+    add("resnet18_tiny", Component(ResNetParams, _tiny(resnet18, width=4), None, "resnet18 at width 4"))
+    add("resnet34_tiny", Component(ResNetParams, _tiny(resnet34, width=4), None, "resnet34 at width 4"))
+    add("rnn_tiny", Component(RnnParams, _tiny(rnn, hidden=8, embedding_dim=8), None, "rnn with 8 hidden units"))
+
+
+_register()
+
+
+def arch_layers(name: str, params: dict[str, Any], shape: Shape, num_classes: int) -> list[ComponentSpec]:
+    """Expand a named architecture into its layer list, validating `model.params`."""
+    try:
+        component = MODELS.get(name)
+    except RegistryError as exc:
+        raise ConfigError([f"model.arch: {exc}"]) from None
+    try:
+        validated = component.params.model_validate(params)
+    except ValidationError as exc:
+        raise ConfigError(problems_from(exc, component.params, prefix="model.params")) from None
+    return _spec(component.build(validated, shape, num_classes))

@@ -1,0 +1,1 @@
+"""Training: distributed set-up, optimisers and schedules, the loop, checkpoints."""

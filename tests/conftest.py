@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny experiment configs that train in seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dlforge.config import ExperimentConfig, parse_config
+
+
+def tiny_config(**sections: Any) -> ExperimentConfig:
+    """A digits experiment small enough for unit tests; sections override whole keys."""
+    raw: dict[str, Any] = {
+        "name": "tiny",
+        "data": {"dataset": "digits"},
+        "model": {"arch": "cnn_tiny"},
+        "train": {"epochs": 2, "batch_size": 64, "progress": False, "optimizer": {"lr": 0.01}},
+        "eval": {"plots": False},
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return parse_config(raw)
+
+
+@pytest.fixture
+def tiny() -> ExperimentConfig:
+    return tiny_config()

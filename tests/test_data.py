@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dlforge.config import DataConfig
+from dlforge.data.datasets import DataError
+from dlforge.data.loaders import eval_loader, per_worker_batch, train_loader
+from dlforge.data.splits import load_data
+
+
+def test_digits_splits_are_stratified_disjoint_and_seeded() -> None:
+    a = load_data(DataConfig(), seed=0)
+    b = load_data(DataConfig(), seed=0)
+    c = load_data(DataConfig(), seed=1)
+    assert (len(a.train), len(a.val), len(a.test)) == (1257, 270, 270)
+    assert torch.equal(a.test.tensors[0], b.test.tensors[0])
+    assert not torch.equal(a.test.tensors[0], c.test.tensors[0])
+    train_rows = {tuple(r.flatten().tolist()) for r in a.train.tensors[0]}
+    overlap = sum(tuple(r.flatten().tolist()) in train_rows for r in a.test.tensors[0])
+    assert overlap < 5  # digits has a handful of exact duplicate images, nothing more
+    counts = torch.bincount(a.test.tensors[1], minlength=10)
+    assert counts.min() >= 25 and counts.max() <= 29  # 270 / 10 classes, stratified
+    assert a.train.tensors[0].max() <= 1.0 and a.input_shape == (1, 8, 8)
+
+
+def test_normalisation_stats_come_from_the_train_split() -> None:
+    bundle = load_data(DataConfig(), seed=0)
+    x = bundle.train.tensors[0]
+    assert bundle.preprocessing["mean"] == pytest.approx([x.mean().item()], rel=1e-5)
+    assert bundle.preprocessing["std"] == pytest.approx([x.std().item()], rel=1e-4)
+
+
+def write_image_folder(root: Path, per_class: int = 12) -> None:
+    rng = np.random.default_rng(0)
+    for name, base in (("cat", 30), ("dog", 220)):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(base + rng.normal(0, 10, (20, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+
+
+def test_image_folder_resizes_labels_and_reports_corrupt_files(tmp_path: Path, caplog) -> None:
+    write_image_folder(tmp_path)
+    (tmp_path / "dog" / "broken.png").write_bytes(b"not a png at all")
+    (tmp_path / "dog" / "notes.txt").write_text("ignored")
+    cfg = DataConfig(dataset="image_folder", params={"path": str(tmp_path), "image_size": [16, 16]})
+    bundle = load_data(cfg, seed=0)
+    assert bundle.labels == ["cat", "dog"]
+    assert bundle.input_shape == (3, 16, 16)
+    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 24
+    assert "broken.png" in caplog.text
+    dark = bundle.train.tensors[0][bundle.train.tensors[1] == 0].mean()
+    assert dark < 0.3 and bundle.preprocessing["channel_order"] == "RGB"
+
+
+def test_image_folder_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="data.params.path: .* is not a folder"):
+        load_data(DataConfig(dataset="image_folder", params={"path": str(tmp_path / "nope")}), 0)
+
+
+def test_synthetic_tokens_are_integer_inputs() -> None:
+    bundle = load_data(DataConfig(dataset="synthetic", params={"kind": "tokens", "shape": [7]}), 0)
+    assert bundle.integer_input and bundle.train.tensors[0].dtype == torch.long
+    assert "mean" not in bundle.preprocessing
+
+
+def test_global_batch_splits_across_workers_and_shards_cover_everything() -> None:
+    bundle = load_data(DataConfig(), seed=0)
+    assert per_worker_batch(64, 2) == 32
+    with pytest.raises(ValueError, match="must divide evenly"):
+        per_worker_batch(63, 2)
+    seen = [len(eval_loader(bundle.test, 50, r, 3).dataset) for r in range(3)]
+    assert sum(seen) == len(bundle.test)
+    loader = train_loader(bundle.train, 64, 0, 1, seed=0)
+    loader.sampler.set_epoch(1)
+    first = next(iter(loader))[1]
+    loader.sampler.set_epoch(1)
+    assert torch.equal(first, next(iter(loader))[1])
