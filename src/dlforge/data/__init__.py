@@ -1,0 +1,1 @@
+"""Data: built-in and user datasets, splits, normalisation statistics, loaders, augmentation."""
