@@ -1,0 +1,274 @@
+"""Dynamic batching for one model instance: concurrent requests become one call of the model.
+
+Pure asyncio + numpy. Requests wait in a bounded queue, one future each. A single loop task takes
+the oldest request and the compatible ones behind it (same input names, trailing shapes and
+dtypes) until the batch has `max_batch_size` rows or the oldest has waited `max_queue_delay_ms`,
+concatenates them along axis 0, runs the model in an executor so the event loop stays free, and
+splits the outputs back by each request's row count. All times are `time.monotonic()` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+RunBatch = Callable[[Tensors], Tensors]  # rows along axis 0 in, the same rows along axis 0 out
+
+
+class BatcherError(Exception):
+    """A request the batcher refused or could not finish; each subclass is one HTTP status."""
+
+
+class QueueFull(BatcherError):
+    """The queue is full: the client should retry later (503 with Retry-After)."""
+
+
+class DeadlineExceeded(BatcherError):
+    """The deadline passed before the request was run; it was not computed (504)."""
+
+
+class BatcherStopped(BatcherError):
+    """The batcher is not running, or stopped before running the request (503)."""
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """One finished batch, handed to `on_batch` so a metrics layer can observe it."""
+
+    rows: int
+    requests: int
+    queue_times: tuple[float, ...]  # seconds each request waited before the batch started
+    compute_time: float  # seconds spent concatenating, in run_batch and splitting
+    error: Exception | None
+
+
+@dataclass
+class _Request:
+    inputs: Tensors
+    rows: int
+    key: tuple[tuple[str, tuple[int, ...], str], ...]  # what must match to concatenate
+    deadline: float | None
+    enqueued: float
+    future: asyncio.Future[Tensors]
+
+
+class Batcher:
+    """Groups concurrent `submit` calls into batches for `run_batch`; one loop task per instance.
+
+    Usage: `await b.start()`, then `await b.submit(inputs, deadline)` from any number of tasks,
+    and `await b.stop()` at shutdown. A failing batch fails only its own requests.
+    """
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int = 8,
+        max_queue_delay_ms: float = 5.0,
+        max_queue_size: int = 256,
+        executor: Executor | None = None,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_ms < 0:
+            raise ValueError(
+                "max_batch_size and max_queue_size must be ≥ 1 and max_queue_delay_ms ≥ 0, got "
+                f"{max_batch_size}, {max_queue_size}, {max_queue_delay_ms} (e.g. 8, 256, 5.0)"
+            )
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay = max_queue_delay_ms / 1000
+        self.max_queue_size = max_queue_size
+        self.executor = executor  # None: the event loop's default thread pool
+        self.on_batch = on_batch
+        self.rejected = 0  # QueueFull answers
+        self.expired = 0  # DeadlineExceeded answers
+        self._pending: deque[_Request] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting (not counting the batch being computed)."""
+        return len(self._pending)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._stopping
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("a Batcher is started once; create a new one to restart")
+        self._task = asyncio.create_task(self._loop(), name="dlforge-batcher")
+
+    async def stop(self, drain: bool = True) -> None:
+        """Stop taking requests; finish the batch in flight and, with `drain`, the queued ones."""
+        if self._task is None:
+            return
+        self._stopping = True
+        if not drain:
+            self._fail_pending(BatcherStopped("the server stopped before running this request"))
+        self._wakeup.set()
+        await self._task
+
+    async def submit(self, inputs: Tensors, deadline: float | None = None) -> Tensors:
+        """This request's rows of the model's outputs; `deadline` is a time.monotonic() value."""
+        if not self.running:
+            raise BatcherStopped("the model is not accepting requests (stopped or not started)")
+        if deadline is not None and time.monotonic() >= deadline:
+            self.expired += 1
+            raise DeadlineExceeded("the request's deadline passed before it was queued")
+        if len(self._pending) >= self.max_queue_size:
+            self.rejected += 1
+            raise QueueFull(f"the queue is full ({self.max_queue_size} requests); retry later")
+        rows, key = _signature(inputs)
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(inputs, rows, key, deadline, time.monotonic(), future))
+        self._wakeup.set()
+        return await future  # a cancelled caller cancels the future; the loop then skips it
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        try:
+            while (batch := await self._next_batch()) is not None:
+                await self._run(batch)
+        except BaseException:  # a bug or a cancellation must not leave callers waiting forever
+            self._fail_pending(BatcherStopped("the batcher stopped unexpectedly"))
+            raise
+
+    async def _next_batch(self) -> list[_Request] | None:
+        """Wait until a batch is due: full, the oldest request's delay is over, or stopping."""
+        while True:
+            while not self._pending:
+                if self._stopping:
+                    return None
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            oldest = self._pending[0]
+            flush_at = oldest.enqueued + self.max_queue_delay
+            while not self._stopping and self._ready_rows(oldest.key) < self.max_batch_size:
+                if (remaining := flush_at - time.monotonic()) <= 0:
+                    break
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):  # loop timers may fire a hair early
+                    async with asyncio.timeout(remaining):
+                        await self._wakeup.wait()
+            if batch := self._take(oldest.key):
+                return batch
+
+    def _ready_rows(self, key: tuple) -> int:
+        return sum(r.rows for r in self._pending if r.key == key and not r.future.done())
+
+    def _take(self, key: tuple) -> list[_Request]:
+        """Remove the next batch for `key` in arrival order; answer expired requests on the way."""
+        now = time.monotonic()
+        batch: list[_Request] = []
+        rest: deque[_Request] = deque()
+        rows, full = 0, False
+        for r in self._pending:
+            if r.future.done():  # the caller gave up
+                continue
+            if r.deadline is not None and now >= r.deadline:
+                self.expired += 1
+                r.future.set_exception(DeadlineExceeded("the deadline passed while queued"))
+            elif r.key == key and not full and (not batch or rows + r.rows <= self.max_batch_size):
+                batch.append(r)
+                rows += r.rows
+            else:
+                full = full or r.key == key  # keep arrival order: nothing jumps a waiting peer
+                rest.append(r)
+        self._pending = rest
+        return batch
+
+    async def _run(self, batch: list[_Request]) -> None:
+        started = time.monotonic()
+        error: Exception | None = None
+        loop = asyncio.get_running_loop()
+        try:
+            parts = await loop.run_in_executor(
+                self.executor, self._compute, [r.inputs for r in batch], [r.rows for r in batch]
+            )
+        except asyncio.CancelledError:
+            _fail(batch, BatcherStopped("the batcher was cancelled while running this request"))
+            raise
+        except Exception as exc:  # the model's failure belongs to this batch only
+            error = exc
+            _fail(batch, exc)
+        else:
+            for r, part in zip(batch, parts, strict=True):
+                if not r.future.done():
+                    r.future.set_result(part)
+        self._report(batch, started, time.monotonic() - started, error)
+
+    def _compute(self, inputs: list[Tensors], rows: list[int]) -> list[Tensors]:
+        """Runs in the executor: concatenate, call the model, split by row counts."""
+        if len(inputs) == 1:
+            joined = inputs[0]
+        else:
+            joined = {name: np.concatenate([i[name] for i in inputs]) for name in inputs[0]}
+        outputs = self.run_batch(joined)
+        return _split(outputs, rows)
+
+    def _report(
+        self, batch: list[_Request], started: float, seconds: float, error: Exception | None
+    ) -> None:
+        if self.on_batch is None:
+            return
+        stats = BatchStats(
+            rows=sum(r.rows for r in batch),
+            requests=len(batch),
+            queue_times=tuple(started - r.enqueued for r in batch),
+            compute_time=seconds,
+            error=error,
+        )
+        try:
+            self.on_batch(stats)
+        except Exception:  # metrics must never take the model down
+            log.exception("on_batch callback failed")
+
+    def _fail_pending(self, error: BatcherError) -> None:
+        _fail(list(self._pending), error)
+        self._pending.clear()
+
+
+def _fail(batch: list[_Request], error: BaseException) -> None:
+    for r in batch:
+        if not r.future.done():
+            r.future.set_exception(error)
+
+
+def _signature(inputs: Tensors) -> tuple[int, tuple[tuple[str, tuple[int, ...], str], ...]]:
+    """Row count (the shared leading dimension) and what must match to share a batch."""
+    if not inputs:
+        raise ValueError("a request needs at least one input")
+    for name, array in inputs.items():
+        if array.ndim == 0:
+            raise ValueError(f"input '{name}' is a scalar; batching needs a leading batch axis")
+    rows = {name: array.shape[0] for name, array in inputs.items()}
+    if len(set(rows.values())) > 1:
+        raise ValueError(f"inputs disagree on the batch size (leading dimension): {rows}")
+    key = tuple(sorted((n, a.shape[1:], a.dtype.str) for n, a in inputs.items()))
+    return next(iter(rows.values())), key
+
+
+def _split(outputs: Tensors, rows: list[int]) -> list[Tensors]:
+    total = sum(rows)
+    for name, out in outputs.items():
+        if np.ndim(out) == 0 or len(out) != total:
+            got = "a scalar" if np.ndim(out) == 0 else f"{len(out)} rows"
+            raise RuntimeError(f"run_batch returned {got} for output '{name}', expected {total}")
+    offsets = np.cumsum(rows)[:-1]
+    pieces = {name: np.split(out, offsets) for name, out in outputs.items()}
+    return [{name: pieces[name][i] for name in outputs} for i in range(len(rows))]
