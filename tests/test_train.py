@@ -47,12 +47,14 @@ def test_training_is_deterministic_on_cpu(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _experiment(tmp_path: Path) -> Path:
+def _experiment(tmp_path: Path, augment: bool) -> Path:
     cfg = {"name": "resume", "data": {"dataset": "digits"},
            "model": {"arch": "cnn_small", "params": {"channels": [8], "hidden": 32, "dropout": 0.3}},
            "train": {"epochs": 4, "batch_size": 32, "progress": False, "keep_best": False,
                      "scheduler": {"name": "cosine", "warmup_epochs": 1}},
            "eval": {"plots": False}}
+    if augment:  # augmentation draws from the RNG every batch: resume must restore it exactly
+        cfg["augment"] = [{"rotate": 10}, {"gaussian_noise": {"std": 0.05}}, {"mixup": {"alpha": 0.2}}]
     path = tmp_path / "resume.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -65,9 +67,9 @@ def _train(config: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [0.0, 0.5])
-def test_resume_after_sigkill_is_bitwise_exact(tmp_path: Path, delay: float) -> None:
-    config = _experiment(tmp_path)
+@pytest.mark.parametrize(("delay", "augment"), [(0.0, False), (0.5, True)])
+def test_resume_after_sigkill_is_bitwise_exact(tmp_path: Path, delay: float, augment: bool) -> None:
+    config = _experiment(tmp_path, augment)
     assert _train(config, tmp_path / "straight").wait(timeout=240) == 0
     victim = _train(config, tmp_path / "killed")
     deadline = time.monotonic() + 120

@@ -120,6 +120,30 @@ def evaluate(run_dir: Annotated[Path, typer.Argument(help="a finished run direct
     console.print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'report'}/")
 
 
+@app.command("augment-preview")
+@user_errors
+def augment_preview(config: ConfigArg = None, set_: SetOpt = None,
+                    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write")] = Path("preview.png"),
+                    images: Annotated[int, typer.Option(min=1, max=32)] = 8,
+                    draws: Annotated[int, typer.Option(min=1, max=8)] = 4) -> None:
+    """Write a PNG grid: training images (top row) and seeded augmented draws of them.
+
+    Example: `dlforge augment-preview examples/digits_augment.yaml --out preview.png`
+    """
+    from dlforge.data.preview import write_preview
+
+    cfg = _load(config, set_)
+    console.print(f"wrote {write_preview(cfg, out, images, draws)}")
+
+
+@app.command()
+def augmentations() -> None:
+    """List the augmentation ops for the `augment:` list, with their parameters."""
+    from dlforge.data.augment import AUGMENTATIONS
+
+    _print_components("augmentations", describe(AUGMENTATIONS))
+
+
 def _print_components(title: str, rows: list[tuple[str, str, str]]) -> None:
     table = Table(title=title, show_lines=False)
     for col in ("name", "parameters", "what it is"):
