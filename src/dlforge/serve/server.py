@@ -8,6 +8,9 @@ requests finish, then runs our lifespan shutdown, which drains the batchers.
 from __future__ import annotations
 
 import os
+import signal
+import sys
+from types import FrameType
 
 import uvicorn
 
@@ -19,6 +22,8 @@ LOG_CONFIG_LEVEL = "info"
 def run_server(settings: Settings) -> None:
     """Block serving until SIGINT/SIGTERM; returns after a graceful drain."""
     os.environ[ENV_VAR] = settings.to_env()
+    # uvicorn drains on SIGTERM, then re-raises the signal; this handler turns that into exit status 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "dlforge.serve.app:app_from_env",
         factory=True,
@@ -29,3 +34,7 @@ def run_server(settings: Settings) -> None:
         access_log=False,  # our AccessLog middleware writes one JSON line per request instead
         timeout_graceful_shutdown=settings.request_timeout_s + 5,
     )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
