@@ -76,6 +76,8 @@ class OnnxRuntime:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle ORT threads spin-wait by default, stealing the cores the HTTP side needs between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(package.onnx_path), options, providers=["CPUExecutionProvider"]
         )
