@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,3 +27,15 @@ def tiny_config(**sections: Any) -> ExperimentConfig:
 @pytest.fixture
 def tiny() -> ExperimentConfig:
     return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def model_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real exported package of a tiny digits CNN, trained once per test session (1 epoch)."""
+    from dlforge.export.package import export_run
+    from dlforge.train.run import train_run
+
+    run_dir = tmp_path_factory.mktemp("served") / "run"
+    cfg = tiny_config(train={"epochs": 1})
+    train_run(cfg, run_dir)
+    return export_run(run_dir)

@@ -176,6 +176,57 @@ def schema() -> None:
     sys.stdout.write("\n")
 
 
+PathArg = Annotated[Path, typer.Argument(help="a model package, or a repository REPO/<model>/<version>/")]
+
+
+@app.command()
+def serve(
+    path: PathArg,
+    host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 exposes it to the network")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="server processes behind the one port")] = 1,
+    max_batch_size: Annotated[int | None, typer.Option(help="override the manifest's serving.max_batch_size")] = None,
+    max_queue_delay_ms: Annotated[float | None, typer.Option(help="override serving.max_queue_delay_ms")] = None,
+    runtime: Annotated[str, typer.Option(help="onnx (ONNX Runtime) or torch")] = "onnx",
+    token: Annotated[list[str] | None, typer.Option(help="bearer token required for inference (repeatable)")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="file with one bearer token per line")] = None,
+    admin_token: Annotated[str | None, typer.Option(help="enables the repository API (load/unload)")] = None,
+    max_body_mb: Annotated[float, typer.Option(help="request body limit in MiB (413 above it)")] = 64,
+    timeout_s: Annotated[float, typer.Option(help="request deadline in seconds (504 after it)")] = 30,
+) -> None:
+    """Serve a model package (or a repository of them) over the Open Inference Protocol (KServe V2).
+
+    Examples: `dlforge serve runs/digits_cnn/package`, `dlforge serve models/ --workers 2 --token-file /run/token`
+    """
+    from pydantic import ValidationError
+
+    from dlforge.serve.server import run_server
+    from dlforge.serve.settings import Settings
+
+    tokens = [*(token or []), *_read_tokens(token_file)]
+    try:
+        settings = Settings(path=path, host=host, port=port, workers=workers, runtime=runtime,  # type: ignore[arg-type]
+                            tokens=tuple(tokens), admin_token=admin_token, max_body_bytes=int(max_body_mb * 2**20),
+                            max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
+                            request_timeout_s=timeout_s)
+    except ValidationError as exc:
+        err.print(f"[bold red]error:[/] {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", highlight=False)
+        raise typer.Exit(2) from None
+    if not path.exists():
+        err.print(f"[bold red]error:[/] {path}: no such package or repository", highlight=False)
+        raise typer.Exit(2)
+    if settings.exposed_without_token():
+        err.print(f"[bold yellow]warning:[/] binding {host} without --token: anyone who can reach this port "
+                  "can run the model; pass --token or --token-file", highlight=False)
+    run_server(settings)
+
+
+def _read_tokens(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,1 @@
+"""Export: a trained run → a verified, self-describing model package (ONNX + manifest + hashes)."""

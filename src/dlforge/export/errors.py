@@ -1,0 +1,11 @@
+"""Export and package errors (a leaf module so onnx/quantize/package can all raise them)."""
+
+from __future__ import annotations
+
+
+class PackageError(ValueError):
+    """A package that cannot be trusted or used; the message names the file or manifest field."""
+
+
+class ExportError(PackageError):
+    """Export produced a model that does not match torch (the message has the numbers)."""

@@ -1,0 +1,160 @@
+"""The app factory: settings → FastAPI app with a lifespan that loads models and drains them.
+
+State lives on `app.state.serve` (one `ServeState` per app), never in globals, so a test can
+run several apps in one process. Routes are declared in one table in routes.py; errors follow
+one fixed mapping from exception kind to HTTP status, always answered as `{"error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from dlforge.serve.accesslog import AccessLog
+from dlforge.serve.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull
+from dlforge.serve.metrics import ServeMetrics
+from dlforge.serve.protocol import ProtocolError
+from dlforge.serve.repository import ModelInstance, ModelNotFound, ModelNotReady, Repository
+from dlforge.serve.runtime import load_runtime
+from dlforge.serve.security import AuthError, BodyLimit, BodyTooLarge
+from dlforge.serve.settings import Settings
+
+log = logging.getLogger(__name__)
+DEFAULT_BATCH, DEFAULT_DELAY_MS = 8, 5.0
+
+
+@dataclass
+class ServeState:
+    """Everything the routes need: settings, the repository, metrics and the inference threads."""
+
+    settings: Settings
+    repository: Repository = field(init=False)
+    metrics: ServeMetrics = field(init=False)
+    executor: ThreadPoolExecutor = field(init=False)
+    accepting: bool = False  # between startup and shutdown: what /v2/health/ready reports
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """A V2 inference server for the package or repository at `settings.path`."""
+    from dlforge.serve.routes import routes
+
+    state = ServeState(settings)
+    state.repository = Repository(settings.path, lambda n, v, p: _load_instance(state, n, v, p))
+    state.metrics = ServeMetrics(state.repository.batchers)
+    state.metrics.models_loaded.set_function(lambda: state.repository.loaded_count())
+    app = FastAPI(title="dlforge serve", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.serve = state
+    for path, methods, endpoint in routes(admin=settings.admin_token is not None):
+        app.add_api_route(path, endpoint, methods=methods)
+    for kind in (Exception, HTTPException, RequestValidationError):
+        app.add_exception_handler(kind, _handle)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(AccessLog)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Entry point for `uvicorn --factory` in each of N worker processes (settings from env)."""
+    access = logging.getLogger("dlforge.serve.access")
+    if not access.handlers:  # uvicorn configures only its own loggers
+        access.addHandler(logging.StreamHandler())
+        access.setLevel(logging.INFO)
+        access.propagate = False
+    return create_app(Settings.from_env())
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServeState = app.state.serve
+    state.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dlforge-infer")
+    try:
+        await state.repository.load_all()
+        state.accepting = True
+        yield
+    finally:
+        # uvicorn has stopped accepting and waited for open requests; drain what is still queued.
+        state.accepting = False
+        await state.repository.close()
+        state.executor.shutdown(wait=True)
+
+
+async def _load_instance(state: ServeState, name: str, version: str, path: Path) -> ModelInstance:
+    """Verify and open a package, warm its runtime up, and put a started batcher in front."""
+    from dlforge.export.package import load_package
+
+    s = state.settings
+    package = await asyncio.to_thread(load_package, path)
+    runtime = await asyncio.to_thread(load_runtime, s.runtime, package, s.threads())
+    serving = getattr(package.manifest, "serving", None)
+    batcher = Batcher(
+        runtime.infer,
+        max_batch_size=s.max_batch_size or getattr(serving, "max_batch_size", None) or DEFAULT_BATCH,
+        max_queue_delay_ms=_first(s.max_queue_delay_ms, getattr(serving, "max_queue_delay_ms", None), DEFAULT_DELAY_MS),
+        max_queue_size=s.max_queue_size,
+        executor=state.executor,
+        on_batch=state.metrics.on_batch(name, version),
+    )
+    await batcher.start()
+    return ModelInstance(name, version, package.manifest, runtime, batcher)
+
+
+def _first(*values: float | None) -> float:
+    return next(v for v in values if v is not None)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+_STATUS: list[tuple[type[BaseException], int]] = [
+    (ProtocolError, 400), (RequestValidationError, 400), (ModelNotFound, 404), (BodyTooLarge, 413),
+    (ModelNotReady, 503), (QueueFull, 503), (BatcherStopped, 503), (DeadlineExceeded, 504),
+]
+
+
+def status_of(exc: BaseException) -> int:
+    """The one mapping from error kind to HTTP status; anything unexpected is a 500."""
+    if isinstance(exc, AuthError):
+        return exc.status
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    status = status_of(exc)
+    headers: dict[str, str] = {}
+    if status == 500:
+        log.error("unexpected error: %r", exc, exc_info=exc)
+    message = _message(exc, status)
+    if status == 503:
+        headers["Retry-After"] = "1"
+    elif status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    elif status == 413:
+        headers["Connection"] = "close"  # the rest of the body was not read
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _message(exc: BaseException, status: int) -> str:
+    if isinstance(exc, RequestValidationError):
+        return "invalid request: " + "; ".join(str(e.get("msg")) for e in exc.errors()[:5])
+    if isinstance(exc, HTTPException):
+        return str(exc.detail)
+    if status == 500:
+        return f"internal error ({type(exc).__name__}: {exc}); the server is still running"
+    return str(exc)
+
+
+async def _handle(request: Request, exc: Any) -> JSONResponse:
+    return error_response(exc)

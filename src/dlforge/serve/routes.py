@@ -1,0 +1,239 @@
+"""Every HTTP route in one table, and the handlers behind them (thin: parse → repository → batcher).
+
+Handlers take the raw `Request` (no FastAPI parameter parsing, so no 422s) and turn any error into
+`{"error": ...}` through the app's single status mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dlforge import __version__
+from dlforge.serve.app import ServeState, error_response, status_of
+from dlforge.serve.batcher import DeadlineExceeded
+from dlforge.serve.images import preprocess_image, top_k
+from dlforge.serve.metrics import CONTENT_TYPE
+from dlforge.serve.protocol import (
+    HEADER_LENGTH,
+    ModelMetadata,
+    ProtocolError,
+    RepositoryIndexRequest,
+    check_outputs,
+    encode_response,
+    match_inputs,
+    parse_header_length,
+    parse_request_body,
+    wants_binary,
+)
+from dlforge.serve.repository import ModelInstance
+from dlforge.serve.security import check_bearer
+
+Handler = Callable[[Request], Awaitable[Response]]
+MODEL = "/v2/models/{model}"
+VERSIONED = "/v2/models/{model}/versions/{version}"
+
+
+def routes(admin: bool) -> list[tuple[str, list[str], Handler]]:
+    """(path, methods, handler) for the server; the repository API only with an admin token."""
+    table: list[tuple[str, list[str], Handler]] = [
+        ("/v2/health/live", ["GET"], live),
+        ("/v2/health/ready", ["GET"], ready),
+        ("/v2", ["GET"], server_metadata),
+        ("/metrics", ["GET"], metrics),
+    ]
+    for base in (MODEL, VERSIONED):
+        table += [(base, ["GET"], model_metadata), (f"{base}/ready", ["GET"], model_ready),
+                  (f"{base}/infer", ["POST"], infer), (f"{base}/classify", ["POST"], classify)]
+    if admin:
+        table += [("/v2/repository/index", ["POST"], repository_index),
+                  ("/v2/repository/models/{model}/load", ["POST"], repository_load),
+                  ("/v2/repository/models/{model}/unload", ["POST"], repository_unload)]
+    return [(path, methods, _json_errors(handler)) for path, methods, handler in table]
+
+
+def _json_errors(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as exc:  # one mapping for every route; a runtime bug answers 500, the server stays up
+            return error_response(exc)
+
+    return guarded
+
+
+def _state(request: Request) -> ServeState:
+    state: ServeState = request.app.state.serve
+    return state
+
+
+def _model(request: Request, auth: bool = True) -> tuple[ServeState, ModelInstance]:
+    state = _state(request)
+    if auth:
+        check_bearer(request, state.settings.tokens)
+    return state, state.repository.get(request.path_params["model"], request.path_params.get("version"))
+
+
+# --- health and metadata ---------------------------------------------------------------------
+
+
+async def live(request: Request) -> Response:
+    return JSONResponse({"live": True})
+
+
+async def ready(request: Request) -> Response:
+    state = _state(request)
+    if not (state.accepting and state.repository.ready()):
+        return JSONResponse({"error": "not ready"}, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse({"ready": True})
+
+
+async def server_metadata(request: Request) -> Response:
+    state = _state(request)
+    extensions = ["binary_tensor_data", "classification"]
+    if state.settings.admin_token is not None:
+        extensions.append("model_repository")
+    return JSONResponse({"name": state.settings.server_name, "version": __version__, "extensions": extensions})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def model_metadata(request: Request) -> Response:
+    state, instance = _model(request)
+    meta = instance.runtime.metadata
+    body = ModelMetadata(name=instance.name, versions=state.repository.versions(instance.name),
+                         platform=meta.platform, inputs=meta.inputs, outputs=meta.outputs)
+    return JSONResponse(body.model_dump(exclude_none=True))
+
+
+async def model_ready(request: Request) -> Response:
+    _, instance = _model(request)
+    if not instance.batcher.running:
+        return JSONResponse({"error": f"model '{instance.name}' is not ready"}, status_code=503,
+                            headers={"Retry-After": "1"})
+    return JSONResponse({"name": instance.name, "ready": True})
+
+
+# --- inference --------------------------------------------------------------------------------
+
+
+async def infer(request: Request) -> Response:
+    started = time.monotonic()
+    state, instance = _model(request)  # 401/403/404/503 before reading the body
+    try:
+        response = await _infer(state, request, started)
+    except Exception as exc:
+        state.metrics.observe_request(instance.name, instance.version, status_of(exc), time.monotonic() - started)
+        raise
+    state.metrics.observe_request(instance.name, instance.version, 200, time.monotonic() - started)
+    return response
+
+
+async def _infer(state: ServeState, request: Request, started: float) -> Response:
+    body = await request.body()
+    request_, arrays = parse_request_body(body, parse_header_length(request.headers.get(HEADER_LENGTH)))
+    binary_default = wants_binary(request_.parameters, "binary_data_output", False)
+    # Look the instance up again after the body read: a reload may have swapped it meanwhile.
+    _, instance = _model(request, auth=False)
+    meta = instance.runtime.metadata
+    inputs = match_inputs(meta.inputs, request_, arrays)
+    check_outputs([o.name for o in meta.outputs], request_.outputs)
+    _check_rows(inputs)
+    outputs = await _submit(state, instance, inputs, started)
+    body, headers = encode_response(instance.name, instance.version, request_.id, outputs,
+                                    request_.outputs, binary_default)
+    return Response(body, headers=headers)
+
+
+def _check_rows(inputs: dict[str, np.ndarray]) -> None:
+    for name, array in inputs.items():
+        if array.ndim == 0 or array.shape[0] == 0:
+            raise ProtocolError(f"input '{name}': needs at least one row on the first (batch) dimension")
+
+
+async def _submit(state: ServeState, instance: ModelInstance, inputs: dict[str, np.ndarray],
+                  started: float) -> dict[str, np.ndarray]:
+    """Queue on the instance's batcher; past the request deadline the caller gets a 504."""
+    timeout = state.settings.request_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
+            return await instance.batcher.submit(inputs, deadline=started + timeout)
+    except TimeoutError:
+        raise DeadlineExceeded(f"the request did not finish within {timeout:g} s") from None
+
+
+async def classify(request: Request) -> Response:
+    """Multipart image upload (field `file`) → top-k labels, via the package's preprocessing."""
+    started = time.monotonic()
+    state, instance = _model(request)
+    k = _int_param(request, "top_k", 5)
+    form = await request.form(max_files=1, max_fields=8)
+    upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
+    if upload is None:
+        raise ProtocolError("send the image as a multipart/form-data file field, e.g. curl -F file=@digit.png")
+    batch = preprocess_image(await upload.read(), getattr(instance.manifest, "preprocessing", None))
+    _, instance = _model(request, auth=False)
+    name = instance.runtime.metadata.inputs[0].name
+    outputs = await _submit(state, instance, {name: batch}, started)
+    probabilities = outputs.get("probabilities", _softmax(next(iter(outputs.values()))))[0]
+    predictions = top_k(probabilities, list(getattr(instance.manifest, "labels", []) or []), k)
+    state.metrics.observe_request(instance.name, instance.version, 200, time.monotonic() - started)
+    return JSONResponse({"model_name": instance.name, "model_version": instance.version, "predictions": predictions})
+
+
+def _int_param(request: Request, key: str, default: int) -> int:
+    raw = request.query_params.get(key)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ProtocolError(f"query parameter {key} must be a positive integer, got {raw!r} (e.g. ?{key}=3)")
+    return int(raw)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+# --- repository extension (admin token) ------------------------------------------------------
+
+
+def _admin(request: Request) -> ServeState:
+    state = _state(request)
+    check_bearer(request, [state.settings.admin_token or ""])
+    return state
+
+
+async def repository_index(request: Request) -> Response:
+    state = _admin(request)
+    body = await request.body()
+    only_ready = RepositoryIndexRequest.model_validate_json(body).ready if body.strip() else False
+    items = [i for i in state.repository.index() if i.state == "READY" or not only_ready]
+    return JSONResponse([i.model_dump() for i in items])
+
+
+async def repository_load(request: Request) -> Response:
+    state = _admin(request)
+    name = request.path_params["model"]
+    await state.repository.load(name)
+    return JSONResponse({"name": name, "versions": state.repository.versions(name), "state": "READY"})
+
+
+async def repository_unload(request: Request) -> Response:
+    state = _admin(request)
+    name = request.path_params["model"]
+    await state.repository.unload(name)
+    return JSONResponse({"name": name, "state": "UNAVAILABLE"})
+
+

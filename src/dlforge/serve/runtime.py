@@ -1,0 +1,122 @@
+"""The small contract between the server and a model engine: load once, `infer` many times.
+
+`infer` takes and returns whole batches (rows on axis 0) and is called from the batcher's
+executor thread, never on the event loop. ONNX Runtime is the default engine; the torch engine
+rebuilds the network from the package's weights and config (torch is imported only then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from dlforge.registry import Registry
+from dlforge.serve.protocol import DATATYPES, MetadataTensor
+
+if TYPE_CHECKING:
+    from dlforge.export.package import ModelPackage
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class RuntimeMetadata:
+    """What the V2 metadata route reports for one loaded model."""
+
+    platform: str
+    inputs: list[MetadataTensor]
+    outputs: list[MetadataTensor]
+
+
+class Runtime(Protocol):
+    metadata: RuntimeMetadata
+
+    def infer(self, batch: Tensors) -> Tensors: ...
+
+
+RuntimeFactory = Callable[["ModelPackage", int], Runtime]
+RUNTIMES: Registry[RuntimeFactory] = Registry("runtime")
+
+
+def load_runtime(kind: str, package: ModelPackage, threads: int) -> Runtime:
+    """Build the engine, then run one warm-up batch so the first request is not the slow one."""
+    runtime = RUNTIMES.get(kind)(package, threads)
+    runtime.infer(warmup_batch(runtime.metadata.inputs))
+    return runtime
+
+
+def package_metadata(package: ModelPackage, platform: str) -> RuntimeMetadata:
+    m = package.manifest
+    return RuntimeMetadata(
+        platform=platform,
+        inputs=[MetadataTensor(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in m.inputs],
+        outputs=[MetadataTensor(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in m.outputs],
+    )
+
+
+def warmup_batch(inputs: list[MetadataTensor], rows: int = 1) -> Tensors:
+    """Zeros of each declared input with every dynamic dimension set to `rows` (or 1)."""
+    batch = {}
+    for spec in inputs:
+        shape = [rows if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(spec.shape)]
+        batch[spec.name] = np.zeros(shape, DATATYPES[spec.datatype].dtype)
+    return batch
+
+
+class OnnxRuntime:
+    """onnxruntime on CPU with a fixed thread budget (cores // workers, set by the server)."""
+
+    def __init__(self, package: ModelPackage, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle ORT threads spin-wait by default, stealing the cores the HTTP side needs between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(
+            str(package.onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+        self.metadata = package_metadata(package, "onnxruntime_onnx")
+        self._names = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, batch: Tensors) -> Tensors:
+        results = self.session.run(self._names, batch)
+        return dict(zip(self._names, results, strict=True))
+
+
+class TorchRuntime:
+    """The trained network itself, rebuilt from model.safetensors + config.yaml via build_model."""
+
+    def __init__(self, package: ModelPackage, threads: int) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        from dlforge.config import load_config
+        from dlforge.nn import build_model
+
+        torch.set_num_threads(threads)
+        manifest = package.manifest
+        cfg = load_config(package.path("config.yaml"))
+        input_shape = tuple(manifest.inputs[0].shape[1:])
+        net = build_model(cfg.model, input_shape, len(manifest.labels))
+        net.load_state_dict(load_file(str(package.path("model.safetensors"))))
+        self.net = net.eval()
+        self._torch: Any = torch
+        self.metadata = package_metadata(package, "pytorch_safetensors")
+
+    def infer(self, batch: Tensors) -> Tensors:
+        torch = self._torch
+        name = self.metadata.inputs[0].name
+        with torch.inference_mode():
+            logits = self.net(torch.from_numpy(batch[name]))
+            probabilities = torch.softmax(logits, dim=-1)
+        return {"logits": logits.numpy(), "probabilities": probabilities.numpy()}
+
+
+RUNTIMES.add("onnx", OnnxRuntime)
+RUNTIMES.add("torch", TorchRuntime)
