@@ -136,3 +136,12 @@ def test_export_onnx_is_a_single_file(tmp_path: Path, run_dir: Path) -> None:
     _, _, net = load_run(run_dir)
     export_onnx(net, torch.rand(4, 1, 8, 8), tmp_path / "m.onnx", 18)
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_export_never_imports_train_or_serve() -> None:
+    import ast
+
+    for path in (SCHEMA.parent).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(("dlforge.train", "dlforge.serve", "dlforge.cli")), path

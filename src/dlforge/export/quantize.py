@@ -16,8 +16,7 @@ import onnx
 from torch import Tensor, nn
 
 from dlforge.export.onnx import INPUT, run_onnx, session
-
-INT8_FILE = "model.int8.onnx"
+from dlforge.export.package import INT8_FILE, ONNX_FILE
 
 
 class SampleReader:
@@ -73,7 +72,7 @@ def latency_ms(path: Path, sample: np.ndarray, runs: int = 200) -> float:
 
 def quantize_package(net: nn.Module, root: Path, calibration: Tensor, x_test: Tensor, y_test: Tensor) -> dict[str, Any]:
     """Write root/model.int8.onnx and measure it against fp32 (test accuracy, batch-1 latency)."""
-    fp32, int8 = root / "model.onnx", root / INT8_FILE
+    fp32, int8 = root / ONNX_FILE, root / INT8_FILE
     method = quantize_onnx(fp32, int8, calibration.numpy() if has_conv(net) else None)
     onnx.checker.check_model(str(int8))
     x, y = x_test.numpy(), y_test.numpy()
