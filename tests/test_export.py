@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -121,8 +124,9 @@ def test_token_model_has_dynamic_sequence_length(tmp_path: Path) -> None:
                       model={"arch": "rnn_tiny", "params": {"cell": "gru", "vocab_size": 32}},
                       train={"epochs": 1})
     train_run(cfg, tmp_path / "run")
-    pkg = load_package(export_run(tmp_path / "run"))
+    pkg = load_package(export_run(tmp_path / "run", quantize="int8"))
     assert pkg.manifest.inputs[0].model_dump() == {"name": "input", "datatype": "INT64", "shape": [-1, -1]}
+    assert pkg.manifest.quantized is not None and pkg.manifest.quantized.method.startswith("dynamic")
     _, _, net = load_run(tmp_path / "run")
     sess = session(pkg.onnx_path)
     for batch, steps in [(1, 5), (7, 12), (3, 30)]:
@@ -136,3 +140,19 @@ def test_export_onnx_is_a_single_file(tmp_path: Path, run_dir: Path) -> None:
     _, _, net = load_run(run_dir)
     export_onnx(net, torch.rand(4, 1, 8, 8), tmp_path / "m.onnx", 18)
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_export_never_imports_train_or_serve() -> None:
+    import ast
+
+    for path in (SCHEMA.parent).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(("dlforge.train", "dlforge.serve", "dlforge.cli")), path
+
+
+def test_load_package_needs_no_torch(package: Path) -> None:
+    """The server loads packages; verifying one must not drag in torch or onnx."""
+    code = (f"import sys; from dlforge.export.package import load_package; load_package({str(package)!r}); "
+            "assert 'torch' not in sys.modules and 'onnx' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(SCHEMA.parents[2])})

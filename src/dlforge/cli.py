@@ -30,6 +30,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override 
 def user_errors(fn: F) -> F:
     """Show bad input as a short red message and exit 2, never a traceback."""
     from dlforge.data.datasets import DataError
+    from dlforge.export.errors import PackageError
     from dlforge.nn import ModelBuildError
     from dlforge.rundir import RunDirError
 
@@ -37,7 +38,7 @@ def user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, ModelBuildError, DataError, RunDirError) as exc:
+        except (ConfigError, ModelBuildError, DataError, RunDirError, PackageError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
             raise typer.Exit(2) from None
 
@@ -77,18 +78,11 @@ def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None) -> No
     run_dir = _run_dir(cfg, out)
     metrics = train_run(cfg, run_dir)
     print_metrics(metrics, f"{cfg.name}: test split")
-    _export_if_available(cfg, run_dir)
-    console.print(f"run directory: [bold]{run_dir}[/] (metrics.json, model.safetensors, report/, checkpoints/)")
-
-
-def _export_if_available(cfg: ExperimentConfig, run_dir: Path) -> None:
-    try:
-        from dlforge.export.package import export_run
-    except ImportError:
-        return
     if cfg.export.enabled:
-        package = export_run(run_dir)
-        console.print(f"model package: [bold]{package}[/]")
+        from dlforge.export.package import export_run
+
+        console.print(f"model package: [bold]{export_run(run_dir)}[/]")
+    console.print(f"run directory: [bold]{run_dir}[/] (metrics.json, model.safetensors, report/, checkpoints/)")
 
 
 @app.command()
@@ -142,6 +136,92 @@ def augmentations() -> None:
     from dlforge.data.augment import AUGMENTATIONS
 
     _print_components("augmentations", describe(AUGMENTATIONS))
+
+
+PackageArg = Annotated[Path, typer.Argument(help="a model package folder (e.g. runs/digits_cnn/package)")]
+
+
+@app.command()
+@user_errors
+def export(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+           quantize: Annotated[str | None, typer.Option(help="int8: also write model.int8.onnx")] = None,
+           out: Annotated[Path | None, typer.Option("--out", "-o", help="package folder (default RUN_DIR/package)")]
+           = None) -> None:
+    """Export a run to a verified model package (ONNX + parity check, optional int8).
+
+    Examples: `dlforge export runs/digits_cnn`, `dlforge export runs/digits_cnn --quantize int8 --out pkg/`
+    """
+    from dlforge.export.package import export_run, load_package
+
+    package = load_package(export_run(run_dir, quantize, out))
+    onnx = package.manifest.onnx
+    console.print(f"model package: [bold]{package.root}[/] (parity max |onnx - torch| "
+                  f"{onnx.parity_max_abs_diff:.2e} on {onnx.parity_samples} samples)")
+    _print_quantized(package.manifest.quantized)
+
+
+def _print_quantized(q: Any) -> None:
+    if q is not None:
+        console.print(f"int8 ({q.method}): accuracy {q.accuracy:.4f} vs fp32 {q.fp32_accuracy:.4f}; "
+                      f"batch-1 latency {q.latency_ms_batch1:.3f} ms vs fp32 {q.fp32_latency_ms_batch1:.3f} ms")
+
+
+@app.command()
+@user_errors
+def predict(package: PackageArg,
+            files: Annotated[list[Path], typer.Argument(help="images (.png, .jpg, …) or .npy arrays")],
+            top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="labels to show per sample")] = 3,
+            int8: Annotated[bool, typer.Option(help="use model.int8.onnx")] = False,
+            as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
+    """Classify files with a package's ONNX model (preprocessed exactly as in training).
+
+    Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`
+    """
+    from dlforge.export.package import load_package
+    from dlforge.export.predict import predict_files
+
+    results = predict_files(load_package(package), files, top_k, int8)
+    if as_json:
+        rows = [{"file": r.source, "top": [{"label": lb, "probability": p} for lb, p in r.top]} for r in results]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title=f"{package}: top {top_k}")
+    for col in ("input", "label", "probability"):
+        table.add_column(col, justify="right" if col == "probability" else "left")
+    for r in results:
+        for rank, (label, p) in enumerate(r.top):
+            table.add_row(r.source if rank == 0 else "", label, f"{p:.4f}")
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def inspect(package: PackageArg) -> None:
+    """Verify a package (every sha256) and summarise it: signature, parity, files, int8, metrics.
+
+    Example: `dlforge inspect runs/digits_cnn/package`
+    """
+    from dlforge.export.package import load_package
+
+    m = load_package(package).manifest
+    console.print(f"[bold]{m.name}[/] version {m.version} ({m.task}), created {m.created}, "
+                  f"dlforge {m.dlforge_version}, torch {m.torch_version}")
+    for kind, specs in (("input", m.inputs), ("output", m.outputs)):
+        for t in specs:
+            console.print(f"  {kind:6} {t.name}: {t.datatype} {t.shape}")
+    console.print(f"labels ({len(m.labels)}): {', '.join(m.labels[:20])}{' …' if len(m.labels) > 20 else ''}")
+    console.print(f"preprocessing: {json.dumps(m.preprocessing)}", highlight=False, markup=False)
+    console.print(f"onnx: opset {m.onnx.opset}, parity max |onnx - torch| {m.onnx.parity_max_abs_diff:.2e} "
+                  f"on {m.onnx.parity_samples} samples (tolerance {m.onnx.tolerance:g})")
+    table = Table(title="files (sha256 verified)")
+    for col in ("file", "bytes", "sha256"):
+        table.add_column(col, justify="right" if col == "bytes" else "left")
+    for name, entry in m.files.items():
+        table.add_row(name, f"{entry.bytes:,}", entry.sha256[:16] + "…")
+    console.print(table)
+    _print_quantized(m.quantized)
+    if m.metrics:
+        print_metrics(m.metrics, "test metrics (from training)")
 
 
 def _print_components(title: str, rows: list[tuple[str, str, str]]) -> None:

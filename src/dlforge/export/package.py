@@ -29,7 +29,7 @@ __all__ = ["ExportError", "FileEntry", "Manifest", "ModelPackage", "PackageError
            "export_run", "load_package"]
 
 MANIFEST, ONNX_FILE, INT8_FILE = "manifest.json", "model.onnx", "model.int8.onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 
 
 class Strict(BaseModel):

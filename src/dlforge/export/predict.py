@@ -1,0 +1,82 @@
+"""Inference from a package: files (images, .npy) → model inputs exactly as in training → top-k labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlforge.data.datasets import IMAGE_SUFFIXES, read_image
+from dlforge.export.errors import PackageError
+from dlforge.export.onnx import run_onnx, session
+from dlforge.export.package import ModelPackage
+
+
+@dataclass
+class Prediction:
+    source: str
+    top: list[tuple[str, float]]  # (label, probability), best first
+
+
+def _sample_rank(package: ModelPackage) -> int:
+    return len(package.manifest.inputs[0].shape) - 1
+
+
+def load_npy(path: Path, package: ModelPackage) -> np.ndarray:
+    """One sample or a batch, raw [0, 1]-scaled floats or token ids (never unpickled)."""
+    spec = package.manifest.inputs[0]
+    arr = np.load(path, allow_pickle=False)
+    if arr.ndim == _sample_rank(package):
+        arr = arr[None]
+    if arr.ndim != len(spec.shape) or any(d not in (-1, a) for d, a in zip(spec.shape[1:], arr.shape[1:], strict=True)):
+        raise PackageError(f"{path}: shape {list(arr.shape)} does not fit the model input {spec.shape} "
+                           "(one sample without the batch axis, or a batch)")
+    return arr.astype(np.int64 if spec.datatype == "INT64" else np.float32)
+
+
+def load_image(path: Path, package: ModelPackage) -> np.ndarray:
+    """Decoded like training data: read_image gives pixel/255, the [0, 1] scale models are trained on."""
+    prep = package.manifest.preprocessing
+    if prep.get("kind") != "image":
+        raise PackageError(f"{path}: this model takes {prep.get('kind')} inputs, not images; pass a .npy file")
+    return read_image(path, tuple(prep["size"]), int(prep["channels"]))[None]  # type: ignore[arg-type]
+
+
+def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, list[str]]:
+    """Stack every file's samples into one batch; returns it and a source name per sample."""
+    arrays, sources = [], []
+    for path in files:
+        if not path.is_file():
+            raise PackageError(f"{path}: no such file")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            arr = load_npy(path, package)
+        elif suffix in IMAGE_SUFFIXES:
+            arr = load_image(path, package)
+        else:
+            raise PackageError(f"{path}: unsupported file type (use .npy or {', '.join(IMAGE_SUFFIXES)})")
+        arrays.append(arr)
+        sources += [str(path)] if len(arr) == 1 else [f"{path}[{i}]" for i in range(len(arr))]
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) > 1:
+        raise PackageError(f"inputs have different shapes {sorted(shapes)}; predict them separately")
+    return np.concatenate(arrays), sources
+
+
+def probabilities(package: ModelPackage, x: np.ndarray, int8: bool = False) -> np.ndarray:
+    path = package.int8_path if int8 else package.onnx_path
+    if path is None:
+        raise PackageError(f"{package.root}: not quantized; export with --quantize int8")
+    return run_onnx(session(path), x)[1]
+
+
+def predict_files(package: ModelPackage, files: list[Path], top_k: int = 3, int8: bool = False) -> list[Prediction]:
+    """Top-k (label, probability) for every sample in `files`."""
+    x, sources = load_inputs(files, package)
+    probs = probabilities(package, x, int8)
+    labels = package.manifest.labels
+    k = max(1, min(top_k, len(labels)))
+    best = np.argsort(-probs, axis=1)[:, :k]
+    return [Prediction(src, [(labels[j], float(p[j])) for j in idx]) for src, p, idx in zip(sources, probs, best,
+                                                                                           strict=True)]

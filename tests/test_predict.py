@@ -1,0 +1,109 @@
+"""`dlforge run` (which exports), `export`, `predict` and `inspect` through the CLI, and int8 accuracy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from dlforge.cli import app
+from dlforge.data.splits import load_data
+from dlforge.export.package import load_package
+from dlforge.export.predict import predict_files
+from dlforge.rundir import load_run
+
+runner = CliRunner()
+# enough capacity and epochs that int8 vs fp32 accuracy is a meaningful comparison
+RUN_ARGS = ["--set", "model.arch=cnn_small", "--set", "model.params.channels=[8,16]", "--set", "model.params.hidden=32",
+            "--set", "train.epochs=4", "--set", "train.progress=false", "--set", "eval.plots=false",
+            "--set", "export.quantize=int8"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("run")
+    result = runner.invoke(app, ["run", "--out", str(path), *RUN_ARGS])
+    assert result.exit_code == 0, result.output
+    assert "model package" in result.output
+    return path
+
+
+@pytest.fixture(scope="module")
+def test_split(run_dir: Path) -> tuple[torch.Tensor, np.ndarray]:
+    """Test-split inputs and the torch model's predicted labels for them."""
+    cfg, _, net = load_run(run_dir)
+    x = load_data(cfg.data, cfg.seed).test.tensors[0]
+    with torch.no_grad():
+        return x, net(x).argmax(1).numpy()
+
+
+def _predict_json(package: Path, *files: Path, extra: tuple[str, ...] = ()) -> list[dict]:
+    result = runner.invoke(app, ["predict", str(package), *map(str, files), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+@pytest.mark.slow
+def test_int8_accuracy_within_one_point_of_fp32(run_dir: Path) -> None:
+    q = load_package(run_dir / "package").manifest.quantized
+    assert q is not None and q.method.startswith("static QDQ")
+    assert q.fp32_accuracy > 0.9 and abs(q.accuracy - q.fp32_accuracy) <= 0.01
+    assert q.latency_ms_batch1 > 0 and q.fp32_latency_ms_batch1 > 0
+
+
+def test_round_trip_equals_torch(run_dir: Path, test_split: tuple[torch.Tensor, np.ndarray], tmp_path: Path) -> None:
+    x, expected = test_split
+    np.save(tmp_path / "batch.npy", x.numpy())
+    preds = predict_files(load_package(run_dir / "package"), [tmp_path / "batch.npy"], top_k=1)
+    assert [int(p.top[0][0]) for p in preds] == expected.tolist()
+
+
+def test_predict_npy_cli_matches_torch(run_dir: Path, test_split: tuple[torch.Tensor, np.ndarray],
+                                       tmp_path: Path) -> None:
+    x, expected = test_split
+    np.save(tmp_path / "one.npy", x[0].numpy())  # one sample, no batch axis
+    np.save(tmp_path / "batch.npy", x[:16].numpy())
+    rows = _predict_json(run_dir / "package", tmp_path / "one.npy", tmp_path / "batch.npy", extra=("--top-k", "2"))
+    assert len(rows) == 17 and all(len(r["top"]) == 2 for r in rows)
+    assert [int(r["top"][0]["label"]) for r in rows] == [expected[0], *expected[:16]]
+    assert rows[0]["top"][0]["probability"] >= rows[0]["top"][1]["probability"]
+
+
+def test_predict_png_cli_matches_torch(run_dir: Path, test_split: tuple[torch.Tensor, np.ndarray],
+                                       tmp_path: Path) -> None:
+    x, expected = test_split
+    files = []
+    for i in range(8):  # 8-bit images as a user would have them: pixel = value * 255
+        files.append(tmp_path / f"digit{i}.png")
+        Image.fromarray((x[i, 0].numpy() * 255).round().astype(np.uint8)).save(files[-1])
+    rows = _predict_json(run_dir / "package", *files)
+    assert [int(r["top"][0]["label"]) for r in rows] == expected[:8].tolist()
+    assert _predict_json(run_dir / "package", files[0], extra=("--int8",))[0]["file"] == str(files[0])
+
+
+def test_predict_table_and_bad_input(run_dir: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 3), np.float32))
+    result = runner.invoke(app, ["predict", str(run_dir / "package"), str(tmp_path / "wrong.npy")])
+    assert result.exit_code == 2 and "does not fit the model input" in result.output
+
+
+def test_inspect_summarises_a_verified_package(run_dir: Path) -> None:
+    result = runner.invoke(app, ["inspect", str(run_dir / "package")])
+    assert result.exit_code == 0, result.output
+    for text in ("FP32 [-1, 1, 8, 8]", "sha256 verified", "model.int8.onnx", "parity", "accuracy"):
+        assert text in result.output
+
+
+def test_export_cli_to_another_folder_and_tamper_refused(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pkg"
+    result = runner.invoke(app, ["export", str(run_dir), "--out", str(out), "--quantize", "none"])
+    assert result.exit_code == 0, result.output
+    assert load_package(out).manifest.quantized is None  # overrides the config's export.quantize: int8
+    (out / "model.onnx").write_bytes((out / "model.onnx").read_bytes()[:-1] + b"!")
+    result = runner.invoke(app, ["inspect", str(out)])
+    assert result.exit_code == 2 and "model.onnx" in result.output and "sha256" in result.output
