@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,52 @@ def test_classify_an_uploaded_image(client: httpx.Client) -> None:
     assert bad.status_code == 400
     no_k = client.post("/v2/models/tiny/classify?top_k=zero", files={"file": ("x.png", b"", "image/png")})
     assert no_k.status_code == 400
+
+
+def test_classify_outcomes_are_counted_in_request_metrics(client: httpx.Client, server: tuple[str, Any]) -> None:
+    registry = server[1].state.serve.metrics.registry
+
+    def count(status: str) -> float:
+        labels = {"model": "tiny", "version": "1", "status": status}
+        return registry.get_sample_value("dlforge_requests_total", labels) or 0.0
+
+    before = count("200"), count("400")
+    buf = io.BytesIO()
+    Image.fromarray((RNG.random((8, 8)) * 255).astype(np.uint8)).save(buf, format="PNG")
+    url = "/v2/models/tiny/classify"
+    assert client.post(url, files={"file": ("d.png", buf.getvalue(), "image/png")}).status_code == 200
+    assert client.post(url, files={"file": ("x.png", b"not an image", "image/png")}).status_code == 400
+    assert client.post(f"{url}?top_k=0", files={"file": ("x.png", b"", "image/png")}).status_code == 400
+    assert (count("200"), count("400")) == (before[0] + 1, before[1] + 2)
+
+
+def test_a_full_queue_is_503_with_retry_after_and_the_server_stays_healthy(model_package: Path) -> None:
+    settings = Settings(path=model_package, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=1)
+    with running(settings) as (url, app):
+        batcher = app.state.serve.repository.get("tiny").batcher
+        original = batcher.run_batch
+
+        def slow(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            time.sleep(0.05)
+            return original(batch)
+
+        batcher.run_batch = slow
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+                return await asyncio.gather(*(c.post(INFER, json=_good()) for _ in range(12)))
+
+        replies = asyncio.run(burst())
+        statuses = sorted(r.status_code for r in replies)
+        assert set(statuses) == {200, 503}, statuses
+        for r in replies:
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "1" and "queue is full" in r.json()["error"]
+        batcher.run_batch = original
+        with httpx.Client(base_url=url) as c:
+            assert c.get("/v2/health/ready").status_code == 200
+            assert c.post(INFER, json=_good()).status_code == 200
+            assert 'status="503"' in c.get("/metrics").text
 
 
 def test_runtime_error_is_500_json_and_the_server_stays_up(client: httpx.Client, server: tuple[str, Any]) -> None:

@@ -131,6 +131,52 @@ def test_partial_batch_flushes_after_the_delay() -> None:
     assert min(stats[0].queue_times) >= 0.05 and stats[0].compute_time >= 0
 
 
+def test_a_lone_request_to_an_idle_batcher_runs_without_waiting_the_delay() -> None:
+    model, stats = Model(), []
+
+    async def main() -> None:
+        async with started(model, max_batch_size=8, max_queue_delay_ms=HUGE, on_batch=stats.append) as b:
+            for i in range(3):  # concurrency 1: each request is alone when it arrives
+                assert (await b.submit(row(i)))["y"][0, 0] == 2 * i
+
+    run(main())  # a HUGE wait would trip run()'s 10 s timeout
+    assert [len(c["x"]) for c in model.calls] == [1, 1, 1]
+    assert all(s.queue_times[0] < 1 for s in stats)
+
+
+def test_idle_flush_can_be_turned_off() -> None:
+    model = Model()
+
+    async def main() -> float:
+        async with started(model, max_batch_size=8, max_queue_delay_ms=50, flush_when_idle=False) as b:
+            begin = time.monotonic()
+            await b.submit(row(1))
+            return time.monotonic() - begin
+
+    assert run(main()) >= 0.05
+
+
+def test_requests_arriving_while_a_batch_computes_wait_for_company() -> None:
+    model = Model(gated=True)
+
+    async def main() -> None:
+        async with started(model, max_batch_size=3, max_queue_delay_ms=HUGE) as b:
+            first = asyncio.create_task(b.submit(row(0)))
+            await model.wait_started()  # idle flush: it runs alone, at once
+            second = asyncio.create_task(b.submit(row(1)))
+            await settle()
+            model.gate.set()
+            assert (await first)["y"][0, 0] == 0
+            await asyncio.sleep(0.05)
+            assert len(model.calls) == 1 and b.queue_depth == 1  # not idle: waits for the batch to fill
+            rest = [asyncio.create_task(b.submit(row(i))) for i in (2, 3)]
+            outs = await asyncio.gather(second, *rest)
+            assert [o["y"][0, 0] for o in outs] == [2, 4, 6]
+
+    run(main())
+    assert [len(c["x"]) for c in model.calls] == [1, 3]
+
+
 def test_rows_of_multi_row_requests_are_split_back_in_order() -> None:
     model = Model()
 

@@ -62,3 +62,29 @@ def test_load_and_unload_under_traffic_fail_no_request(repo: Path) -> None:
     with running(Settings(path=repo, admin_token="admin")) as (url, _):
         statuses = asyncio.run(scenario(url))
     assert len(statuses) > 20 and set(statuses) == {200}
+
+
+def test_repository_index_with_invalid_json_is_400(repo: Path) -> None:
+    with running(Settings(path=repo, admin_token="admin")) as (url, _), httpx.Client(base_url=url) as c:
+        for bad in (b"{not json", b'{"ready": "maybe"}', b"[1, 2]"):
+            r = c.post("/v2/repository/index", content=bad, headers=ADMIN)
+            assert r.status_code == 400 and "invalid repository index request" in r.json()["error"]
+        assert c.post("/v2/repository/index", json={"ready": True}, headers=ADMIN).status_code == 200
+        assert c.get("/v2/health/live").status_code == 200
+
+
+def test_a_package_that_fails_to_load_is_a_400_naming_the_problem(
+    model_package: Path, tmp_path: Path
+) -> None:
+    root = make_repository(model_package, tmp_path / "repo", {"digits": ["1"]})
+    with running(Settings(path=root, admin_token="admin")) as (url, _), httpx.Client(base_url=url) as c:
+        make_repository(model_package, root, {"broken": ["1"]})
+        (root / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx graph")
+        r = c.post("/v2/repository/models/broken/load", headers=ADMIN)
+        assert r.status_code == 400, r.text
+        assert "failed to load model 'broken'" in r.json()["error"]
+        index = {i["name"]: i for i in c.post("/v2/repository/index", headers=ADMIN).json()}
+        assert index["broken"]["state"] == "UNAVAILABLE" and "load failed" in index["broken"]["reason"]
+        assert c.get("/v2/health/live").status_code == 200  # the server stays up and keeps serving
+        assert c.post("/v2/models/digits/infer", json=body()).status_code == 200
+        assert c.post("/v2/models/broken/infer", json=body()).status_code == 503

@@ -26,7 +26,7 @@ from dlforge.serve.accesslog import AccessLog
 from dlforge.serve.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull
 from dlforge.serve.metrics import ServeMetrics
 from dlforge.serve.protocol import ProtocolError
-from dlforge.serve.repository import ModelInstance, ModelNotFound, ModelNotReady, Repository
+from dlforge.serve.repository import ModelInstance, ModelLoadFailed, ModelNotFound, ModelNotReady, Repository
 from dlforge.serve.runtime import load_runtime
 from dlforge.serve.security import AuthError, BodyLimit, BodyTooLarge
 from dlforge.serve.settings import Settings
@@ -117,7 +117,8 @@ def _first(*values: float | None) -> float:
 # --- errors -----------------------------------------------------------------------------------
 
 _STATUS: list[tuple[type[BaseException], int]] = [
-    (ProtocolError, 400), (RequestValidationError, 400), (ModelNotFound, 404), (BodyTooLarge, 413),
+    (ProtocolError, 400), (RequestValidationError, 400), (ModelLoadFailed, 400),
+    (ModelNotFound, 404), (BodyTooLarge, 413),
     (ModelNotReady, 503), (QueueFull, 503), (BatcherStopped, 503), (DeadlineExceeded, 504),
 ]
 

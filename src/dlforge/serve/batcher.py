@@ -5,6 +5,12 @@ the oldest request and the compatible ones behind it (same input names, trailing
 dtypes) until the batch has `max_batch_size` rows or the oldest has waited `max_queue_delay_ms`,
 concatenates them along axis 0, runs the model in an executor so the event loop stays free, and
 splits the outputs back by each request's row count. All times are `time.monotonic()` seconds.
+
+Idle flush (`flush_when_idle`, on by default): a request that arrives to an empty queue while no
+batch is computing, and is still alone after one turn of the event loop, runs at once instead of
+waiting `max_queue_delay_ms` for company that is not coming (at concurrency 1 the client waits for
+the answer before it sends again). Requests that arrive while a batch computes, or together with
+others, batch as usual: the delay is spent only when there is evidence of concurrent load.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class _Request:
     deadline: float | None
     enqueued: float
     future: asyncio.Future[Tensors]
+    idle: bool = False  # arrived to an empty queue with no batch computing
 
 
 class Batcher:
@@ -79,6 +86,7 @@ class Batcher:
         max_queue_size: int = 256,
         executor: Executor | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
+        flush_when_idle: bool = True,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_ms < 0:
             raise ValueError(
@@ -91,12 +99,14 @@ class Batcher:
         self.max_queue_size = max_queue_size
         self.executor = executor  # None: the event loop's default thread pool
         self.on_batch = on_batch
+        self.flush_when_idle = flush_when_idle
         self.rejected = 0  # QueueFull answers
         self.expired = 0  # DeadlineExceeded answers
         self._pending: deque[_Request] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._busy = False  # a batch is in the executor
 
     @property
     def queue_depth(self) -> int:
@@ -134,7 +144,8 @@ class Batcher:
             raise QueueFull(f"the queue is full ({self.max_queue_size} requests); retry later")
         rows, key = _signature(inputs)
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(inputs, rows, key, deadline, time.monotonic(), future))
+        idle = not self._pending and not self._busy
+        self._pending.append(_Request(inputs, rows, key, deadline, time.monotonic(), future, idle))
         self._wakeup.set()
         return await future  # a cancelled caller cancels the future; the loop then skips it
 
@@ -157,6 +168,12 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             oldest = self._pending[0]
+            if self.flush_when_idle and oldest.idle and not self._stopping:
+                await asyncio.sleep(0)  # let requests submitted in the same turn join
+                if len(self._pending) == 1 and self._pending[0] is oldest:
+                    if batch := self._take(oldest.key):
+                        return batch
+                    continue
             flush_at = oldest.enqueued + self.max_queue_delay
             while not self._stopping and self._ready_rows(oldest.key) < self.max_batch_size:
                 if (remaining := flush_at - time.monotonic()) <= 0:
@@ -196,6 +213,7 @@ class Batcher:
         started = time.monotonic()
         error: Exception | None = None
         loop = asyncio.get_running_loop()
+        self._busy = True
         try:
             parts = await loop.run_in_executor(
                 self.executor, self._compute, [r.inputs for r in batch], [r.rows for r in batch]
@@ -210,6 +228,8 @@ class Batcher:
             for r, part in zip(batch, parts, strict=True):
                 if not r.future.done():
                     r.future.set_result(part)
+        finally:
+            self._busy = False
         self._report(batch, started, time.monotonic() - started, error)
 
     def _compute(self, inputs: list[Tensors], rows: list[int]) -> list[Tensors]:

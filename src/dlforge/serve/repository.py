@@ -33,6 +33,10 @@ class ModelNotReady(RuntimeError):
     """The model exists but is not loaded (503)."""
 
 
+class ModelLoadFailed(RuntimeError):
+    """A package could not be loaded (400): the files are broken or incompatible, not the server."""
+
+
 @dataclass
 class ModelInstance:
     """One loaded version: its package facts, its engine and the batcher in front of it."""
@@ -108,7 +112,7 @@ class Repository:
             except Exception as exc:
                 await _close_all(fresh)
                 self._mark_failed(name, fresh, exc)
-                raise
+                raise ModelLoadFailed(f"failed to load model '{name}': {type(exc).__name__}: {exc}") from exc
             old, self._models[name] = self._models.get(name, {}), fresh
             await _close_all(old)
             log.info("loaded %s versions %s", name, sorted(fresh, key=version_key))

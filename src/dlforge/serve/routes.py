@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
@@ -176,7 +177,17 @@ async def _submit(state: ServeState, instance: ModelInstance, inputs: dict[str, 
 async def classify(request: Request) -> Response:
     """Multipart image upload (field `file`) → top-k labels, via the package's preprocessing."""
     started = time.monotonic()
-    state, instance = _model(request)
+    state, instance = _model(request)  # 401/403/404/503 before reading the body
+    try:
+        response = await _classify(state, instance, request, started)
+    except Exception as exc:
+        state.metrics.observe_request(instance.name, instance.version, status_of(exc), time.monotonic() - started)
+        raise
+    state.metrics.observe_request(instance.name, instance.version, 200, time.monotonic() - started)
+    return response
+
+
+async def _classify(state: ServeState, instance: ModelInstance, request: Request, started: float) -> Response:
     k = _int_param(request, "top_k", 5)
     form = await request.form(max_files=1, max_fields=8)
     upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
@@ -188,7 +199,6 @@ async def classify(request: Request) -> Response:
     outputs = await _submit(state, instance, {name: batch}, started)
     probabilities = outputs.get("probabilities", _softmax(next(iter(outputs.values()))))[0]
     predictions = top_k(probabilities, list(getattr(instance.manifest, "labels", []) or []), k)
-    state.metrics.observe_request(instance.name, instance.version, 200, time.monotonic() - started)
     return JSONResponse({"model_name": instance.name, "model_version": instance.version, "predictions": predictions})
 
 
@@ -218,7 +228,11 @@ def _admin(request: Request) -> ServeState:
 async def repository_index(request: Request) -> Response:
     state = _admin(request)
     body = await request.body()
-    only_ready = RepositoryIndexRequest.model_validate_json(body).ready if body.strip() else False
+    try:
+        only_ready = RepositoryIndexRequest.model_validate_json(body).ready if body.strip() else False
+    except ValidationError as exc:
+        raise ProtocolError(f'invalid repository index request (send {{"ready": true}} or no body): '
+                            f'{exc.errors()[0]["msg"]}') from None
     items = [i for i in state.repository.index() if i.state == "READY" or not only_ready]
     return JSONResponse([i.model_dump() for i in items])
 
