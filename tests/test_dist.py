@@ -126,7 +126,7 @@ def test_a_failing_rank_ends_the_job_with_its_error_not_a_hang(tmp_path: Path) -
 
 def test_fsdp_with_accumulation_matches_one_worker(tmp_path: Path) -> None:
     raw = {**EXPERIMENT, "model": {"arch": "mlp_tiny", "params": {"dropout": 0.0}},
-           "train": {**EXPERIMENT["train"], "epochs": 1, "batch_size": 4, "accumulate": 2}}
+           "train": {**EXPERIMENT["train"], "epochs": 1, "batch_size": 8, "accumulate": 2}}
     code, stderr = finish(launch(write_config(tmp_path, raw), tmp_path / "fsdp", "--nproc", "2",
                                  "--set", "train.strategy=fsdp"))
     assert code == 0, stderr
