@@ -91,7 +91,8 @@ def _export_if_available(cfg: ExperimentConfig, run_dir: Path) -> None:
         console.print(f"model package: [bold]{package}[/]")
 
 
-NprocOpt = Annotated[int, typer.Option("--nproc", min=1, help="local workers, launched through torchrun (DDP)")]
+NprocOpt = Annotated[int | None, typer.Option("--nproc", min=1,
+                                              help="local workers, launched through torchrun (DDP / FSDP)")]
 RestartsOpt = Annotated[int, typer.Option("--max-restarts", min=0,
                                           help="with --nproc: restart the worker group this often after a failure")]
 
@@ -100,7 +101,7 @@ RestartsOpt = Annotated[int, typer.Option("--max-restarts", min=0,
 @user_errors
 def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
           resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --out")] = False,
-          nproc: NprocOpt = 1, max_restarts: RestartsOpt = 0) -> None:
+          nproc: NprocOpt = None, max_restarts: RestartsOpt = 0) -> None:
     """Train (and evaluate on the test split); writes the run directory.
 
     `train.batch_size` is the GLOBAL batch, split evenly across workers; the learning rate keeps its meaning.
@@ -111,7 +112,8 @@ def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
     """
     cfg = _load(config, set_)
     run_dir = _run_dir(cfg, out)
-    if nproc > 1 or max_restarts > 0:
+    if nproc is not None or max_restarts > 0:
+        nproc = nproc or 1
         _launch_workers(config, run_dir, set_, resume, nproc, max_restarts)
         from dlforge.rundir import METRICS
 
