@@ -72,8 +72,10 @@ def test_global_batch_splits_across_workers_and_shards_cover_everything() -> Non
     assert per_worker_batch(64, 2) == 32
     with pytest.raises(ValueError, match="must divide evenly"):
         per_worker_batch(63, 2)
-    seen = [len(eval_loader(bundle.test, 50, r, 3).dataset) for r in range(3)]
-    assert sum(seen) == len(bundle.test)
+    shards = [eval_loader(bundle.test, 50, r, 3) for r in range(3)]
+    indices = sorted(i for shard in shards for batch in shard.batch_sampler for i in batch)
+    assert indices == list(range(len(bundle.test)))  # every sample once: no padding, no duplicates
+    assert len({len(shard) for shard in shards}) == 1  # same batch count on every rank (FSDP forwards)
     loader = train_loader(bundle.train, 64, 0, 1, seed=0)
     loader.sampler.set_epoch(1)
     first = next(iter(loader))[1]

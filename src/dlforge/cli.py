@@ -85,19 +85,58 @@ def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None) -> No
     console.print(f"run directory: [bold]{run_dir}[/] (metrics.json, model.safetensors, report/, checkpoints/)")
 
 
+NprocOpt = Annotated[int | None, typer.Option("--nproc", min=1,
+                                              help="local workers, launched through torchrun (DDP / FSDP)")]
+RestartsOpt = Annotated[int, typer.Option("--max-restarts", min=0,
+                                          help="with --nproc: restart the worker group this often after a failure")]
+
+
 @app.command()
 @user_errors
 def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
-          resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --out")] = False) -> None:
+          resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --out")] = False,
+          nproc: NprocOpt = None, max_restarts: RestartsOpt = 0) -> None:
     """Train (and evaluate on the test split); writes the run directory.
 
-    Examples: `dlforge train examples/digits_resnet.yaml --out runs/r18`, then `... --resume` after a stop.
+    `train.batch_size` is the GLOBAL batch, split evenly across workers; the learning rate keeps its meaning.
+
+    Examples: `dlforge train examples/digits_resnet.yaml --out runs/r18`, then `... --resume` after a stop;
+    `dlforge train cfg.yaml --nproc 2 --max-restarts 3`; on several machines
+    `torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint head:29400 -m dlforge train cfg.yaml`.
     """
+    cfg = _load(config, set_)
+    run_dir = _run_dir(cfg, out)
+    if nproc is not None or max_restarts > 0:
+        nproc = nproc or 1
+        _launch_workers(config, run_dir, set_, resume, nproc, max_restarts)
+        from dlforge.rundir import METRICS
+
+        print_metrics(json.loads((run_dir / METRICS).read_text()), f"{cfg.name}: test split ({nproc} workers)")
+        return
+    from dlforge.train.dist import reports_to_user
     from dlforge.train.run import train_run
 
-    cfg = _load(config, set_)
-    metrics = train_run(cfg, _run_dir(cfg, out), resume)
-    print_metrics(metrics, f"{cfg.name}: test split")
+    metrics = train_run(cfg, run_dir, resume)
+    if reports_to_user():
+        print_metrics(metrics, f"{cfg.name}: test split")
+
+
+def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | None, resume: bool,
+                    nproc: int, max_restarts: int) -> None:
+    """Re-run this command in `nproc` workers under torchrun; a failed worker becomes a clear error (exit 1)."""
+    from dlforge.train.dist import WorkerFailed, launch, under_launcher
+
+    if under_launcher():
+        err.print("[bold red]error:[/] --nproc/--max-restarts given inside torchrun; drop them there")
+        raise typer.Exit(2)
+    worker_args = ["train", *([str(config)] if config else []), "--out", str(run_dir.resolve())]
+    worker_args += [arg for value in overrides or [] for arg in ("--set", value)]
+    worker_args += ["--resume"] if resume else []
+    try:
+        launch(nproc, max_restarts, worker_args)
+    except WorkerFailed as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

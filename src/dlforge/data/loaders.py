@@ -7,8 +7,10 @@ is counted twice.
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 def per_worker_batch(global_batch: int, world_size: int) -> int:
@@ -28,6 +30,12 @@ def train_loader(ds: Dataset, global_batch: int, rank: int, world_size: int, see
 
 
 def eval_loader(ds: Dataset, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """This worker's shard (rank, rank + world, …), unpadded and in order."""
-    shard = Subset(ds, list(range(rank, len(ds), world_size)))  # type: ignore[arg-type]
-    return DataLoader(shard, batch_size=batch_size, shuffle=False)
+    """This worker's shard (rank, rank + world, …), unpadded and in order.
+
+    Every worker gets the same number of batches (sizes differ by at most one sample), since an
+    FSDP forward is a collective that all ranks must join.
+    """
+    shard = torch.arange(rank, len(ds), world_size)  # type: ignore[arg-type]
+    count = max(1, math.ceil(math.ceil(len(ds) / world_size) / batch_size))  # type: ignore[arg-type]
+    batches = [b.tolist() for b in torch.tensor_split(shard, count) if len(b)]
+    return DataLoader(ds, batch_sampler=batches)

@@ -1,4 +1,5 @@
-"""Everything torch.distributed, in one place: torchrun's environment, process group, DDP, collectives.
+"""Everything torch.distributed, in one place: launching, torchrun's environment, process group, DDP / FSDP2,
+collectives and full state dicts.
 
 Nothing else in dlforge imports torch.distributed. A single process (no torchrun) is world size 1
 and every helper here degrades to a no-op, so the same training code runs everywhere.
@@ -6,12 +7,24 @@ and every helper here degrades to a no-op, so the same training code runs everyw
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+F = TypeVar("F", bound=Callable[..., Any])
+TIMEOUT_ENV = "DLFORGE_DIST_TIMEOUT"  # seconds a collective may wait for a silent peer
+DEFAULT_TIMEOUT_S = 300
+LAUNCHED_ENV = "DLFORGE_LAUNCHED"  # set for workers started by `dlforge train --nproc`
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,10 @@ class DistContext:
         return self.world_size > 1
 
 
+class WorkerFailed(RuntimeError):
+    """A worker of a `--nproc` job failed; the message names its rank and its error."""
+
+
 def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     """`auto` → this worker's GPU when CUDA is present, else the CPU."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
@@ -40,7 +57,10 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
 
 
 def setup(device_preference: str = "auto") -> DistContext:
-    """Read torchrun's env (RANK, WORLD_SIZE, LOCAL_RANK) and join the group: nccl on GPU, gloo on CPU."""
+    """Read torchrun's env (RANK, WORLD_SIZE, LOCAL_RANK) and join the group: nccl on GPU, gloo on CPU.
+
+    The group has a finite timeout so a rank that stops answering ends the job instead of hanging it.
+    """
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -48,7 +68,8 @@ def setup(device_preference: str = "auto") -> DistContext:
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return DistContext(rank, local_rank, world, device)
 
 
@@ -57,20 +78,176 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def wrap_model(model: nn.Module, ctx: DistContext, sync_batchnorm: bool = False) -> nn.Module:
-    """DDP when distributed (one device per process), the model itself otherwise."""
+def restart_count() -> int:
+    """How often torchrun has restarted this worker group (0 on the first attempt or without torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+
+
+def under_launcher() -> bool:
+    """True inside a worker started by torchrun (or `--nproc`)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def reports_to_user() -> bool:
+    """Whether this process prints results: a lone process, or rank 0 under a plain torchrun
+    (under `--nproc` the launching command prints them once)."""
+    return int(os.environ.get("RANK", 0)) == 0 and LAUNCHED_ENV not in os.environ
+
+
+def record_errors(fn: F) -> F:
+    """Under torchrun, write a worker's exception to its error file so the launcher can show it."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not os.environ.get("TORCHELASTIC_ERROR_FILE"):
+            return fn(*args, **kwargs)
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        return record(fn)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --- launching -------------------------------------------------------------------------------------------
+
+
+def launch(nproc: int, max_restarts: int, worker_args: list[str]) -> None:
+    """Run `python -m dlforge <worker_args>` in `nproc` local workers through torchrun's API.
+
+    torchrun restarts the whole group up to `max_restarts` times after a worker dies; when it gives
+    up, raises WorkerFailed with the failing rank's own error message.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    args = get_args_parser().parse_args([
+        "--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
+        "--monitor-interval=0.1", "--module", "dlforge", *worker_args])
+    os.environ[LAUNCHED_ENV] = "1"  # inherited by the workers
+    try:
+        run(args)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        raise WorkerFailed(describe_failure(rank, failure.exitcode, failure.message, max_restarts)) from None
+    finally:
+        os.environ.pop(LAUNCHED_ENV, None)
+
+
+def describe_failure(rank: int, exitcode: int, message: str, max_restarts: int) -> str:
+    if exitcode < 0:
+        message = f"killed by signal {-exitcode}"
+    elif "To enable traceback" in message:  # no error file: the worker exited without an exception
+        message = "see its output above"
+    tries = f" after {max_restarts} restart(s)" if max_restarts else ""
+    return f"worker rank {rank} failed{tries} (exit code {exitcode}): {message}"
+
+
+# --- wrapping the model ----------------------------------------------------------------------------------
+
+
+def wrap_model(model: nn.Module, ctx: DistContext, strategy: str = "ddp", sync_batchnorm: bool = False) -> nn.Module:
+    """DDP (one device per process) or FSDP2 when distributed, the model itself otherwise."""
     if not ctx.distributed:
         return model
     if sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if strategy == "fsdp":
+        return shard_model(model, ctx)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
+def shard_model(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """FSDP2: shard every parameterised child of the model's body, then the root, in place."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
+    for module in list(model.modules())[1:]:
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(unwrap(model), FSDPModule)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The user's module inside DDP / torch.compile wrappers (for saving and export)."""
-    inner = getattr(model, "module", model)
+    inner = getattr(model, "_orig_mod", model)
+    inner = getattr(inner, "module", inner) if isinstance(inner, nn.parallel.DistributedDataParallel) else inner
     return getattr(inner, "_orig_mod", inner)
+
+
+@contextlib.contextmanager
+def no_sync(model: nn.Module, ctx: DistContext, skip: bool) -> Iterator[None]:
+    """Skip the gradient all-reduce on accumulation micro-batches that do not step the optimiser."""
+    inner = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    if not skip or not ctx.distributed:
+        yield
+    elif isinstance(inner, nn.parallel.DistributedDataParallel):
+        with inner.no_sync():
+            yield
+    else:  # FSDP2
+        inner.set_requires_gradient_sync(False)  # type: ignore[operator]
+        try:
+            yield
+        finally:
+            inner.set_requires_gradient_sync(True)  # type: ignore[operator]
+
+
+# --- state dicts (full on rank 0, also under FSDP) -------------------------------------------------------
+
+
+def _full_options(**kw: Any) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True, **kw)
+
+
+def model_state(model: nn.Module) -> dict[str, Tensor]:
+    """A full CPU copy of the weights; under FSDP a collective (call on every rank), complete on rank 0 only."""
+    net = unwrap(model)
+    if is_sharded(net):
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(net, options=_full_options())
+    return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+
+def load_model_state(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Load full weights; under FSDP rank 0's copy is broadcast and sharded."""
+    net = unwrap(model)
+    if is_sharded(net):
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(net, state, options=_full_options(broadcast_from_rank0=True))
+    else:
+        net.load_state_dict(state)
+
+
+def optimizer_state(model: nn.Module, optimizer: Optimizer) -> dict[str, Any]:
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(unwrap(model), optimizer, options=_full_options())
+    return optimizer.state_dict()
+
+
+def load_optimizer_state(model: nn.Module, optimizer: Optimizer, state: dict[str, Any]) -> None:
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(unwrap(model), optimizer, state, options=_full_options(broadcast_from_rank0=True))
+    else:
+        optimizer.load_state_dict(state)
+
+
+# --- collectives -----------------------------------------------------------------------------------------
 
 
 def all_agree(flag: bool, ctx: DistContext) -> bool:
@@ -82,6 +259,21 @@ def all_agree(flag: bool, ctx: DistContext) -> bool:
     return int(t.item()) == 0
 
 
+def all_sum(values: Tensor, ctx: DistContext) -> Tensor:
+    """Element-wise sum over ranks (a copy; the input is untouched)."""
+    out = values.clone()
+    if ctx.distributed:
+        dist.all_reduce(out)
+    return out
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
+
+
+def write_pid(ctx: DistContext, folder: str | None) -> None:
+    """Test hook: each worker leaves `rank-<r>.pid` in `folder` so a test can kill one."""
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"rank-{ctx.rank}.pid").write_text(str(os.getpid()))

@@ -7,15 +7,12 @@ from epoch k continues bitwise as if never stopped (on CPU).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -26,9 +23,11 @@ from dlforge.data.loaders import eval_loader, train_loader
 from dlforge.data.splits import DataBundle
 from dlforge.evaluate.metrics import evaluate_model
 from dlforge.train import checkpoint as ckpt
-from dlforge.train.dist import DistContext, all_agree, wrap_model
+from dlforge.train import dist
+from dlforge.train.dist import DistContext
 from dlforge.train.optim import build_optimizer, build_scheduler
 from dlforge.train.progress import EpochProgress
+from dlforge.train.step import grad_scaler, train_epoch
 
 
 @dataclass
@@ -60,17 +59,11 @@ class Trainer:
     best_state: dict[str, Tensor] | None = None
 
 
-def autocast(cfg: ExperimentConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if cfg.train.precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx: DistContext) -> Trainer:
     t = cfg.train
     net.to(ctx.device)
-    model = wrap_model(net, ctx, t.sync_batchnorm)
+    model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm)
+    net = dist.unwrap(model)  # FSDP shards in place; sync_batchnorm swaps layers
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     batches = train_loader(bundle.train, t.batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.data.num_workers)
@@ -84,55 +77,9 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
         augmenter = build_augmenter(cfg.augment, bundle.input_shape, bundle.num_classes)
         if augmenter is not None:
             augmenter = augmenter.to(ctx.device)
-    scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" and ctx.device.type == "cuda" else None
+    scaler = grad_scaler(t.precision, ctx.device)
     val = eval_loader(bundle.val, cfg.eval.batch_size, ctx.rank, ctx.world_size)
     return Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, bundle.labels, augmenter, scaler)
-
-
-def train_step(tr: Trainer, x: Tensor, y: Tensor, optimizer_step: bool) -> Tensor:
-    """Forward/backward on one batch; steps the optimiser every `accumulate` batches."""
-    sync = contextlib.nullcontext() if optimizer_step or not tr.ctx.distributed else tr.model.no_sync()  # type: ignore[operator]
-    with sync:
-        with autocast(tr.cfg, tr.ctx.device):
-            loss = F.cross_entropy(tr.model(x), y, label_smoothing=tr.cfg.train.label_smoothing)
-        scaled = loss / tr.cfg.train.accumulate
-        (tr.scaler.scale(scaled) if tr.scaler else scaled).backward()
-    if optimizer_step:
-        if tr.scaler:
-            tr.scaler.unscale_(tr.optimizer)
-        if tr.cfg.train.grad_clip:
-            nn.utils.clip_grad_norm_(tr.net.parameters(), tr.cfg.train.grad_clip)
-        if tr.scaler:
-            tr.scaler.step(tr.optimizer)
-            tr.scaler.update()
-        else:
-            tr.optimizer.step()
-        tr.optimizer.zero_grad(set_to_none=True)
-        tr.scheduler.step()
-    return loss.detach()
-
-
-def train_epoch(tr: Trainer, state: LoopState, bar: EpochProgress) -> dict[str, float]:
-    epoch = state.epoch + 1
-    torch.manual_seed(tr.cfg.seed * 1_000_003 + epoch * 1009 + tr.ctx.rank)  # augmentation, dropout
-    tr.train_batches.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-    tr.model.train()
-    bar.start(epoch, len(tr.train_batches))
-    total = torch.zeros((), device=tr.ctx.device)
-    seen, started = 0, time.perf_counter()
-    last = len(tr.train_batches)
-    for i, (x, y) in enumerate(tr.train_batches, start=1):
-        x, y = x.to(tr.ctx.device, non_blocking=True), y.to(tr.ctx.device, non_blocking=True)
-        if tr.augmenter is not None:
-            x, y = tr.augmenter(x, y)
-        step = i % tr.cfg.train.accumulate == 0 or i == last
-        total += train_step(tr, x, y, step) * len(x)  # stays on device: no per-batch host sync
-        state.step += int(step)
-        seen += len(x)
-        bar.advance()
-    elapsed = time.perf_counter() - started
-    return {"train_loss": float(total) / max(seen, 1),
-            "samples_per_s": seen * tr.ctx.world_size / elapsed, "time_s": elapsed}
 
 
 def improved(tr: Trainer, state: LoopState, value: float) -> bool:
@@ -153,23 +100,24 @@ def end_epoch(tr: Trainer, state: LoopState, stats: dict[str, float]) -> None:
     value = row[tr.cfg.train.monitor]
     if improved(tr, state, value):
         state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
-        tr.best_state = {k: v.detach().clone() for k, v in tr.net.state_dict().items()}
+        tr.best_state = dist.model_state(tr.net)  # a collective under FSDP: every rank gets here
     else:
         state.bad_epochs += 1
     es = tr.cfg.train.early_stopping
-    state.stopped_early = all_agree(es is not None and state.bad_epochs >= es.patience, tr.ctx)
+    state.stopped_early = dist.all_agree(es is not None and state.bad_epochs >= es.patience, tr.ctx)
 
 
 def save(tr: Trainer, state: LoopState, run_dir: Path) -> None:
-    """Checkpoint and history, on the main worker only."""
+    """Checkpoint and history, written by the main worker only (every rank gathers under FSDP)."""
+    weights, optimizer = dist.model_state(tr.net), dist.optimizer_state(tr.net, tr.optimizer)
     if not tr.ctx.is_main:
         return
-    extra = {"loop": asdict(state), "optimizer": tr.optimizer.state_dict(),
+    extra = {"loop": asdict(state), "optimizer": optimizer,
              "scheduler": tr.scheduler.state_dict(), "rng": ckpt.rng_state(),
              "config": tr.cfg.model_dump(mode="json")}
     if tr.scaler:
         extra["scaler"] = tr.scaler.state_dict()
-    ckpt.save_checkpoint(run_dir / "checkpoints", state.epoch, tr.net.state_dict(), tr.best_state, extra)
+    ckpt.save_checkpoint(run_dir / "checkpoints", state.epoch, weights, tr.best_state, extra)
     write_history(state.history, run_dir / "history.jsonl")
 
 
@@ -187,12 +135,12 @@ def restore(tr: Trainer, run_dir: Path) -> LoopState:
     if not found:
         return LoopState()
     weights, best, state = ckpt.load_checkpoint(found[-1])
-    tr.net.load_state_dict(weights)
-    tr.optimizer.load_state_dict(state["optimizer"])
+    dist.load_model_state(tr.net, weights)
+    dist.load_optimizer_state(tr.net, tr.optimizer, state["optimizer"])
     tr.scheduler.load_state_dict(state["scheduler"])
     if tr.scaler and "scaler" in state:
         tr.scaler.load_state_dict(state["scaler"])
-    tr.best_state = {k: v.to(tr.ctx.device) for k, v in best.items()} if best else None
+    tr.best_state = best
     return LoopState(**state["loop"])
 
 
@@ -206,5 +154,5 @@ def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
             bar.end({k: v for k, v in state.history[-1].items() if k in ("train_loss", "val_loss", "val_accuracy")})
             save(tr, state, run_dir)
     if tr.cfg.train.keep_best and tr.best_state is not None:
-        tr.net.load_state_dict(tr.best_state)
+        dist.load_model_state(tr.net, tr.best_state)
     return state
