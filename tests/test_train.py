@@ -50,7 +50,7 @@ def test_training_is_deterministic_on_cpu(tmp_path: Path) -> None:
 def _experiment(tmp_path: Path, augment: bool) -> Path:
     cfg = {"name": "resume", "data": {"dataset": "digits"},
            "model": {"arch": "cnn_small", "params": {"channels": [8], "hidden": 32, "dropout": 0.3}},
-           "train": {"epochs": 4, "batch_size": 32, "progress": False, "keep_best": False,
+           "train": {"epochs": 8, "batch_size": 32, "progress": False, "keep_best": False,
                      "scheduler": {"name": "cosine", "warmup_epochs": 1}},
            "eval": {"plots": False}}
     if augment:  # augmentation draws from the RNG every batch: resume must restore it exactly
@@ -67,7 +67,7 @@ def _train(config: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("delay", "augment"), [(0.0, False), (0.5, True)])
+@pytest.mark.parametrize(("delay", "augment"), [(0.0, False), (0.05, True)])
 def test_resume_after_sigkill_is_bitwise_exact(tmp_path: Path, delay: float, augment: bool) -> None:
     config = _experiment(tmp_path, augment)
     assert _train(config, tmp_path / "straight").wait(timeout=240) == 0
@@ -85,4 +85,4 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path: Path, delay: float, aug
     straight = (tmp_path / "straight/model.safetensors").read_bytes()
     assert (tmp_path / "killed/model.safetensors").read_bytes() == straight
     history = (tmp_path / "killed/history.jsonl").read_text().splitlines()
-    assert len(history) == 4
+    assert len(history) == 8
