@@ -54,11 +54,17 @@ def launch(config: Path, out: Path, *extra: str, **env: str) -> subprocess.Popen
 
 
 def finish(proc: subprocess.Popen[bytes], timeout: float = 180) -> tuple[int, str]:
+    """Wait for the job; on timeout SIGTERM the launcher first, so torchrun stops its workers (each lives
+    in its own session, out of reach of a process-group kill), then SIGKILL whatever is left."""
     try:
         _, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+        proc.terminate()
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
         raise
     return proc.returncode, stderr.decode()
 
@@ -95,13 +101,12 @@ def test_distributed_metrics_equal_a_single_process_evaluation(two_workers: Path
         assert row == pytest.approx(again["per_class"][label], abs=1e-6), label
 
 
-@pytest.mark.skip(reason="hangs intermittently after torchrun restarts the group on 2 shared cores; "
-                  "passes in isolation on the dist branch — open work on issue 3, see closing note")
-def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_weights(two_workers: Path,
-                                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_weights(two_workers: Path, tmp_path: Path,
+                                                                            strategy: str) -> None:
     out, pids = tmp_path / "run", tmp_path / "pids"
     job = launch(write_config(tmp_path, EXPERIMENT), out, "--nproc", "2", "--max-restarts", "2",
-                 DLFORGE_TEST_PID_DIR=str(pids))
+                 "--set", f"train.strategy={strategy}", DLFORGE_TEST_PID_DIR=str(pids))
     deadline = time.monotonic() + 120
     while not list_checkpoints(out / "checkpoints"):  # wait for epoch 1's checkpoint
         assert job.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
@@ -109,10 +114,10 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_weights(tw
     victim = int((pids / "rank-1.pid").read_text())
     os.kill(victim, signal.SIGKILL)
     assert not (out / "model.safetensors").exists(), "the run finished before the kill"
-    code, stderr = finish(job)
+    code, stderr = finish(job, timeout=150)
     assert code == 0, stderr
     assert int((pids / "rank-1.pid").read_text()) != victim  # torchrun started a new group
-    assert weights_close(two_workers, out, atol=1e-6)
+    assert weights_close(two_workers, out, atol=1e-6 if strategy == "ddp" else 1e-5)  # FSDP: other reduce order
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
 
@@ -136,3 +141,12 @@ def test_fsdp_with_accumulation_matches_one_worker(tmp_path: Path) -> None:
     assert code == 0, stderr
     assert weights_close(tmp_path / "fsdp", tmp_path / "one", atol=1e-5)  # full state dict written by rank 0
     assert json.loads((tmp_path / "fsdp/metrics.json").read_text())["samples"] == 270
+
+
+def test_sync_batchnorm_on_cpu_is_refused_before_any_worker_starts(tmp_path: Path) -> None:
+    """torch's SyncBatchNorm is CUDA-only: the launcher says so in config terms instead of a DDP traceback."""
+    code, stderr = finish(launch(write_config(tmp_path, EXPERIMENT), tmp_path / "run", "--nproc", "2",
+                                 "--set", "train.sync_batchnorm=true"), timeout=60)
+    assert code == 2, stderr
+    assert "train.sync_batchnorm" in stderr and "CUDA devices only" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "run").exists()  # refused before anything was written

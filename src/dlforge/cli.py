@@ -33,12 +33,13 @@ def user_errors(fn: F) -> F:
     from dlforge.export.errors import PackageError
     from dlforge.nn import ModelBuildError
     from dlforge.rundir import RunDirError
+    from dlforge.train.dist import UnsupportedSetup
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, ModelBuildError, DataError, RunDirError, PackageError) as exc:
+        except (ConfigError, ModelBuildError, DataError, RunDirError, PackageError, UnsupportedSetup) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
             raise typer.Exit(2) from None
 
@@ -108,6 +109,7 @@ def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
     run_dir = _run_dir(cfg, out)
     if nproc is not None or max_restarts > 0:
         nproc = nproc or 1
+        _check_before_launch(cfg, nproc)
         _launch_workers(config, run_dir, set_, resume, nproc, max_restarts)
         from dlforge.rundir import METRICS
 
@@ -119,6 +121,13 @@ def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
     metrics = train_run(cfg, run_dir, resume)
     if reports_to_user():
         print_metrics(metrics, f"{cfg.name}: test split")
+
+
+def _check_before_launch(cfg: ExperimentConfig, nproc: int) -> None:
+    """Refuse what every worker would refuse, before starting any."""
+    from dlforge.train.dist import check_sync_batchnorm, pick_device
+
+    check_sync_batchnorm(cfg.train.sync_batchnorm and nproc > 1, pick_device(cfg.train.device))
 
 
 def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | None, resume: bool,

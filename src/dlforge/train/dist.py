@@ -25,6 +25,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 TIMEOUT_ENV = "DLFORGE_DIST_TIMEOUT"  # seconds a collective may wait for a silent peer
 DEFAULT_TIMEOUT_S = 300
 LAUNCHED_ENV = "DLFORGE_LAUNCHED"  # set for workers started by `dlforge train --nproc`
+# torchrun's agent shares one TCPStore across restarts, but workers no longer prefix their keys per attempt,
+# so a restarted rank can read a dead peer's gloo/nccl address and hang in init_process_group
+# (pytorch/pytorch#135712). Opting out gives every rendezvous round a fresh store.
+FRESH_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,10 @@ class DistContext:
         return self.world_size > 1
 
 
+class UnsupportedSetup(ValueError):
+    """The configuration asks for something the chosen device cannot do (said before any work starts)."""
+
+
 class WorkerFailed(RuntimeError):
     """A worker of a `--nproc` job failed; the message names its rank and its error."""
 
@@ -51,7 +59,7 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     """`auto` → this worker's GPU when CUDA is present, else the CPU."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device: 'cuda' was asked for but no CUDA device is visible")
+            raise UnsupportedSetup("train.device: 'cuda' was asked for but no CUDA device is visible")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
@@ -123,14 +131,20 @@ def launch(nproc: int, max_restarts: int, worker_args: list[str]) -> None:
     args = get_args_parser().parse_args([
         "--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
         "--monitor-interval=0.1", "--module", "dlforge", *worker_args])
+    saved = {key: os.environ.get(key) for key in (LAUNCHED_ENV, FRESH_STORE_ENV)}
     os.environ[LAUNCHED_ENV] = "1"  # inherited by the workers
+    os.environ.setdefault(FRESH_STORE_ENV, "1")  # read by the agent's rendezvous, see above
     try:
         run(args)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         raise WorkerFailed(describe_failure(rank, failure.exitcode, failure.message, max_restarts)) from None
     finally:
-        os.environ.pop(LAUNCHED_ENV, None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def describe_failure(rank: int, exitcode: int, message: str, max_restarts: int) -> str:
@@ -145,10 +159,19 @@ def describe_failure(rank: int, exitcode: int, message: str, max_restarts: int) 
 # --- wrapping the model ----------------------------------------------------------------------------------
 
 
+def check_sync_batchnorm(sync_batchnorm: bool, device: torch.device) -> None:
+    """torch's SyncBatchNorm is CUDA-only (DDP refuses it on CPU); say so in config terms, not a DDP traceback."""
+    if sync_batchnorm and device.type != "cuda":
+        raise UnsupportedSetup("train.sync_batchnorm: torch's SyncBatchNorm runs on CUDA devices only and this run "
+                               f"trains on {device.type}; set it to false (each worker then normalises its own "
+                               "share of the batch) or train on GPUs")
+
+
 def wrap_model(model: nn.Module, ctx: DistContext, strategy: str = "ddp", sync_batchnorm: bool = False) -> nn.Module:
     """DDP (one device per process) or FSDP2 when distributed, the model itself otherwise."""
     if not ctx.distributed:
         return model
+    check_sync_batchnorm(sync_batchnorm, ctx.device)
     if sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if strategy == "fsdp":
