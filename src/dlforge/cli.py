@@ -321,6 +321,9 @@ def serve(
     admin_token: Annotated[str | None, typer.Option(help="enables the repository API (load/unload)")] = None,
     max_body_mb: Annotated[float, typer.Option(help="request body limit in MiB (413 above it)")] = 64,
     timeout_s: Annotated[float, typer.Option(help="request deadline in seconds (504 after it)")] = 30,
+    threads: Annotated[int | None, typer.Option(help="inference threads per worker (default: cores / workers)")] = None,
+    inline_max_ms: Annotated[float, typer.Option(
+        help="run a lone request on the event loop if the model's batch-1 latency is below this; 0: never")] = 1.0,
 ) -> None:
     """Serve a model package (or a repository of them) over the Open Inference Protocol (KServe V2).
 
@@ -336,7 +339,7 @@ def serve(
         settings = Settings(path=path, host=host, port=port, workers=workers, runtime=runtime,  # type: ignore[arg-type]
                             tokens=tuple(tokens), admin_token=admin_token, max_body_bytes=int(max_body_mb * 2**20),
                             max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
-                            request_timeout_s=timeout_s)
+                            request_timeout_s=timeout_s, intra_op_threads=threads, inline_max_ms=inline_max_ms)
     except ValidationError as exc:
         err.print(f"[bold red]error:[/] {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", highlight=False)
         raise typer.Exit(2) from None

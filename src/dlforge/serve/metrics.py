@@ -7,6 +7,7 @@ come from the batcher's `on_batch` callback; queue depth is read at scrape time.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -34,21 +35,29 @@ class ServeMetrics:
         self.batch_size = Histogram("dlforge_batch_size", "Rows per batch", labels, buckets=_BATCH, registry=r)
         self.models_loaded = Gauge("dlforge_models_loaded", "Model versions loaded and ready", registry=r)
         r.register(_QueueDepth(queues))
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: models × statuses
 
     def on_batch(self, model: str, version: str) -> Callable[[BatchStats], None]:
-        """The batcher callback for one model version."""
+        """The batcher callback for one model version (children bound once: `labels()` is not free)."""
+        batch_size = self.batch_size.labels(model, version)
+        compute_time = self.compute_time.labels(model, version)
+        queue_time = self.queue_time.labels(model, version)
 
         def observe(stats: BatchStats) -> None:
-            self.batch_size.labels(model, version).observe(stats.rows)
-            self.compute_time.labels(model, version).observe(stats.compute_time)
+            batch_size.observe(stats.rows)
+            compute_time.observe(stats.compute_time)
             for waited in stats.queue_times:
-                self.queue_time.labels(model, version).observe(waited)
+                queue_time.observe(waited)
 
         return observe
 
     def observe_request(self, model: str, version: str, status: int, seconds: float) -> None:
-        self.requests.labels(model, version, str(status)).inc()
-        self.latency.labels(model, version).observe(seconds)
+        key = (model, version, status)
+        if (children := self._children.get(key)) is None:
+            children = self._children[key] = (self.requests.labels(model, version, str(status)),
+                                              self.latency.labels(model, version))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -45,15 +45,17 @@ VERSIONED = "/v2/models/{model}/versions/{version}"
 
 def routes(admin: bool) -> list[tuple[str, list[str], Handler]]:
     """(path, methods, handler) for the server; the repository API only with an admin token."""
-    table: list[tuple[str, list[str], Handler]] = [
+    table: list[tuple[str, list[str], Handler]] = [(f"{MODEL}/infer", ["POST"], infer)]  # matched first: hot
+    table += [
         ("/v2/health/live", ["GET"], live),
         ("/v2/health/ready", ["GET"], ready),
         ("/v2", ["GET"], server_metadata),
         ("/metrics", ["GET"], metrics),
+        (f"{VERSIONED}/infer", ["POST"], infer),
     ]
     for base in (MODEL, VERSIONED):
         table += [(base, ["GET"], model_metadata), (f"{base}/ready", ["GET"], model_ready),
-                  (f"{base}/infer", ["POST"], infer), (f"{base}/classify", ["POST"], classify)]
+                  (f"{base}/classify", ["POST"], classify)]
     if admin:
         table += [("/v2/repository/index", ["POST"], repository_index),
                   ("/v2/repository/models/{model}/load", ["POST"], repository_load),

@@ -7,6 +7,8 @@ rebuilds the network from the package's weights and config (torch is imported on
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,6 +48,17 @@ def load_runtime(kind: str, package: ModelPackage, threads: int) -> Runtime:
     runtime = RUNTIMES.get(kind)(package, threads)
     runtime.infer(warmup_batch(runtime.metadata.inputs))
     return runtime
+
+
+def batch1_latency(runtime: Runtime, repeats: int = 20) -> float:
+    """Median seconds of one single-row call (after warm-up): decides whether a lone request may run inline."""
+    batch = warmup_batch(runtime.metadata.inputs)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        runtime.infer(batch)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def package_metadata(package: ModelPackage, platform: str) -> RuntimeMetadata:

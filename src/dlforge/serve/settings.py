@@ -16,6 +16,13 @@ ENV_VAR = "DLFORGE_SERVE_SETTINGS"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (taskset / cgroup cpusets), not the machine's total."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 class Settings(BaseModel):
     """One server: where the models are, how to batch them, who may call, and the limits."""
 
@@ -35,13 +42,16 @@ class Settings(BaseModel):
     max_queue_size: int = Field(256, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)  # queue + compute deadline → 504
     intra_op_threads: int | None = Field(None, ge=1)  # None: cores // workers
+    # A lone request on an idle server runs on the event loop when the model's measured batch-1 latency is
+    # below this (a hop to an inference thread costs more); 0 = always use the inference threads.
+    inline_max_ms: float = Field(1.0, ge=0)
     server_name: str = "dlforge"
 
     def threads(self) -> int:
         """Runtime threads per process, so N workers do not oversubscribe the cores."""
         if self.intra_op_threads:
             return self.intra_op_threads
-        return max(1, (os.cpu_count() or 1) // self.workers)
+        return max(1, usable_cores() // self.workers)
 
     def exposed_without_token(self) -> bool:
         """Binding beyond loopback with no token lets anyone on the network run the model."""
