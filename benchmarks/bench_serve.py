@@ -4,8 +4,10 @@
     PYTHONPATH=src python benchmarks/bench_serve.py --models cnn_small --duration 3
 
 Packages are random-init (build_model + export_onnx + write_manifest); requests use the binary tensor
-extension. The load generator (httpx.AsyncClient) runs in its own process; on a small machine it shares
-the cores with the server, so absolute numbers are a floor.
+extension. The load generator is wrk (`apt install wrk`; a Lua script posts the binary body) or, without
+it, an httpx.AsyncClient process. It runs pinned to the last core; the servers and the engine ceiling
+(in-process ONNX Runtime at the best batch size, no HTTP) share the other cores, so served throughput is
+compared with the engine on the same cores.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,6 +98,37 @@ async def load(url: str, shape: tuple[int, ...], concurrency: int, duration: flo
     return {"rps": len(latencies) / elapsed, "p50": q[49] * 1000, "p99": q[98] * 1000, "errors": errors}
 
 
+WRK_SCRIPT = """
+local f = io.open(os.getenv("BENCH_BODY"), "rb"); wrk.body = f:read("*all"); f:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.headers["Inference-Header-Content-Length"] = os.getenv("BENCH_HEADER_LENGTH")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %d, "seconds": %f, "p50": %f, "p99": %f, "errors": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3, latency:percentile(99) / 1e3,
+    e.status + e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def wrk_load(url: str, shape: tuple[int, ...], concurrency: int, duration: float, cores: set[int]) -> dict[str, Any]:
+    """wrk, one thread, `concurrency` keep-alive connections, pinned to `cores`."""
+    body, headers = request_bytes(shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "body").write_bytes(body)
+        (Path(tmp) / "post.lua").write_text(WRK_SCRIPT)
+        env = {**os.environ, "BENCH_BODY": str(Path(tmp) / "body"),
+               "BENCH_HEADER_LENGTH": headers["Inference-Header-Content-Length"]}
+        out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--timeout", "60s",
+                              "-s", str(Path(tmp) / "post.lua"), f"{url}/infer"],
+                             env=env, check=True, capture_output=True, text=True,
+                             preexec_fn=lambda: os.sched_setaffinity(0, cores))
+    stats = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"rps": stats["requests"] / stats["seconds"], "p50": stats["p50"], "p99": stats["p99"],
+            "errors": stats["errors"]}
+
+
 # --- servers ----------------------------------------------------------------------------------------
 
 
@@ -103,8 +137,12 @@ def naive_app(package: Path) -> Any:
     import onnxruntime as ort
 
     from dlforge.serve.protocol import encode_response, parse_header_length, parse_request_body
+    from dlforge.serve.settings import usable_cores
 
-    session = ort.InferenceSession(str(package / "model.onnx"), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()  # the same engine settings as dlforge serve's ONNX runtime
+    options.intra_op_num_threads = usable_cores()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(package / "model.onnx"), options, providers=["CPUExecutionProvider"])
     app = FastAPI()
 
     @app.post("/v2/models/{model}/infer")
@@ -134,17 +172,27 @@ def start(cmd: list[str], port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"{cmd} did not start")
 
 
-def run_load(url: str, shape: tuple[int, ...], concurrency: int, duration: float) -> dict[str, Any]:
+def run_load(url: str, shape: tuple[int, ...], concurrency: int, duration: float, cores: set[int]) -> dict[str, Any]:
+    if shutil.which("wrk"):
+        return wrk_load(url, shape, concurrency, duration, cores)
     cmd = [sys.executable, str(HERE), "--loadgen", url, "--shape", ",".join(map(str, shape)),
            "--concurrency", str(concurrency), "--duration", str(duration)]
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         preexec_fn=lambda: os.sched_setaffinity(0, cores))
+    return json.loads(out.stdout)
 
 
-def ceiling(package: Path, shape: tuple[int, ...], seconds: float = 2.0) -> tuple[float, int]:
-    """In-process ONNX Runtime rows/s at the best batch size (no HTTP)."""
+def engine(package: Path, shape: tuple[int, ...], seconds: float = 2.0) -> dict[str, float]:
+    """In-process ONNX Runtime, no HTTP, configured like the server: rows/s at the best batch size
+    (the ceiling) and the median batch-1 latency."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(package / "model.onnx"), providers=["CPUExecutionProvider"])
+    from dlforge.serve.settings import usable_cores
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = usable_cores()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(package / "model.onnx"), options, providers=["CPUExecutionProvider"])
     best = (0.0, 1)
     for batch in (1, 8, 32, 64):
         x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
@@ -154,15 +202,21 @@ def ceiling(package: Path, shape: tuple[int, ...], seconds: float = 2.0) -> tupl
             session.run(None, {"input": x})
             n += batch
         best = max(best, (n / (time.monotonic() - t), batch))
-    return best
+    one = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
+    times = []
+    for _ in range(200 if best[0] > 1000 else 20):
+        t = time.perf_counter()
+        session.run(None, {"input": one})
+        times.append(time.perf_counter() - t)
+    return {"ceiling": best[0], "best_batch": best[1], "batch1_ms": statistics.median(times) * 1000}
 
 
-def bench_model(arch: str, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+def bench_model(arch: str, root: Path, args: argparse.Namespace, load_cores: set[int]) -> list[dict[str, Any]]:
     from tests.serve_helpers import free_port
 
     shape = MODELS[arch]
     package = make_package(arch, shape, root / arch / "1")
-    top, best_batch = ceiling(package, shape)
+    top = engine(package, shape)
     rows = []
     for kind in ("served", "naive"):
         port = free_port()
@@ -171,16 +225,20 @@ def bench_model(arch: str, root: Path, args: argparse.Namespace) -> list[dict[st
         proc = start(cmd, port)
         try:
             for c in args.concurrency:
-                stats = run_load(f"http://127.0.0.1:{port}/v2/models/{arch}", shape, c, args.duration)
-                rows.append({"model": arch, "server": kind, "concurrency": c, **stats,
-                             "ceiling": top, "best_batch": best_batch})
+                stats = run_load(f"http://127.0.0.1:{port}/v2/models/{arch}", shape, c, args.duration, load_cores)
+                rows.append({"model": arch, "server": kind, "concurrency": c, **stats, **top})
         finally:
             proc.terminate()
             proc.wait(30)
     return rows
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
+def print_table(rows: list[dict[str, Any]], server_cores: set[int], load_cores: set[int], loadgen: str) -> None:
+    print(f"server and engine on cores {sorted(server_cores)}, load generator ({loadgen}) on {sorted(load_cores)}")
+    for r in rows:
+        if r["server"] == "served" and r["concurrency"] == 1:
+            print(f"{r['model']}: engine batch-1 latency {r['batch1_ms']:.3f} ms; served c=1 p99 {r['p99']:.2f} ms "
+                  f"= engine + {r['p99'] - r['batch1_ms']:.2f} ms")
     naive = {(r["model"], r["concurrency"]): r["rps"] for r in rows if r["server"] == "naive"}
     print(f"{'model':<10} {'server':<7} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} "
           f"{'ceiling/s':>10} {'/ceiling':>8} {'/naive':>7}")
@@ -209,9 +267,13 @@ def main() -> None:
         uvicorn.run(naive_app(Path(args.naive)), host="127.0.0.1", port=args.port, log_level="warning")
     else:
         sys.path.insert(0, str(HERE.parents[1]))
+        cores = sorted(os.sched_getaffinity(0))
+        load_cores = {cores[-1]}
+        server_cores = set(cores[:-1]) or load_cores  # one core: everything shares it
+        os.sched_setaffinity(0, server_cores)  # inherited by the servers; the engine runs here too
         with tempfile.TemporaryDirectory() as tmp:
-            rows = [row for arch in args.models for row in bench_model(arch, Path(tmp), args)]
-        print_table(rows)
+            rows = [row for arch in args.models for row in bench_model(arch, Path(tmp), args, load_cores)]
+        print_table(rows, server_cores, load_cores, "wrk" if shutil.which("wrk") else "httpx")
 
 
 if __name__ == "__main__":

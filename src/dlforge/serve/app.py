@@ -8,6 +8,7 @@ one fixed mapping from exception kind to HTTP status, always answered as `{"erro
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dlforge-infer")
     try:
         await state.repository.load_all()
+        # Objects alive now live as long as the server: keep them out of every future collection, so a
+        # full GC pass in the middle of a request stays short (the standard trick for long-lived servers).
+        gc.freeze()
         state.accepting = True
         yield
     finally:

@@ -336,10 +336,11 @@ def encode_response(
             content = {"parameters": {"binary_data_size": len(blobs[-1])}}
         else:
             content = {"data": encode_json(f"output '{name}'", array, datatype)}
+        # model_construct: these values are built here, not received, so validating them only costs time
         entries.append(
-            ResponseOutput(name=name, shape=list(array.shape), datatype=datatype, **content)
+            ResponseOutput.model_construct(name=name, shape=list(array.shape), datatype=datatype, **content)
         )
-    response = InferenceResponse(
+    response = InferenceResponse.model_construct(
         model_name=model_name, model_version=model_version, id=request_id, outputs=entries
     )
     header = response.model_dump_json(exclude_none=True).encode()
