@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from dlforge.serve.settings import Settings
@@ -72,27 +73,46 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(model_package: Path)
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the worker processes in /proc")
-def test_two_workers_both_answer_correctly_and_sigterm_leaves_no_process(model_package: Path, tmp_path: Path) -> None:
+def test_two_workers_answer_correctly_merge_metrics_and_exit_cleanly(model_package: Path, tmp_path: Path) -> None:
     from dlforge.export.package import load_package
     from dlforge.serve.runtime import load_runtime
 
     engine = load_runtime("onnx", load_package(model_package), 1)  # the reference answers
-    port, log = free_port(), tmp_path / "server.log"
+    port, log, tmp = free_port(), tmp_path / "server.log", tmp_path / "tmp"
+    tmp.mkdir()  # the server's TMPDIR, where its metrics directory must come and go
     cmd = [sys.executable, "-m", "dlforge", "serve", str(model_package), "--workers", "2", "--port", str(port)]
     with log.open("wb") as out:  # a file, not a pipe: the test reads the access log while the server runs
         # A session of its own, so the cleanup below can reach the workers too if the test fails.
-        proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": SRC}, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": SRC, "TMPDIR": str(tmp)}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url, proc, log=log)
         children = _children(proc.pid)  # the two workers (and multiprocessing's resource tracker)
-        rng, sent = np.random.default_rng(0), 0
-        while len(_infer_pids(log)) < 2 and sent < 640:  # which worker accepts a connection is up to the kernel
+        rng, sent, rows = np.random.default_rng(0), 0, 0
+        while len(_pids(log, INFER)) < 2 and sent < 640:  # which worker accepts a connection is up to the kernel
             inputs = [rng.random((1 + i % 3, 1, 8, 8), dtype=np.float32) for i in range(16)]
             for x, reply in zip(inputs, asyncio.run(_burst(url, inputs)), strict=True):
                 _check_answer(reply, engine.infer({"input": x}))
-            sent += len(inputs)
+            sent, rows = sent + len(inputs), rows + sum(len(x) for x in inputs)
+        assert len(_pids(log, INFER)) == 2, f"one worker answered all {sent} requests"
+        # Each worker counted only what it served; a scrape must report both, whichever worker answers it.
+        tiny = {"model": "tiny", "version": "1"}
+        expected = {
+            _series("dlforge_requests_total", **tiny, status="200"): sent,
+            _series("dlforge_queue_seconds_count", **tiny): sent,  # one observation per request
+            _series("dlforge_batch_size_sum", **tiny): rows,  # every row went through exactly one batch
+            _series("dlforge_queue_depth", **tiny): 0,  # summed over the workers
+            _series("dlforge_models_loaded"): 1,  # loaded in every worker
+        }
+        for _ in range(40):
+            scrape = _scrape(url)
+            assert {key: scrape.get(key) for key in expected} == expected
+            assert 2 <= scrape[_series("dlforge_batch_size_count", **tiny)] <= sent  # at least one batch each
+            if len(_pids(log, "/metrics")) == 2:
+                break
+        assert len(_pids(log, "/metrics")) == 2, "one worker answered every scrape"
+        assert len(list(tmp.glob("dlforge-metrics-*"))) == 1
         children |= _children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
@@ -101,9 +121,10 @@ def test_two_workers_both_answer_correctly_and_sigterm_leaves_no_process(model_p
         with contextlib.suppress(ProcessLookupError):  # never leave a server behind, whatever failed above
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    served = _infer_pids(log)
+    served = _pids(log, INFER)
     assert len(served) == 2 and set(served) <= children, f"workers {sorted(children)} served {dict(served)}"
     assert sum(served.values()) == sent
+    assert not list(tmp.glob("dlforge-metrics-*")), "the metrics directory outlived the server"
 
 
 async def _burst(url: str, inputs: list[np.ndarray]) -> list[httpx.Response]:
@@ -122,11 +143,25 @@ def _check_answer(reply: httpx.Response, expected: dict[str, np.ndarray]) -> Non
         np.testing.assert_allclose(np.array(outputs[name]["data"]).reshape(want.shape), want, atol=1e-5)
 
 
-def _infer_pids(log: Path) -> Counter[int]:
-    """Answered inference requests per worker pid, from the server's JSON access log lines."""
+def _pids(log: Path, path: str) -> Counter[int]:
+    """Requests to `path` answered 200, per worker pid, from the server's JSON access log lines."""
     lines = [line for line in log.read_text().splitlines() if line.startswith("{") and line.endswith("}")]
     records = [json.loads(line) for line in lines]  # only whole lines: the server may be writing one
-    return Counter(r["pid"] for r in records if r["path"] == INFER and r["status"] == 200)
+    return Counter(r["pid"] for r in records if r["path"] == path and r["status"] == 200)
+
+
+Series = tuple[str, frozenset[tuple[str, str]]]
+
+
+def _series(name: str, **labels: str) -> Series:
+    return name, frozenset(labels.items())
+
+
+def _scrape(url: str) -> dict[Series, float]:
+    """One /metrics scrape, on a connection of its own."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {_series(s.name, **s.labels): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples}
 
 
 def _children(pid: int) -> set[int]:

@@ -52,8 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     state = ServeState(settings)
     state.repository = Repository(settings.path, lambda n, v, p: _load_instance(state, n, v, p))
-    state.metrics = ServeMetrics(state.repository.batchers)
-    state.metrics.models_loaded.set_function(lambda: state.repository.loaded_count())
+    state.metrics = ServeMetrics(state.repository.batchers, multiprocess=settings.workers > 1)
     app = FastAPI(title="dlforge serve", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serve = state
     for path, methods, endpoint in routes(admin=settings.admin_token is not None):
@@ -83,6 +82,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dlforge-infer")
     try:
         await state.repository.load_all()
+        state.metrics.refresh()  # with workers, scrapes answered by the others read what this one loaded
         state.accepting = True
         yield
     finally:
@@ -90,6 +90,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.accepting = False
         await state.repository.close()
         state.executor.shutdown(wait=True)
+        state.metrics.close()
 
 
 async def _load_instance(state: ServeState, name: str, version: str, path: Path) -> ModelInstance:
