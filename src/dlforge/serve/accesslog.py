@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,7 +13,7 @@ log = logging.getLogger("dlforge.serve.access")
 
 
 class AccessLog:
-    """ASGI middleware: method, path, status, duration and client for every HTTP request."""
+    """ASGI middleware: method, path, status, duration, client and worker pid for every HTTP request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -38,4 +39,5 @@ class AccessLog:
                 "method": scope["method"], "path": scope["path"], "status": status,
                 "ms": round((time.monotonic() - started) * 1000, 2),
                 "client": client[0] if client else None,
+                "pid": os.getpid(),  # which of the `--workers N` processes answered
             }))

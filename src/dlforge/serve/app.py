@@ -53,8 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     state = ServeState(settings)
     state.repository = Repository(settings.path, lambda n, v, p: _load_instance(state, n, v, p))
-    state.metrics = ServeMetrics(state.repository.batchers)
-    state.metrics.models_loaded.set_function(lambda: state.repository.loaded_count())
+    state.metrics = ServeMetrics(state.repository.batchers, multiprocess=settings.workers > 1)
     app = FastAPI(title="dlforge serve", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serve = state
     for path, methods, endpoint in routes(admin=settings.admin_token is not None):
@@ -84,6 +83,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dlforge-infer")
     try:
         await state.repository.load_all()
+        state.metrics.refresh()  # with workers, scrapes answered by the others read what this one loaded
         # Objects alive now live as long as the server: keep them out of every future collection, so a
         # full GC pass in the middle of a request stays short (the standard trick for long-lived servers).
         gc.freeze()
@@ -94,6 +94,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.accepting = False
         await state.repository.close()
         state.executor.shutdown(wait=True)
+        state.metrics.close()
 
 
 async def _load_instance(state: ServeState, name: str, version: str, path: Path) -> ModelInstance:

@@ -62,6 +62,7 @@ class BatchStats:
     queue_times: tuple[float, ...]  # seconds each request waited before the batch started
     compute_time: float  # seconds spent concatenating, in run_batch and splitting
     error: Exception | None
+    waiting: int = 0  # requests still queued when the batch finished
 
 
 @dataclass
@@ -262,6 +263,7 @@ class Batcher:
             queue_times=tuple(started - r.enqueued for r in batch),
             compute_time=seconds,
             error=error,
+            waiting=len(self._pending),
         )
         try:
             self.on_batch(stats)

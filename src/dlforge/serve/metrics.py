@@ -1,16 +1,25 @@
-"""Prometheus metrics for one app, in its own CollectorRegistry (so tests can run several apps).
+"""Prometheus metrics for one app: per process, or merged over the `--workers N` processes.
 
 Request counts and latency are observed per route call; queue time, compute time and batch size
-come from the batcher's `on_batch` callback; queue depth is read at scrape time.
+come from the batcher's `on_batch` callback. Queue depth and models loaded are gauges this process
+writes at scrape time and, for queue depth, after each batch.
+
+One process keeps its metrics in the app's own CollectorRegistry (so tests can run several apps).
+With workers (`multiprocess`), prometheus_client's multiprocess mode is on: the server points
+PROMETHEUS_MULTIPROC_DIR at a fresh directory before the workers start, each worker writes its
+values to files there, and a scrape merges every worker's files, whichever worker answers it.
+That is why the gauges are written rather than computed at scrape time (a custom collector would
+see only the answering worker): queue depth sums the live workers, models loaded is their minimum.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from dlforge.serve.batcher import Batcher, BatchStats
 
@@ -20,12 +29,18 @@ _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class ServeMetrics:
-    """The server's Prometheus objects; `queues` reports live queue depth per model version."""
+    """The server's Prometheus objects; `queues` gives this process's batchers per model version."""
 
-    def __init__(self, queues: Callable[[], dict[tuple[str, str], Batcher]]) -> None:
+    def __init__(self, queues: Callable[[], dict[tuple[str, str], Batcher]], multiprocess: bool = False) -> None:
+        self.queues = queues
+        self.multiprocess = multiprocess
         self.registry = CollectorRegistry()
+        if multiprocess:
+            MultiProcessCollector(self.registry)
+        # With workers the values live in the files the collector reads: registering the metrics too would
+        # report this worker's values twice.
+        r = None if multiprocess else self.registry
         labels = ("model", "version")
-        r = self.registry
         self.requests = Counter("dlforge_requests", "Inference requests by outcome", (*labels, "status"), registry=r)
         self.latency = Histogram("dlforge_request_seconds", "Inference latency", labels, buckets=_LATENCY, registry=r)
         self.queue_time = Histogram("dlforge_queue_seconds", "Time queued before a batch", labels,
@@ -33,21 +48,26 @@ class ServeMetrics:
         self.compute_time = Histogram("dlforge_compute_seconds", "Batch compute time", labels,
                                       buckets=_LATENCY, registry=r)
         self.batch_size = Histogram("dlforge_batch_size", "Rows per batch", labels, buckets=_BATCH, registry=r)
-        self.models_loaded = Gauge("dlforge_models_loaded", "Model versions loaded and ready", registry=r)
-        r.register(_QueueDepth(queues))
+        self.queue_depth = Gauge("dlforge_queue_depth", "Requests waiting in the batcher", labels,
+                                 multiprocess_mode="livesum", registry=r)
+        self.models_loaded = Gauge("dlforge_models_loaded", "Model versions loaded and ready",
+                                   multiprocess_mode="livemin", registry=r)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: models × statuses
+        self._depths: dict[tuple[str, str], Any] = {}  # every version ever loaded
 
     def on_batch(self, model: str, version: str) -> Callable[[BatchStats], None]:
         """The batcher callback for one model version (children bound once: `labels()` is not free)."""
         batch_size = self.batch_size.labels(model, version)
         compute_time = self.compute_time.labels(model, version)
         queue_time = self.queue_time.labels(model, version)
+        depth = self._depths[model, version] = self.queue_depth.labels(model, version)
 
         def observe(stats: BatchStats) -> None:
             batch_size.observe(stats.rows)
             compute_time.observe(stats.compute_time)
             for waited in stats.queue_times:
                 queue_time.observe(waited)
+            depth.set(stats.waiting)  # so another worker's scrape sees this one's backlog
 
         return observe
 
@@ -59,22 +79,18 @@ class ServeMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def refresh(self) -> None:
+        """Write this process's models loaded and queue depths (0 for versions since unloaded)."""
+        queues = self.queues()
+        self.models_loaded.set(len(queues))
+        for key, depth in self._depths.items():
+            depth.set(queues[key].queue_depth if key in queues else 0)
+
     def render(self) -> bytes:
+        self.refresh()
         return generate_latest(self.registry)
 
-
-class _QueueDepth:
-    """A collector, so the gauge is always the batcher's current value (no bookkeeping)."""
-
-    def __init__(self, queues: Callable[[], dict[tuple[str, str], Batcher]]) -> None:
-        self.queues = queues
-
-    def collect(self) -> list[GaugeMetricFamily]:
-        family = GaugeMetricFamily("dlforge_queue_depth", "Requests waiting in the batcher",
-                                   labels=["model", "version"])
-        for (model, version), batcher in self.queues().items():
-            family.add_metric([model, version], batcher.queue_depth)
-        return [family]
-
-    def describe(self) -> list[GaugeMetricFamily]:
-        return []
+    def close(self) -> None:
+        """At process exit: with workers, take this one's queue depth and models loaded out of the merge."""
+        if self.multiprocess:
+            mark_process_dead(os.getpid())

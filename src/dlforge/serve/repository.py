@@ -189,9 +189,6 @@ class Repository:
         return {(n, v): e.instance.batcher for n, versions in self._models.items()
                 for v, e in versions.items() if e.instance is not None}
 
-    def loaded_count(self) -> int:
-        return len(self.batchers())
-
 
 def _reasons(entries: dict[str, _Entry]) -> str:
     return "; ".join(sorted({e.reason for e in entries.values()}))

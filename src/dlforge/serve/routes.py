@@ -243,6 +243,7 @@ async def repository_load(request: Request) -> Response:
     state = _admin(request)
     name = request.path_params["model"]
     await state.repository.load(name)
+    state.metrics.refresh()
     return JSONResponse({"name": name, "versions": state.repository.versions(name), "state": "READY"})
 
 
@@ -250,6 +251,7 @@ async def repository_unload(request: Request) -> Response:
     state = _admin(request)
     name = request.path_params["model"]
     await state.repository.unload(name)
+    state.metrics.refresh()
     return JSONResponse({"name": name, "state": "UNAVAILABLE"})
 
 
