@@ -360,27 +360,27 @@ def test_runs_in_the_given_executor_off_the_event_loop() -> None:
     assert model.threads[0].startswith("model")
 
 
-def test_inline_idle_runs_only_lone_requests_on_the_event_loop_thread() -> None:
-    model = Model()
+def test_inline_runs_lone_requests_and_batches_on_the_event_loop_thread() -> None:
+    model, stats = Model(), []
 
     async def main() -> None:
         with ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
-            async with started(model, max_batch_size=2, max_queue_delay_ms=HUGE, executor=pool,
-                               inline_idle=True) as b:
-                assert (await b.submit(row(1)))["y"][0, 0] == 2  # alone on an idle batcher: inline
-                outs = await asyncio.gather(b.submit(row(2)), b.submit(row(3)))  # together: a real batch
+            async with started(model, max_batch_size=2, max_queue_delay_ms=HUGE, executor=pool, inline=True,
+                               on_batch=stats.append) as b:
+                assert (await b.submit(row(1)))["y"][0, 0] == 2  # alone on an idle batcher: straight from submit
+                outs = await asyncio.gather(b.submit(row(2)), b.submit(row(3)))  # together: still one batch
                 assert [o["y"][0, 0] for o in outs] == [4, 6]
 
     run(main())
-    assert model.threads == [threading.main_thread().name, "model_0"]
-    assert [len(c["x"]) for c in model.calls] == [1, 2]
+    assert model.threads == [threading.main_thread().name] * 2  # the executor was never used
+    assert [len(c["x"]) for c in model.calls] == [1, 2] and [s.rows for s in stats] == [1, 2]
 
 
 def test_an_inline_failure_fails_only_its_request() -> None:
     model = Model(fail_calls={0})
 
     async def main() -> None:
-        async with started(model, max_queue_delay_ms=HUGE, inline_idle=True) as b:
+        async with started(model, max_queue_delay_ms=HUGE, inline=True) as b:
             with pytest.raises(ValueError, match="boom in call 0"):
                 await b.submit(row(1))
             assert (await b.submit(row(2)))["y"][0, 0] == 4 and b.running

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dlforge.export.errors import ExportError, PackageError
 
@@ -66,8 +66,10 @@ class QuantizedInfo(Strict):
 
 
 class ServingInfo(Strict):
-    max_batch_size: int = 64
-    max_queue_delay_ms: float = 2.0
+    """Batcher settings for this model; None lets the server size them from the model's measured latency."""
+
+    max_batch_size: int | None = Field(None, ge=1)
+    max_queue_delay_ms: float | None = Field(None, ge=0)
 
 
 class Manifest(Strict):

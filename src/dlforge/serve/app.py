@@ -28,12 +28,12 @@ from dlforge.serve.batcher import Batcher, BatcherStopped, DeadlineExceeded, Que
 from dlforge.serve.metrics import ServeMetrics
 from dlforge.serve.protocol import ProtocolError
 from dlforge.serve.repository import ModelInstance, ModelLoadFailed, ModelNotFound, ModelNotReady, Repository
-from dlforge.serve.runtime import batch1_latency, load_runtime
+from dlforge.serve.runtime import batch_latency, load_runtime
 from dlforge.serve.security import AuthError, BodyLimit, BodyTooLarge
 from dlforge.serve.settings import Settings
 
 log = logging.getLogger(__name__)
-DEFAULT_BATCH, DEFAULT_DELAY_MS = 8, 5.0
+DEFAULT_BATCH, DEFAULT_DELAY_MS = 32, 5.0
 
 
 @dataclass
@@ -69,11 +69,11 @@ def create_app(settings: Settings) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """Entry point for `uvicorn --factory` in each of N worker processes (settings from env)."""
-    access = logging.getLogger("dlforge.serve.access")
-    if not access.handlers:  # uvicorn configures only its own loggers
-        access.addHandler(logging.StreamHandler())
-        access.setLevel(logging.INFO)
-        access.propagate = False
+    serve_log = logging.getLogger("dlforge.serve")  # access lines and model load reports
+    if not serve_log.handlers:  # uvicorn configures only its own loggers
+        serve_log.addHandler(logging.StreamHandler())
+        serve_log.setLevel(logging.INFO)
+        serve_log.propagate = False
     return create_app(Settings.from_env())
 
 
@@ -104,19 +104,25 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
     s = state.settings
     package = await asyncio.to_thread(load_package, path)
     runtime = await asyncio.to_thread(load_runtime, s.runtime, package, s.threads())
-    latency = await asyncio.to_thread(batch1_latency, runtime)
     serving = getattr(package.manifest, "serving", None)
+    max_batch = s.max_batch_size or getattr(serving, "max_batch_size", None) or DEFAULT_BATCH
+    one_row = await asyncio.to_thread(batch_latency, runtime, 1)
+    full = await asyncio.to_thread(batch_latency, runtime, max_batch)
     batcher = Batcher(
         runtime.infer,
-        max_batch_size=s.max_batch_size or getattr(serving, "max_batch_size", None) or DEFAULT_BATCH,
-        max_queue_delay_ms=_first(s.max_queue_delay_ms, getattr(serving, "max_queue_delay_ms", None), DEFAULT_DELAY_MS),
+        max_batch_size=max_batch,
+        # Default delay: the model's own batch-1 latency, at most 5 ms. Waiting longer than one lone run takes
+        # cannot pay off, so tiny models flush at once (as Triton's default 0) and heavy ones gather a batch.
+        max_queue_delay_ms=_first(s.max_queue_delay_ms, getattr(serving, "max_queue_delay_ms", None),
+                                  min(DEFAULT_DELAY_MS, one_row * 1000)),
         max_queue_size=s.max_queue_size,
         executor=state.executor,
         on_batch=state.metrics.on_batch(name, version),
-        inline_idle=latency * 1000 < s.inline_max_ms,
+        inline=full * 1000 < s.inline_max_ms,
     )
-    log.info("loaded %s version %s: batch-1 latency %.3f ms, lone requests run %s", name, version, latency * 1000,
-             "inline" if batcher.inline_idle else "on the inference threads")
+    log.info("loaded %s version %s: %.3f ms at batch 1, %.3f ms at batch %d; queue delay %.3f ms; batches run %s",
+             name, version, one_row * 1000, full * 1000, max_batch, batcher.max_queue_delay * 1000,
+             "on the event loop" if batcher.inline else "on the inference threads")
     await batcher.start()
     return ModelInstance(name, version, package.manifest, runtime, batcher)
 

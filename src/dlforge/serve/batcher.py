@@ -12,10 +12,11 @@ waiting `max_queue_delay_ms` for company that is not coming (at concurrency 1 th
 the answer before it sends again). Requests that arrive while a batch computes, or together with
 others, batch as usual: the delay is spent only when there is evidence of concurrent load.
 
-Inline idle runs (`inline_idle`, off by default): such a lone request on an idle server may run on
-the event loop thread itself. The server turns this on only for models whose measured batch-1 latency
-is below a thread hop's cost (a hand-off to an executor thread and back costs ~0.3 ms on a busy small
-machine, several times a tiny model's compute); the loop had nothing else queued to do meanwhile.
+Inline runs (`inline`, off by default): batches run on the event loop thread itself, and a lone
+request on an idle batcher runs straight from `submit` without waking the loop task. The server turns
+this on only for models whose measured full-batch latency is below a thread hop's cost (a hand-off to
+an executor thread and back costs ~0.2-0.3 ms on a busy small machine, several times a tiny model's
+compute), so the loop is never blocked for longer than the hop would have taken.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class Batcher:
         executor: Executor | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
         flush_when_idle: bool = True,
-        inline_idle: bool = False,
+        inline: bool = False,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_ms < 0:
             raise ValueError(
@@ -107,7 +108,7 @@ class Batcher:
         self.executor = executor  # None: the event loop's default thread pool
         self.on_batch = on_batch
         self.flush_when_idle = flush_when_idle
-        self.inline_idle = inline_idle
+        self.inline = inline
         self.rejected = 0  # QueueFull answers
         self.expired = 0  # DeadlineExceeded answers
         self._pending: deque[_Request] = deque()
@@ -153,24 +154,42 @@ class Batcher:
         rows, key = _signature(inputs)
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         idle = not self._pending and not self._busy
-        self._pending.append(_Request(inputs, rows, key, deadline, time.monotonic(), future, idle))
+        request = _Request(inputs, rows, key, deadline, time.monotonic(), future, idle)
+        self._pending.append(request)
+        if idle and self.inline and self.flush_when_idle:
+            await asyncio.sleep(0)  # let requests submitted in the same turn join
+            if len(self._pending) == 1 and self._pending[0] is request and not self._busy:
+                self._pending.popleft()
+                return self._run_inline(request)
         self._wakeup.set()
         return await future  # a cancelled caller cancels the future; the loop then skips it
+
+    def _run_inline(self, request: _Request) -> Tensors:
+        """A lone request on an idle batcher, computed on the caller's task (see `inline`)."""
+        started = time.monotonic()
+        self._busy = True
+        try:
+            outputs = self._compute([request.inputs], [request.rows])[0]
+        except Exception as exc:  # the model's failure belongs to this request only
+            self._report([request], started, time.monotonic() - started, exc)
+            raise
+        finally:
+            self._busy = False
+        self._report([request], started, time.monotonic() - started, None)
+        return outputs
 
     # --- the loop ---------------------------------------------------------------------------
 
     async def _loop(self) -> None:
         try:
-            while (due := await self._next_batch()) is not None:
-                await self._run(*due)
+            while (batch := await self._next_batch()) is not None:
+                await self._run(batch)
         except BaseException:  # a bug or a cancellation must not leave callers waiting forever
             self._fail_pending(BatcherStopped("the batcher stopped unexpectedly"))
             raise
 
-    async def _next_batch(self) -> tuple[list[_Request], bool] | None:
-        """Wait until a batch is due: full, the oldest request's delay is over, or stopping.
-
-        Also says whether the batch is a lone request on an idle server (see `inline_idle`)."""
+    async def _next_batch(self) -> list[_Request] | None:
+        """Wait until a batch is due: full, the oldest request's delay is over, or stopping."""
         while True:
             while not self._pending:
                 if self._stopping:
@@ -182,7 +201,7 @@ class Batcher:
                 await asyncio.sleep(0)  # let requests submitted in the same turn join
                 if len(self._pending) == 1 and self._pending[0] is oldest:
                     if batch := self._take(oldest.key):
-                        return batch, True
+                        return batch
                     continue
             flush_at = oldest.enqueued + self.max_queue_delay
             while not self._stopping and self._ready_rows(oldest.key) < self.max_batch_size:
@@ -193,7 +212,7 @@ class Batcher:
                     async with asyncio.timeout(remaining):
                         await self._wakeup.wait()
             if batch := self._take(oldest.key):
-                return batch, False
+                return batch
 
     def _ready_rows(self, key: tuple) -> int:
         return sum(r.rows for r in self._pending if r.key == key and not r.future.done())
@@ -219,13 +238,13 @@ class Batcher:
         self._pending = rest
         return batch
 
-    async def _run(self, batch: list[_Request], lone: bool = False) -> None:
+    async def _run(self, batch: list[_Request]) -> None:
         started = time.monotonic()
         error: Exception | None = None
         inputs, rows = [r.inputs for r in batch], [r.rows for r in batch]
         self._busy = True
         try:
-            if lone and self.inline_idle:
+            if self.inline:
                 parts = self._compute(inputs, rows)
             else:
                 parts = await asyncio.get_running_loop().run_in_executor(self.executor, self._compute, inputs, rows)

@@ -50,9 +50,9 @@ def load_runtime(kind: str, package: ModelPackage, threads: int) -> Runtime:
     return runtime
 
 
-def batch1_latency(runtime: Runtime, repeats: int = 20) -> float:
-    """Median seconds of one single-row call (after warm-up): decides whether a lone request may run inline."""
-    batch = warmup_batch(runtime.metadata.inputs)
+def batch_latency(runtime: Runtime, rows: int = 1, repeats: int = 20) -> float:
+    """Median seconds of one call with `rows` rows (after warm-up): sizes the queue delay, picks inline runs."""
+    batch = warmup_batch(runtime.metadata.inputs, rows)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()

@@ -42,8 +42,8 @@ class Settings(BaseModel):
     max_queue_size: int = Field(256, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)  # queue + compute deadline → 504
     intra_op_threads: int | None = Field(None, ge=1)  # None: cores // workers
-    # A lone request on an idle server runs on the event loop when the model's measured batch-1 latency is
-    # below this (a hop to an inference thread costs more); 0 = always use the inference threads.
+    # Batches run on the event loop when the model's measured full-batch latency is below this (a hop to an
+    # inference thread and back costs more); 0 = always use the inference threads.
     inline_max_ms: float = Field(1.0, ge=0)
     server_name: str = "dlforge"
 
