@@ -260,3 +260,18 @@ def test_auth_tokens_and_admin_routes(model_package: Path) -> None:
         index = c.post("/v2/repository/index", headers={"Authorization": "Bearer admin"})
         assert index.json() == [{"name": "tiny", "version": "1", "state": "READY", "reason": ""}]
         assert "model_repository" in c.get("/v2").json()["extensions"]
+
+
+def test_batcher_settings_come_from_the_measured_latency_unless_given(model_package: Path) -> None:
+    """Default queue delay = batch-1 latency (≤ 5 ms); batches run on the loop only for sub-threshold models."""
+    x = images(3)
+    for inline_max_ms, inline in ((1000.0, True), (0.0, False)):
+        with running(Settings(path=model_package, inline_max_ms=inline_max_ms)) as (url, app):
+            batcher = app.state.serve.repository.get("tiny", None).batcher
+            assert batcher.max_batch_size == 32 and 0 < batcher.max_queue_delay <= 0.005
+            assert batcher.inline is inline
+            reply = httpx.post(f"{url}{INFER}", json=infer_body(x), timeout=30)
+            assert reply.status_code == 200 and reply.json()["outputs"][0]["shape"] == [3, 10]
+    with running(Settings(path=model_package, max_batch_size=4, max_queue_delay_ms=7)) as (_, app):
+        batcher = app.state.serve.repository.get("tiny", None).batcher
+        assert batcher.max_batch_size == 4 and batcher.max_queue_delay == pytest.approx(0.007)
