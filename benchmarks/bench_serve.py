@@ -182,52 +182,69 @@ def run_load(url: str, shape: tuple[int, ...], concurrency: int, duration: float
     return json.loads(out.stdout)
 
 
-def engine(package: Path, shape: tuple[int, ...], seconds: float = 2.0) -> dict[str, float]:
-    """In-process ONNX Runtime, no HTTP, configured like the server: rows/s at the best batch size
-    (the ceiling) and the median batch-1 latency."""
-    import onnxruntime as ort
+class Engine:
+    """In-process ONNX Runtime, no HTTP, configured like the server (same threads, no spinning)."""
 
-    from dlforge.serve.settings import usable_cores
+    def __init__(self, package: Path, shape: tuple[int, ...]) -> None:
+        import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = usable_cores()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(package / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    best = (0.0, 1)
-    for batch in (1, 8, 32, 64):
-        x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
-        session.run(None, {"input": x})
+        from dlforge.serve.settings import usable_cores
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = usable_cores()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(package / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.shape = shape
+
+    def rows_per_s(self, batch: int, seconds: float) -> float:
+        x = np.random.default_rng(0).random((batch, *self.shape), dtype=np.float32)
+        self.session.run(None, {"input": x})
         n, t = 0, time.monotonic()
-        while time.monotonic() - t < seconds / 4:
-            session.run(None, {"input": x})
+        while time.monotonic() - t < seconds:
+            self.session.run(None, {"input": x})
             n += batch
-        best = max(best, (n / (time.monotonic() - t), batch))
-    one = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
-    times = []
-    for _ in range(200 if best[0] > 1000 else 20):
-        t = time.perf_counter()
-        session.run(None, {"input": one})
-        times.append(time.perf_counter() - t)
-    return {"ceiling": best[0], "best_batch": best[1], "batch1_ms": statistics.median(times) * 1000}
+        return n / (time.monotonic() - t)
+
+    def best_batch(self) -> int:
+        return max((1, 8, 32, 64), key=lambda b: self.rows_per_s(b, 0.5))
+
+    def batch1_ms(self) -> float:
+        one = np.random.default_rng(0).random((1, *self.shape), dtype=np.float32)
+        times = []
+        for _ in range(200):
+            t = time.perf_counter()
+            self.session.run(None, {"input": one})
+            times.append(time.perf_counter() - t)
+            if sum(times) > 2:
+                break
+        return statistics.median(times) * 1000
 
 
 def bench_model(arch: str, root: Path, args: argparse.Namespace, load_cores: set[int]) -> list[dict[str, Any]]:
+    """Per concurrency, side by side in time: the engine ceiling (1 s), then the served and the naive server
+    (the machine is noisy: a ceiling measured minutes earlier would skew the ratios)."""
     from tests.serve_helpers import free_port
 
     shape = MODELS[arch]
     package = make_package(arch, shape, root / arch / "1")
-    top = engine(package, shape)
+    engine = Engine(package, shape)
+    best, batch1 = engine.best_batch(), engine.batch1_ms()
+    ports = {"served": free_port(), "naive": free_port()}
+    commands = {"served": [sys.executable, "-m", "dlforge", "serve", str(package), "--port", str(ports["served"])],
+                "naive": [sys.executable, str(HERE), "--naive", str(package), "--port", str(ports["naive"])]}
+    procs: list[subprocess.Popen[bytes]] = []
     rows = []
-    for kind in ("served", "naive"):
-        port = free_port()
-        cmd = ([sys.executable, "-m", "dlforge", "serve", str(package), "--port", str(port)] if kind == "served"
-               else [sys.executable, str(HERE), "--naive", str(package), "--port", str(port)])
-        proc = start(cmd, port)
-        try:
-            for c in args.concurrency:
+    try:
+        for kind, port in ports.items():
+            procs.append(start(commands[kind], port))
+        for c in args.concurrency:
+            ceiling = engine.rows_per_s(best, 1.0)
+            for kind, port in ports.items():
                 stats = run_load(f"http://127.0.0.1:{port}/v2/models/{arch}", shape, c, args.duration, load_cores)
-                rows.append({"model": arch, "server": kind, "concurrency": c, **stats, **top})
-        finally:
+                rows.append({"model": arch, "server": kind, "concurrency": c, **stats, "ceiling": ceiling,
+                             "best_batch": best, "batch1_ms": batch1})
+    finally:
+        for proc in procs:
             proc.terminate()
             proc.wait(30)
     return rows
@@ -242,7 +259,7 @@ def print_table(rows: list[dict[str, Any]], server_cores: set[int], load_cores: 
     naive = {(r["model"], r["concurrency"]): r["rps"] for r in rows if r["server"] == "naive"}
     print(f"{'model':<10} {'server':<7} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} "
           f"{'ceiling/s':>10} {'/ceiling':>8} {'/naive':>7}")
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["model"], r["server"] != "served", r["concurrency"])):
         print(f"{r['model']:<10} {r['server']:<7} {r['concurrency']:>4} {r['rps']:>8.0f} {r['p50']:>8.1f} "
               f"{r['p99']:>8.1f} {r['errors']:>4} {r['ceiling']:>7.0f}@{r['best_batch']:<2} "
               f"{r['rps'] / r['ceiling']:>8.2f} {r['rps'] / naive[(r['model'], r['concurrency'])]:>7.2f}")
