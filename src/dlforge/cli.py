@@ -323,7 +323,7 @@ def serve(
     timeout_s: Annotated[float, typer.Option(help="request deadline in seconds (504 after it)")] = 30,
     threads: Annotated[int | None, typer.Option(help="inference threads per worker (default: cores / workers)")] = None,
     inline_max_ms: Annotated[float, typer.Option(
-        help="run batches on the event loop if the model's full-batch latency is below this; 0: never")] = 1.0,
+        help="run batches on the event loop if the model's full-batch latency is below this; 0: never")] = 2.0,
 ) -> None:
     """Serve a model package (or a repository of them) over the Open Inference Protocol (KServe V2).
 

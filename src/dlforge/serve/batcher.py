@@ -14,9 +14,9 @@ others, batch as usual: the delay is spent only when there is evidence of concur
 
 Inline runs (`inline`, off by default): batches run on the event loop thread itself, and a lone
 request on an idle batcher runs straight from `submit` without waking the loop task. The server turns
-this on only for models whose measured full-batch latency is below a thread hop's cost (a hand-off to
+this on only for models whose measured full-batch latency is small (default under 2 ms): a hand-off to
 an executor thread and back costs ~0.2-0.3 ms on a busy small machine, several times a tiny model's
-compute), so the loop is never blocked for longer than the hop would have taken.
+whole batch, so for them the hop is pure overhead.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class Settings(BaseModel):
     intra_op_threads: int | None = Field(None, ge=1)  # None: cores // workers
     # Batches run on the event loop when the model's measured full-batch latency is below this (a hop to an
     # inference thread and back costs more); 0 = always use the inference threads.
-    inline_max_ms: float = Field(1.0, ge=0)
+    inline_max_ms: float = Field(2.0, ge=0)
     server_name: str = "dlforge"
 
     def threads(self) -> int:
