@@ -91,8 +91,8 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as img:
-        img = img.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
-        arr = np.asarray(img, dtype=np.float32) / 255.0
+        resized = img.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        arr = np.asarray(resized, dtype=np.float32) / 255.0
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 

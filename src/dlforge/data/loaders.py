@@ -8,6 +8,7 @@ is counted twice.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -24,7 +25,8 @@ def per_worker_batch(global_batch: int, world_size: int) -> int:
 def train_loader(ds: Dataset, global_batch: int, rank: int, world_size: int, seed: int,
                  num_workers: int = 0) -> DataLoader:
     """Call `loader.sampler.set_epoch(epoch)` before each epoch."""
-    sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=True,
+                                                          seed=seed)
     return DataLoader(ds, batch_size=per_worker_batch(global_batch, world_size), sampler=sampler,
                       num_workers=num_workers, drop_last=False, pin_memory=torch.cuda.is_available())
 

@@ -40,7 +40,8 @@ def build_layers(
         where = f"{path}[{index}]"
         component, params = resolve(LAYERS, spec, where)
         try:
-            module = residual(params, shape, where) if spec.type == "residual" else component.build(params, shape)
+            module = (residual(params, shape, where) if isinstance(params, ResidualParams)
+                      else component.build(params, shape))
             out = probe_shape(module, shape, dtype)
         except (LayerShapeError, RuntimeError, ValueError) as exc:
             if isinstance(exc, ModelBuildError | ConfigError):
@@ -102,6 +103,8 @@ class InputNormalize(nn.Module):
     def __init__(self, shape: Shape) -> None:
         super().__init__()
         stat_shape = (shape[0],) + (1,) * (len(shape) - 1) if len(shape) >= 2 else shape
+        self.mean: Tensor
+        self.std: Tensor
         self.register_buffer("mean", torch.zeros(stat_shape))
         self.register_buffer("std", torch.ones(stat_shape))
 

@@ -63,7 +63,8 @@ def conv2d(p: ConvParams, shape: Shape) -> nn.Module:
 
 def conv1d(p: ConvParams, shape: Shape) -> nn.Module:
     _need_rank("conv1d", shape, (2,), "(channels, length)")
-    return nn.Conv1d(shape[0], p.channels, p.kernel, p.stride, _padding(p), bias=p.bias, groups=p.groups)
+    # IntPair fields hold ints for 1-d layers (a pair is refused by the rank check's shape probe)
+    return nn.Conv1d(shape[0], p.channels, p.kernel, p.stride, _padding(p), bias=p.bias, groups=p.groups)  # type: ignore[arg-type]
 
 
 class PoolParams(Params):

@@ -9,6 +9,7 @@ accepting, lets open requests finish, then runs our lifespan shutdown, which dra
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -38,7 +39,7 @@ def run_server(settings: Settings) -> None:
             workers=settings.workers,
             log_level=LOG_CONFIG_LEVEL,
             access_log=False,  # our AccessLog middleware writes one JSON line per request instead
-            timeout_graceful_shutdown=settings.request_timeout_s + 5,
+            timeout_graceful_shutdown=math.ceil(settings.request_timeout_s) + 5,
         )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -238,7 +238,7 @@ def model_state(model: nn.Module) -> dict[str, Tensor]:
     if is_sharded(net):
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        return get_model_state_dict(net, options=_full_options())
+        return cast(dict[str, Tensor], get_model_state_dict(net, options=_full_options()))
     return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
 
 
@@ -248,7 +248,7 @@ def load_model_state(model: nn.Module, state: dict[str, Tensor]) -> None:
     if is_sharded(net):
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-        set_model_state_dict(net, state, options=_full_options(broadcast_from_rank0=True))
+        set_model_state_dict(net, cast(dict[str, Any], state), options=_full_options(broadcast_from_rank0=True))
     else:
         net.load_state_dict(state)
 
