@@ -25,6 +25,13 @@ from dlforge.data.augment_ops import AUGMENTATIONS, ImageShape, OpParams
 
 __all__ = ["AUGMENTATIONS", "BatchAugmenter", "build_augmenter", "validate_augment"]
 
+# Augmentation runs on training batches only: a normalize op there would train on inputs the model never sees.
+NOT_AN_AUGMENTATION = (
+    "normalize is not an augmentation in dlforge: the model normalises its inputs itself, with the train "
+    "split's per-channel mean/std (exported models take raw [0, 1] inputs), and augmentations run on "
+    "training batches only, so this would train on inputs the model never sees at test time; remove it"
+)
+
 
 # --- the pipeline ----------------------------------------------------------------------------
 
@@ -67,6 +74,9 @@ def _resolve_all(specs: list[ComponentSpec], input_shape: tuple[int, ...]) -> li
     problems: list[str] = []
     for i, spec in enumerate(specs):
         path = f"augment[{i}]"
+        if spec.type == "normalize":
+            problems.append(f"{path}: {NOT_AN_AUGMENTATION}")
+            continue
         try:
             params = cast(OpParams, resolve(AUGMENTATIONS, spec, path)[1])
         except ConfigError as exc:

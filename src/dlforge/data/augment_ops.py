@@ -112,20 +112,6 @@ class _PerSample(nn.Module):
         return torch.where(chosen, self.op(x), x)
 
 
-class _Normalize(nn.Module):
-    mean: Tensor
-    std: Tensor
-
-    def __init__(self, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        mean = self.mean.to(x.device, x.dtype)  # no-op once the module sits on x's device
-        return (x - mean) / self.std.to(x.device, x.dtype)
-
-
 def _per_sample(op: nn.Module, p: float) -> nn.Module:
     if p >= 1.0:
         return op
@@ -270,22 +256,6 @@ class RandomErasingParams(OpParams):
         return K.RandomErasing(self.scale, self.ratio, value=self.value, p=self.p)
 
 
-class NormalizeParams(OpParams):
-    mean: list[float] = Field(description="one value per channel")
-    std: list[PositiveFloat] = Field(description="one value per channel")
-
-    def problems(self, shape: ImageShape) -> list[tuple[str, str]]:
-        fix = f"give one per channel, e.g. {[0.5] * shape[0]}"
-        return [
-            (name, f"has {len(values)} values but the images have {shape[0]} channels; {fix}")
-            for name, values in (("mean", self.mean), ("std", self.std))
-            if len(values) != shape[0]
-        ]
-
-    def build(self, shape: ImageShape) -> nn.Module:
-        return _Normalize(self.mean, self.std)
-
-
 # --- label-mixing ops ------------------------------------------------------------------------
 
 
@@ -376,7 +346,6 @@ _CATALOG: list[tuple[str, type[OpParams], str | None, str]] = [
     ("gaussian_noise", GaussianNoiseParams, "std", "add pixel-wise gaussian noise"),
     ("gaussian_blur", GaussianBlurParams, "kernel_size", "blur with a sigma drawn per image"),
     ("random_erasing", RandomErasingParams, "p", "blank out a random box"),
-    ("normalize", NormalizeParams, None, "(x - mean) / std per channel"),
     ("mixup", MixUpParams, "alpha", "blend pairs of images and their labels; must come last"),
     (
         "cutmix",
