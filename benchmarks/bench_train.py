@@ -1,6 +1,6 @@
 """Training throughput: dlforge's loop vs a hand-written PyTorch loop, and 1 vs N workers via `--nproc`.
 
-    python benchmarks/bench_train.py                    # defaults: digits, cnn_small [16, 32], batch 64
+    python benchmarks/bench_train.py                    # defaults: digits, cnn_small [16, 32], batch 64, 10 epochs
     python benchmarks/bench_train.py --epochs 5 --nproc 1 2 --skip-ddp
 
 (1) runs both loops in this process, alternating, on the same model (dlforge.nn.build_model), data
@@ -74,14 +74,14 @@ def loop_vs_plain(cfg: ExperimentConfig) -> tuple[float, float]:
     return max(ours), max(theirs)
 
 
-def workers_throughput(raw: dict[str, Any], nproc: int, threads: int) -> float:
-    """Rank 0's best epoch samples/s (global samples) of `dlforge train --nproc N`."""
+def workers_throughput(raw: dict[str, Any], nproc: int | None, threads: int) -> float:
+    """Rank 0's best epoch samples/s (global samples) of `dlforge train --nproc N` (None: one plain process)."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.yaml"
         config.write_text(yaml.safe_dump(raw))
         env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": str(threads)}
         subprocess.run([sys.executable, "-m", "dlforge", "train", str(config), "--out", f"{tmp}/run",
-                        "--nproc", str(nproc)], env=env, check=True, stdout=subprocess.DEVNULL)
+                        *(["--nproc", str(nproc)] if nproc else [])], env=env, check=True, stdout=subprocess.DEVNULL)
         history = [json.loads(line) for line in (Path(tmp) / "run/history.jsonl").read_text().splitlines()]
     return max(row["samples_per_s"] for row in history)
 
@@ -94,7 +94,7 @@ def table(rows: list[tuple[str, str, str]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=10, help="an epoch is ~0.15 s here: best of several")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2], help="worker counts for the DDP column")
@@ -107,11 +107,13 @@ def main() -> None:
     ours, plain = loop_vs_plain(parse_config(raw))
     rows = [("run", "samples/s", "vs plain loop"), ("plain PyTorch loop", f"{plain:.0f}", "1.00"),
             ("dlforge loop (in process)", f"{ours:.0f}", f"{ours / plain:.2f}")]
-    if not args.skip_ddp:
+    if not args.skip_ddp:  # a fresh `dlforge train` process is the fair baseline for torchrun's workers
+        alone = workers_throughput(raw, None, args.threads)
+        rows.append(("dlforge train (one process, no torchrun)", f"{alone:.0f}", f"{alone / plain:.2f}"))
         for n in args.nproc:
             speed = workers_throughput(raw, n, args.threads)
-            rows.append((f"dlforge train --nproc {n}",
-                         f"{speed:.0f}", f"{speed / plain:.2f}"))
+            rows.append((f"dlforge train --nproc {n}", f"{speed:.0f}",
+                         f"{speed / plain:.2f} ({speed / alone:.2f} of one process)"))
     print(f"digits, cnn_small {args.channels}, global batch {args.batch_size}, {args.epochs} epochs, "
           f"{cores} CPU cores, {args.threads} thread(s) per process, torch {torch.__version__}; best epoch of each")
     print(table(rows))
