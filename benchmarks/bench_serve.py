@@ -132,17 +132,20 @@ def wrk_load(url: str, shape: tuple[int, ...], concurrency: int, duration: float
 # --- servers ----------------------------------------------------------------------------------------
 
 
-def naive_app(package: Path) -> Any:
-    """One request, one session.run: no batching, no queue (the baseline)."""
-    import onnxruntime as ort
-
-    from dlforge.serve.protocol import encode_response, parse_header_length, parse_request_body
+def server_session(package: Path) -> Any:
+    """The ONNX Runtime session exactly as `dlforge serve` configures it (threads, no spinning)."""
+    from dlforge.export.package import load_package
+    from dlforge.serve.runtime import OnnxRuntime
     from dlforge.serve.settings import usable_cores
 
-    options = ort.SessionOptions()  # the same engine settings as dlforge serve's ONNX runtime
-    options.intra_op_num_threads = usable_cores()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(package / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    return OnnxRuntime(load_package(package), usable_cores()).session
+
+
+def naive_app(package: Path) -> Any:
+    """One request, one session.run: no batching, no queue (the baseline)."""
+    from dlforge.serve.protocol import encode_response, parse_header_length, parse_request_body
+
+    session = server_session(package)
     app = FastAPI()
 
     @app.post("/v2/models/{model}/infer")
@@ -186,14 +189,7 @@ class Engine:
     """In-process ONNX Runtime, no HTTP, configured like the server (same threads, no spinning)."""
 
     def __init__(self, package: Path, shape: tuple[int, ...]) -> None:
-        import onnxruntime as ort
-
-        from dlforge.serve.settings import usable_cores
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = usable_cores()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(package / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.session = server_session(package)
         self.shape = shape
 
     def rows_per_s(self, batch: int, seconds: float) -> float:

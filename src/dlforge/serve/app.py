@@ -107,7 +107,8 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
     serving = getattr(package.manifest, "serving", None)
     max_batch = s.max_batch_size or getattr(serving, "max_batch_size", None) or DEFAULT_BATCH
     one_row = await asyncio.to_thread(batch_latency, runtime, 1)
-    full = await asyncio.to_thread(batch_latency, runtime, max_batch)
+    # A full batch only needs timing when even one row is under the inline threshold.
+    full = await asyncio.to_thread(batch_latency, runtime, max_batch) if one_row * 1000 < s.inline_max_ms else None
     batcher = Batcher(
         runtime.infer,
         max_batch_size=max_batch,
@@ -118,10 +119,10 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
         max_queue_size=s.max_queue_size,
         executor=state.executor,
         on_batch=state.metrics.on_batch(name, version),
-        inline=full * 1000 < s.inline_max_ms,
+        inline=full is not None and full * 1000 < s.inline_max_ms,
     )
-    log.info("loaded %s version %s: %.3f ms at batch 1, %.3f ms at batch %d; queue delay %.3f ms; batches run %s",
-             name, version, one_row * 1000, full * 1000, max_batch, batcher.max_queue_delay * 1000,
+    log.info("loaded %s version %s: %.3f ms at batch 1; max batch %d; queue delay %.3f ms; batches run %s",
+             name, version, one_row * 1000, max_batch, batcher.max_queue_delay * 1000,
              "on the event loop" if batcher.inline else "on the inference threads")
     await batcher.start()
     return ModelInstance(name, version, package.manifest, runtime, batcher)
