@@ -32,14 +32,20 @@ def user_errors(fn: F) -> F:
     from dlforge.data.datasets import DataError
     from dlforge.export.errors import PackageError
     from dlforge.nn import ModelBuildError
+    from dlforge.nn.pretrained import PretrainedError
+    from dlforge.nn.timm_arch import TimmError
     from dlforge.rundir import RunDirError
     from dlforge.train.dist import UnsupportedSetup
+    from dlforge.train.param_groups import ParamGroupError
+
+    caught = (ConfigError, ModelBuildError, DataError, RunDirError, PackageError, UnsupportedSetup, PretrainedError,
+              TimmError, ParamGroupError)
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, ModelBuildError, DataError, RunDirError, PackageError, UnsupportedSetup) as exc:
+        except caught as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
             raise typer.Exit(2) from None
 
@@ -295,6 +301,51 @@ def models() -> None:
     from dlforge.nn import MODELS
 
     _print_components("architectures", describe(MODELS))
+
+
+@app.command()
+@user_errors
+def params(source: Annotated[Path, typer.Argument(help="a run directory or an experiment YAML")],
+           set_: SetOpt = None) -> None:
+    """Show the optimiser's parameter groups: learning rate, weight decay, trainable and frozen counts.
+
+    Reflects `train.freeze`, `train.param_groups` and `train.layer_decay` as training starts (epoch 1).
+    Examples: `dlforge params examples/digits_finetune.yaml`, `dlforge params runs/digits --set train.layer_decay=0.7`
+    """
+    from dlforge.train.param_groups import describe as describe_groups
+
+    cfg, net, num_classes = _model_of(source, set_)
+    rows = describe_groups(net, cfg.train, num_classes)
+    table = Table(title=f"{source}: parameter groups (epoch 1)")
+    for col in ("group", "lr", "weight decay", "tensors", "parameters", "trainable", "first … last"):
+        table.add_column(col, justify="left" if col in ("group", "first … last") else "right")
+    for r in rows:
+        table.add_row(r["group"], f"{r['lr']:.3g}", f"{r['weight_decay']:g}", str(r["tensors"]),
+                      f"{r['parameters']:,}", f"{r['trainable']:,}", f"{r['first']} … {r['last']}")
+    console.print(table)
+    total, trainable = sum(r["parameters"] for r in rows), sum(r["trainable"] for r in rows)
+    console.print(f"{trainable:,} of {total:,} parameters trainable"
+                  + (f"; all from epoch {cfg.train.unfreeze_at_epoch}" if cfg.train.unfreeze_at_epoch else ""))
+
+
+def _model_of(source: Path, overrides: list[str] | None) -> tuple[ExperimentConfig, Any, int]:
+    """(config, freshly built model, number of classes) of a run directory or an experiment file."""
+    if source.is_dir():
+        from dlforge.config import load_config
+        from dlforge.nn import build_model
+        from dlforge.rundir import CONFIG, RUN_INFO, RunInfo, require
+
+        require(source, CONFIG, RUN_INFO)
+        cfg = load_config(source / CONFIG, overrides)
+        info = RunInfo.load(source)
+        net = build_model(cfg.model, tuple(info.input_shape), len(info.labels), info.integer_input)
+        return cfg, net, len(info.labels)
+    from dlforge.data.splits import load_data
+    from dlforge.train.run import make_model
+
+    cfg = _load(source, overrides)
+    bundle = load_data(cfg.data, cfg.seed)
+    return cfg, make_model(cfg, bundle), bundle.num_classes
 
 
 @app.command()

@@ -16,6 +16,7 @@ from dlforge.config.components import resolve
 from dlforge.config.errors import problems_from
 from dlforge.data.datasets import DATASETS
 from dlforge.nn import LAYERS, MODELS
+from dlforge.nn.timm_arch import TimmError, check_timm_arch, is_timm
 from dlforge.registry import RegistryError
 
 
@@ -43,6 +44,12 @@ def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> None:
 def _check_model(cfg: ExperimentConfig, problems: list[str]) -> None:
     if cfg.model.layers is not None:
         _check_layers(cfg.model.layers, "model.layers", problems)
+        return
+    if is_timm(cfg.model.arch):
+        try:
+            check_timm_arch(cfg.model.arch or "")
+        except TimmError as exc:
+            problems.append(str(exc))
         return
     try:
         component = MODELS.get(cfg.model.arch or "")

@@ -51,8 +51,37 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
     return x.mean(dim=dims).flatten().tolist(), std.flatten().tolist()
 
 
+def select_classes(raw: RawData, classes: list[str] | None) -> RawData:
+    """Only the samples of `classes` (data.classes), relabelled 0..n-1 in that order."""
+    if classes is None:
+        return raw
+    unknown = [c for c in classes if c not in raw.labels]
+    if unknown or len(set(classes)) != len(classes):
+        raise DataError(f"data.classes: {unknown or classes} — each must be one of this dataset's labels, "
+                        f"once ({', '.join(raw.labels[:20])})")
+    old = torch.tensor([raw.labels.index(c) for c in classes])
+    keep = torch.isin(raw.y, old)
+    remap = torch.full((len(raw.labels),), -1, dtype=torch.long)
+    remap[old] = torch.arange(len(classes))
+    return RawData(raw.x[keep], remap[raw.y[keep]], list(classes), raw.preprocessing, raw.skipped)
+
+
+def subsample(idx: Tensor, y: Tensor, fraction: float, seed: int) -> Tensor:
+    """A seeded, stratified share of the train split (data.train_fraction: few-label fine-tuning)."""
+    if fraction >= 1:
+        return idx
+    try:
+        kept, _ = train_test_split(idx.numpy(), train_size=fraction, stratify=y[idx].numpy(), random_state=seed)
+    except ValueError as exc:
+        raise DataError(f"data.train_fraction: {fraction} of {len(idx)} training samples leaves too few per "
+                        f"class: {exc}") from None
+    return torch.from_numpy(kept).sort().values
+
+
 def make_bundle(raw: RawData, cfg: DataConfig, seed: int) -> DataBundle:
+    raw = select_classes(raw, cfg.classes)
     train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed)
+    train_idx = subsample(train_idx, raw.y, cfg.train_fraction, seed)
     prep = dict(raw.preprocessing)
     if not raw.integer_input:
         prep["mean"], prep["std"] = channel_stats(raw.x[train_idx])

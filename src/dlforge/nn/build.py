@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from dlforge.config import ComponentSpec, ConfigError, ModelConfig
 from dlforge.config.components import Component, resolve
 from dlforge.nn.layers import LAYERS, LayerShapeError, Params, Shape
+from dlforge.nn.timm_arch import build_timm, is_timm
 
 
 class ModelBuildError(ValueError):
@@ -138,6 +139,9 @@ def layer_specs(cfg: ModelConfig, input_shape: Shape, num_classes: int) -> tuple
 
 def build_model(cfg: ModelConfig, input_shape: Shape, num_classes: int, integer_input: bool = False) -> Net:
     """Build the network for inputs of `input_shape` (batch excluded) and `num_classes` outputs."""
+    normalize = nn.Identity() if integer_input else InputNormalize(tuple(input_shape))
+    if is_timm(cfg.arch):
+        return Net(normalize, build_timm(cfg.arch or "", cfg.params, tuple(input_shape), num_classes))
     specs, path = layer_specs(cfg, input_shape, num_classes)
     dtype = torch.long if integer_input else torch.float32
     body, out = build_layers(specs, tuple(input_shape), path, dtype)
@@ -146,7 +150,6 @@ def build_model(cfg: ModelConfig, input_shape: Shape, num_classes: int, integer_
             f"{path}: the model ends with shape {out} but the data has {num_classes} classes — "
             f"end the layers with `- dense: {num_classes}` (after `- flatten` for images)"
         )
-    normalize = nn.Identity() if integer_input else InputNormalize(tuple(input_shape))
     return Net(normalize, body)
 
 

@@ -26,6 +26,7 @@ from dlforge.train import checkpoint as ckpt
 from dlforge.train import dist
 from dlforge.train.dist import DistContext
 from dlforge.train.optim import build_optimizer, build_scheduler
+from dlforge.train.param_groups import Freezer, check_freeze_setup, optimizer_groups, plan_groups
 from dlforge.train.progress import EpochProgress
 from dlforge.train.step import grad_scaler, train_epoch
 
@@ -57,18 +58,20 @@ class Trainer:
     augmenter: nn.Module | None = None
     scaler: torch.amp.GradScaler | None = None
     best_state: dict[str, Tensor] | None = None
+    freezer: Freezer | None = None
 
 
 def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx: DistContext) -> Trainer:
     t = cfg.train
     net.to(ctx.device)
-    model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm)
+    check_freeze_setup(t, ctx.distributed)
+    Freezer.build(net, t, bundle.num_classes).set_epoch(1)  # DDP registers only what trains at wrap time
+    model = wrap(net, cfg, ctx)
     net = dist.unwrap(model)  # FSDP shards in place; sync_batchnorm swaps layers
-    if t.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
+    freezer = Freezer.build(net, t, bundle.num_classes) if t.freeze is not None else None
     batches = train_loader(bundle.train, t.batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.data.num_workers)
     steps = math.ceil(len(batches) / t.accumulate)
-    optimizer = build_optimizer(net.parameters(), t.optimizer)
+    optimizer = build_optimizer(optimizer_groups(plan_groups(net, t)), t.optimizer)
     scheduler = build_scheduler(optimizer, t.scheduler, t.optimizer.lr, steps, t.epochs)
     augmenter = None
     if cfg.augment:
@@ -79,7 +82,21 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
             augmenter = augmenter.to(ctx.device)
     scaler = grad_scaler(t.precision, ctx.device)
     val = eval_loader(bundle.val, cfg.eval.batch_size, ctx.rank, ctx.world_size)
-    return Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, bundle.labels, augmenter, scaler)
+    return Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, bundle.labels, augmenter, scaler,
+                   freezer=freezer)
+
+
+def wrap(net: nn.Module, cfg: ExperimentConfig, ctx: DistContext, sync_batchnorm: bool | None = None) -> nn.Module:
+    """DDP/FSDP (when distributed), then torch.compile (when asked): what the training step runs."""
+    t = cfg.train
+    model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm if sync_batchnorm is None else sync_batchnorm)
+    return torch.compile(model) if t.compile else model  # type: ignore[return-value]
+
+
+def begin_epoch(tr: Trainer, epoch: int) -> None:
+    """Apply train.freeze for this epoch; DDP is rebuilt when the set of trainable parameters changes."""
+    if tr.freezer is not None and tr.freezer.set_epoch(epoch) and tr.ctx.distributed:
+        tr.model = wrap(tr.net, tr.cfg, tr.ctx, sync_batchnorm=False)  # layers were converted already
 
 
 def improved(tr: Trainer, state: LoopState, value: float) -> bool:
@@ -94,7 +111,7 @@ def end_epoch(tr: Trainer, state: LoopState, stats: dict[str, float]) -> None:
     """Validate, record history, track the best weights and early stopping."""
     val = evaluate_model(tr.model, tr.val_batches, tr.labels, tr.ctx.device)
     state.epoch += 1
-    row = {"epoch": state.epoch, "step": state.step, **stats, "lr": tr.optimizer.param_groups[0]["lr"],
+    row = {"epoch": state.epoch, "step": state.step, **stats, "lr": max(g["lr"] for g in tr.optimizer.param_groups),
            **{f"val_{k}": val[k] for k in ("loss", "accuracy", "precision", "recall", "f1")}}
     state.history.append(row)
     value = row[tr.cfg.train.monitor]
@@ -149,6 +166,7 @@ def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
     state = restore(tr, run_dir) if resume else LoopState()
     with EpochProgress(tr.cfg.train.progress and tr.ctx.is_main, tr.cfg.train.epochs) as bar:
         while state.epoch < tr.cfg.train.epochs and not state.stopped_early:
+            begin_epoch(tr, state.epoch + 1)
             stats = train_epoch(tr, state, bar)
             end_epoch(tr, state, stats)
             bar.end({k: v for k, v in state.history[-1].items() if k in ("train_loss", "val_loss", "val_accuracy")})

@@ -5,11 +5,13 @@ This is what `dlforge train` runs in every process, alone or under torchrun.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
 from dlforge.config import ExperimentConfig, dump_config
 from dlforge.data.datasets import DataError
@@ -19,11 +21,14 @@ from dlforge.evaluate.metrics import evaluate_model
 from dlforge.evaluate.report import write_report
 from dlforge.nn import Net, build_model
 from dlforge.nn.build import InputNormalize
+from dlforge.nn.pretrained import load_pretrained
 from dlforge.rundir import CONFIG, WEIGHTS, RunInfo
 from dlforge.train import dist
-from dlforge.train.checkpoint import save_weights
+from dlforge.train.checkpoint import list_checkpoints, save_weights
 from dlforge.train.loop import build_trainer, fit
+from dlforge.weights import pretrained_weights
 
+PRETRAINED_REPORT = "pretrained.json"  # what model.pretrained loaded, replaced and left out
 PID_DIR_ENV = "DLFORGE_TEST_PID_DIR"  # test hook: workers write rank-<r>.pid there
 FAIL_RANK_ENV = "DLFORGE_TEST_FAIL_RANK"  # test hook: this rank raises a data error after set-up
 
@@ -34,6 +39,19 @@ def make_model(cfg: ExperimentConfig, bundle: DataBundle) -> Net:
     if isinstance(net.normalize, InputNormalize):
         net.normalize.set_stats(bundle.preprocessing["mean"], bundle.preprocessing["std"])
     return net
+
+
+def start_from_pretrained(cfg: ExperimentConfig, bundle: DataBundle, net: Net, run_dir: Path | None) -> None:
+    """Load `model.pretrained` into `net` (every worker); the main worker prints the report and writes
+    it to pretrained.json. A resumed run skips this: its checkpoint holds the weights."""
+    assert cfg.model.pretrained is not None
+    source = pretrained_weights(cfg.model, bundle.input_shape, bundle.num_classes)
+    report = load_pretrained(net, source.state, cfg.model.pretrained, bundle.num_classes, source.labels,
+                             bundle.labels, source.description)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / PRETRAINED_REPORT).write_text(json.dumps(report.as_dict(), indent=2))
+        Console(stderr=True, highlight=False).print("\n".join(report.lines()), markup=False)
 
 
 def write_run_files(cfg: ExperimentConfig, bundle: DataBundle, run_dir: Path) -> None:
@@ -60,11 +78,14 @@ def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False) -> dic
     try:
         bundle = load_data(cfg.data, cfg.seed)
         net = make_model(cfg, bundle)
+        resuming = resume or dist.restart_count() > 0
+        if cfg.model.pretrained is not None and not (resuming and list_checkpoints(run_dir / "checkpoints")):
+            start_from_pretrained(cfg, bundle, net, run_dir if ctx.is_main else None)
         if ctx.is_main:
             write_run_files(cfg, bundle, run_dir)
         trainer = build_trainer(cfg, bundle, net, ctx)
         apply_test_hooks(ctx)
-        state = fit(trainer, run_dir, resume or dist.restart_count() > 0)
+        state = fit(trainer, run_dir, resuming)
         test = eval_loader(bundle.test, cfg.eval.batch_size, ctx.rank, ctx.world_size)
         metrics = evaluate_model(trainer.net, test, bundle.labels, ctx.device)
         metrics["epochs"], metrics["stopped_early"] = state.epoch, state.stopped_early
