@@ -145,3 +145,15 @@ def test_timm_arch_without_timm_is_a_clear_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"model.arch: timm/resnet18 needs the timm package"):
         check_experiment(parse_config({"model": {"arch": "timm/resnet18"}}))
+
+
+def test_the_docs_example_loads() -> None:
+    import re
+
+    import yaml
+
+    from dlforge.experiment import check_experiment
+
+    doc = (Path(__file__).parent.parent / "docs" / "finetuning.md").read_text()
+    cfg = check_experiment(parse_config(yaml.safe_load(re.findall(r"```yaml\n(.*?)```", doc, re.S)[0])))
+    assert cfg.train.freeze == "backbone" and cfg.model.pretrained is not None
