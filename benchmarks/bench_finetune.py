@@ -40,9 +40,9 @@ def one_seed(seed: int, out: Path, fraction: float) -> dict[str, float]:
     pre = train_run(experiment("pretrain", seed, {"classes": FIRST},
                                {"epochs": 15, "batch_size": 32, "optimizer": {"lr": 3e-3}}), pre_dir)
     few = {"classes": SECOND, "train_fraction": fraction}
-    common = {"epochs": 40, "batch_size": 16, "optimizer": {"lr": 3e-3}, "scheduler": {"warmup_epochs": 1}}
+    common = {"epochs": 20, "batch_size": 16, "optimizer": {"lr": 3e-3}, "scheduler": {"warmup_epochs": 1}}
     scratch = train_run(experiment("scratch", seed, few, common), out / f"scratch-{seed}")
-    tuned = train_run(experiment("finetune", seed, few, {**common, "freeze": "backbone", "unfreeze_at_epoch": 11},
+    tuned = train_run(experiment("finetune", seed, few, {**common, "freeze": "backbone", "unfreeze_at_epoch": 3},
                                  str(pre_dir)), out / f"finetune-{seed}")
     return {"pretrain": pre["accuracy"], "scratch": scratch["accuracy"], "finetune": tuned["accuracy"]}
 

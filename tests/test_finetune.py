@@ -119,7 +119,7 @@ def test_params_command_shows_groups_and_trainable_counts(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     head = 16 * 10 + 10  # dense 16 → 10 classes
     assert f"{head:,} of " in result.output and "all from epoch 3" in result.output
-    assert "layer 5/5" in result.output
+    assert "L5/5" in result.output
 
 
 def test_bad_pretrained_source_is_one_error_line(tmp_path: Path) -> None:

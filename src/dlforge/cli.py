@@ -132,8 +132,10 @@ def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
 def _check_before_launch(cfg: ExperimentConfig, nproc: int) -> None:
     """Refuse what every worker would refuse, before starting any."""
     from dlforge.train.dist import check_sync_batchnorm, pick_device
+    from dlforge.train.param_groups import check_freeze_setup
 
     check_sync_batchnorm(cfg.train.sync_batchnorm and nproc > 1, pick_device(cfg.train.device))
+    check_freeze_setup(cfg.train, nproc > 1)
 
 
 def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | None, resume: bool,
@@ -317,11 +319,11 @@ def params(source: Annotated[Path, typer.Argument(help="a run directory or an ex
     cfg, net, num_classes = _model_of(source, set_)
     rows = describe_groups(net, cfg.train, num_classes)
     table = Table(title=f"{source}: parameter groups (epoch 1)")
-    for col in ("group", "lr", "weight decay", "tensors", "parameters", "trainable", "first … last"):
-        table.add_column(col, justify="left" if col in ("group", "first … last") else "right")
+    for col in ("group", "from", "lr", "wd", "tensors", "params", "trainable"):
+        table.add_column(col, justify="left" if col in ("group", "from") else "right")
     for r in rows:
-        table.add_row(r["group"], f"{r['lr']:.3g}", f"{r['weight_decay']:g}", str(r["tensors"]),
-                      f"{r['parameters']:,}", f"{r['trainable']:,}", f"{r['first']} … {r['last']}")
+        table.add_row(r["group"], r["first"].rsplit(".", 1)[0], f"{r['lr']:.3g}", f"{r['weight_decay']:g}",
+                      str(r["tensors"]), f"{r['parameters']:,}", f"{r['trainable']:,}")
     console.print(table)
     total, trainable = sum(r["parameters"] for r in rows), sum(r["trainable"] for r in rows)
     console.print(f"{trainable:,} of {total:,} parameters trainable"

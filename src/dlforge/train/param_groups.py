@@ -129,7 +129,7 @@ def plan_groups(net: nn.Module, cfg: TrainConfig) -> list[GroupInfo]:
         layer = layers[name] if cfg.layer_decay is not None else None
         if layer is not None:
             lr *= cfg.layer_decay ** (n_layers - 1 - layer)  # type: ignore[operator]
-            label += f", layer {layer}/{n_layers - 1}"
+            label += f" L{layer}/{n_layers - 1}"
         groups.setdefault((i, layer), GroupInfo(label, lr, wd, [])).params.append((name, p))
     for i, g in enumerate(cfg.param_groups):
         if not any(key[0] == i for key in groups):

@@ -51,7 +51,7 @@ def start_from_pretrained(cfg: ExperimentConfig, bundle: DataBundle, net: Net, r
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / PRETRAINED_REPORT).write_text(json.dumps(report.as_dict(), indent=2))
-        Console(stderr=True, highlight=False).print("\n".join(report.lines()), markup=False)
+        Console(stderr=True, highlight=False, soft_wrap=True).print("\n".join(report.lines()), markup=False)
 
 
 def write_run_files(cfg: ExperimentConfig, bundle: DataBundle, run_dir: Path) -> None:
