@@ -10,11 +10,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,14 +26,14 @@ from typer.testing import CliRunner
 
 from dlforge.cli import app
 from dlforge.serve.settings import Settings
+from tests.ray_helpers import ray_head, session_pids
 from tests.serve_helpers import binary_body, free_port, infer_body, running
 
 pytestmark = pytest.mark.serve
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-RAY = str(Path(sys.executable).parent / "ray")
 REPLICA = "ray::ServeReplica:dlforge-tiny:"
 CLIENTS = 4
-START_S, DEPLOY_S, REPLACE_S = 240, 300, 240  # generous: a loaded 2-core machine starts Ray slowly
+DEPLOY_S, REPLACE_S = 300, 240  # generous: a loaded 2-core machine starts Ray slowly
 
 
 # --- errors without a cluster -------------------------------------------------------------------
@@ -76,76 +74,10 @@ def test_missing_ray_extra_is_one_error_line(model_package: Path, tmp_path: Path
 # --- a real cluster -----------------------------------------------------------------------------
 
 
-def _session_pids(sid: int) -> dict[int, str]:
-    """Live processes of one session (pid → command line): the cluster's, whoever their parent is."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            state, _ppid, _pgrp, session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(session) == sid and state != "Z":
-            found[int(entry.name)] = cmdline
-    return found
-
-
-def _stop_session(sid: int) -> None:
-    """Ends every process of the cluster's session (not `ray stop`: that stops every Ray process on the machine)."""
-    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 20.0)):
-        for pid in _session_pids(sid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while _session_pids(sid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not _session_pids(sid):
-            return
-
-
-def _start_head(temp: str) -> tuple[subprocess.Popen[bytes], str, bytes]:
-    """`ray start --head` on free ports, in its own session (so its processes can be found and ended)."""
-    gcs = free_port()
-    ports = {f"--{name}": str(free_port()) for name in (
-        "dashboard-port", "dashboard-agent-grpc-port", "dashboard-agent-listen-port", "metrics-export-port",
-        "runtime-env-agent-port", "node-manager-port", "object-manager-port", "ray-client-server-port")}
-    cmd = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=4",
-           "--include-dashboard=false", "--include-log-monitor=false", "--disable-usage-stats", f"--temp-dir={temp}",
-           "--object-store-memory=100000000", *(f"{k}={v}" for k, v in ports.items())]
-    env = {**os.environ, "PYTHONPATH": SRC, "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        output, _ = head.communicate(timeout=START_S)
-    except subprocess.TimeoutExpired:
-        head.kill()
-        output, _ = head.communicate()
-    return head, f"127.0.0.1:{gcs}", output
-
-
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[tuple[str, int]]:
-    """A head node on free 127.0.0.1 ports; yields (GCS address, session id); always ends every process of it."""
-    temp = tempfile.mkdtemp(prefix="dlf-ray-", dir="/tmp")  # short: Ray's socket paths live under it
-    sessions: list[int] = []
-    try:
-        # Ray gives its raylet a fixed 30 s to register; on an overloaded machine a start can miss that, so try
-        # again (each failed head's processes are ended first).
-        for _attempt in range(3):
-            head, address, output = _start_head(temp)
-            sessions.append(head.pid)
-            if head.returncode == 0:
-                break
-            _stop_session(head.pid)
-        assert head.returncode == 0, output.decode()[-3000:]
-        yield address, head.pid
-    finally:
-        for sid in sessions:
-            _stop_session(sid)
-        left = {pid: cmd for sid in sessions for pid, cmd in _session_pids(sid).items()}
-        shutil.rmtree(temp, ignore_errors=True)
-        assert not left, f"processes left behind: {left}"
+    with ray_head() as cluster:
+        yield cluster
 
 
 @contextlib.contextmanager
@@ -220,7 +152,7 @@ def test_ray_serve_answers_like_the_plain_server_and_survives_a_replica_kill(
 
 
 def _replicas(sid: int) -> set[int]:
-    return {pid for pid, cmd in _session_pids(sid).items() if cmd.startswith(REPLICA)}
+    return {pid for pid, cmd in session_pids(sid).items() if cmd.startswith(REPLICA)}
 
 
 # Asks Ray's controller (as a short-lived driver) until the deployment has `n` RUNNING replicas.

@@ -113,8 +113,9 @@ def run_ray(settings: Settings, options: RayOptions, say: Callable[[str], None])
         check_reachable(options.address)
     try:
         ray.init(address=options.address, logging_level="WARNING", log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise RayBackendError(f"cannot connect to the Ray cluster at {options.address}: {exc}") from None
+    except Exception as exc:  # Ray raises bare Exception too (e.g. a local node that did not start in time)
+        where = f"connect to the Ray cluster at {options.address}" if options.address else "start a local Ray cluster"
+        raise RayBackendError(f"could not {where}: {exc}") from None
     try:
         with _deployed(serve, settings, options, apps) as url:
             say(f"serving {', '.join(a.route_prefix for a in apps)} through Ray Serve at {url} (Ctrl-C stops)")
