@@ -4,7 +4,7 @@
     PYTHONPATH=src python benchmarks/bench_ray.py --models resnet18 --duration 10
 
 The same random-init package (bench_serve.make_package), the same binary-tensor requests and load generator
-(wrk or httpx, pinned to the last core; every server shares the other cores). The Ray runs share one local
+(wrk or httpx); nothing is pinned, so servers, Ray and the load generator share every core. The Ray runs share one local
 cluster (`ray start --head`, stopped at the end) reached with `--ray-address`. Each replica gets one CPU and
 one inference thread, like the plain server pinned to one core. On a 2-core machine 2 replicas add no compute:
 the ratio to the plain server is the price of Ray's extra hop (HTTP proxy actor → replica actor), not its scaling.
@@ -177,13 +177,12 @@ def main() -> None:
     p.add_argument("--concurrency", nargs="+", type=int, default=[8, 32])
     p.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
     args = p.parse_args()
-    cores = sorted(os.sched_getaffinity(0))
-    load_cores = {cores[-1]}
-    server_cores = set(cores[:-1]) or load_cores
-    os.sched_setaffinity(0, server_cores)  # inherited by the servers and the Ray processes they start
+    # Nothing is pinned: Ray's own processes (GCS, raylet, proxy, controller) need the cores to start at all on a
+    # small machine, and the plain server must get the same cores as the replicas to be compared with them.
+    cores = set(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [row for arch in args.models for row in bench(arch, Path(tmp), args, load_cores)]
-    print_table(rows, server_cores, load_cores)
+        rows = [row for arch in args.models for row in bench(arch, Path(tmp), args, cores)]
+    print_table(rows, cores, cores)
 
 
 if __name__ == "__main__":

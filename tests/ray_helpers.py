@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from tests.serve_helpers import free_port
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 RAY = str(Path(sys.executable).parent / "ray")
 START_S = 240  # generous: a loaded 2-core machine starts Ray slowly
+AUTH = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
 
 
 def session_pids(sid: int) -> dict[int, str]:
@@ -77,6 +79,10 @@ def ray_head() -> Iterator[tuple[str, int]]:
     """A head node on free 127.0.0.1 ports; yields (GCS address, session id); always ends every process of it."""
     temp = tempfile.mkdtemp(prefix="dlf-ray-", dir="/tmp")  # short: Ray's socket paths live under it
     sessions: list[int] = []
+    # Token auth with a token of our own, for the head and every client started meanwhile (they inherit the
+    # environment): deterministic whatever ~/.ray/auth_token holds, and nobody else can join the cluster.
+    saved = {key: os.environ.get(key) for key in AUTH}
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
     try:
         # Ray gives its raylet a fixed 30 s to register; on an overloaded machine a start can miss that, so try
         # again (each failed head's processes are ended first).
@@ -90,6 +96,11 @@ def ray_head() -> Iterator[tuple[str, int]]:
             raise RuntimeError(f"ray start --head failed 3 times: {output.decode()[-3000:]}")
         yield address, head.pid
     finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         for sid in sessions:
             stop_session(sid)
         left = {pid: cmd for sid in sessions for pid, cmd in session_pids(sid).items()}
