@@ -16,11 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from dlforge.config.finetune import PretrainedConfig
+from dlforge.errors import UserError
 
 KEPT_PREFIX = "normalize."  # input statistics belong to this run's data, never to the source
 
 
-class PretrainedError(ValueError):
+class PretrainedError(UserError, ValueError):
     """Weights that cannot be used as a starting point; the message says what matched and the fix."""
 
 

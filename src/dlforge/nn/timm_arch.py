@@ -11,12 +11,13 @@ from typing import Any
 
 from torch import nn
 
+from dlforge.errors import UserError
 from dlforge.registry import suggest
 
 PREFIX = "timm/"
 
 
-class TimmError(ValueError):
+class TimmError(UserError, ValueError):
     """timm is missing, or does not know the architecture."""
 
 

@@ -16,10 +16,11 @@ from typing import Any
 from torch import nn
 
 from dlforge.config import TrainConfig
+from dlforge.errors import UserError
 from dlforge.nn.pretrained import classifier_name
 
 
-class ParamGroupError(ValueError):
+class ParamGroupError(UserError, ValueError):
     """A freeze or param_groups setting that does not fit the model (names no parameter, no head…)."""
 
 
