@@ -102,6 +102,13 @@ def unet(p: AutoencoderParams, shape: Shape, num_classes: int) -> list[Any]:
     return [*_unet_level(_depth(h, w, p.depth), p.width), {"conv2d": {"channels": channels, "kernel": 1}}, "sigmoid"]
 
 
+ARCH_TASKS = {  # which task each of these archs is for (`dlforge models` shows it; tests build them so)
+    "dcgan_generator": "gan", "dcgan_discriminator": "gan", "conv_autoencoder": "denoise", "unet": "denoise",
+    "dcgan_generator_tiny": "gan", "dcgan_discriminator_tiny": "gan", "conv_autoencoder_tiny": "denoise",
+    "unet_tiny": "denoise",
+}
+
+
 def _register() -> None:
     add = MODELS.add
     add("dcgan_generator", Component(GeneratorParams, dcgan_generator, None,
