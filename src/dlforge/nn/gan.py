@@ -62,6 +62,8 @@ class GanModel(nn.Module):
     def __init__(self, generator: Generator, discriminator: Discriminator, ema: Generator | None) -> None:
         super().__init__()
         self.generator, self.discriminator, self.ema = generator, discriminator, ema
+        self.ema_steps: Tensor
+        self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))  # checkpointed with the weights
         self.judge: Any = None  # the task's sample judge (a plain attribute: never saved or trained)
         self.eval_samples = 1000
 
@@ -137,6 +139,11 @@ def ema_copy(generator: Generator) -> Generator:
     for p in ema.parameters():
         p.requires_grad_(False)
     return ema
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """Warm-up: average over the steps seen so far until `decay` is reached, so early EMAs are not mostly init."""
+    return min(decay, (1 + step) / (10 + step))
 
 
 @torch.no_grad()

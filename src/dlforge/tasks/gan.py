@@ -19,7 +19,7 @@ from dlforge.config import ConfigError, ExperimentConfig
 from dlforge.config.generative import GanConfig
 from dlforge.data.datasets import DATASETS
 from dlforge.data.splits import DataBundle, load_data, peek_input_shape
-from dlforge.nn.gan import GanModel, build_discriminator, build_generator, ema_copy, ema_update
+from dlforge.nn.gan import GanModel, build_discriminator, build_generator, ema_copy, ema_decay_at, ema_update
 from dlforge.tasks.gan_metrics import Judge, eval_latents, generate, load_judge, sample_quality
 
 if TYPE_CHECKING:
@@ -115,7 +115,8 @@ class GanTask:
         tr.optimizer.step()
         tr.scheduler.step()
         if net.ema is not None:
-            ema_update(net.ema, net.generator, g.ema_decay)
+            ema_update(net.ema, net.generator, ema_decay_at(int(net.ema_steps), g.ema_decay))
+            net.ema_steps += 1
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
     # --- evaluation -------------------------------------------------------------------------------
