@@ -55,7 +55,7 @@ def test_reshape_names_the_dense_size_to_use() -> None:
 
 
 def test_concat_skip_is_a_unet_level() -> None:
-    block, out = _layers([{"concat_skip": {"layers": [{"maxpool2d": 2}, {"conv2d": 6}, {"upsample": 2}]}}],
+    _block, out = _layers([{"concat_skip": {"layers": [{"maxpool2d": 2}, {"conv2d": 6}, {"upsample": 2}]}}],
                          (2, 8, 8))
     assert out == (8, 8, 8)  # 2 input channels + 6 from the level
     with pytest.raises(ModelBuildError, match="concat_skip's layers must keep the size"):
@@ -91,7 +91,8 @@ def test_noise_models_keep_unit_range_and_are_reproducible() -> None:
         a = noise(clean, torch.Generator().manual_seed(1))
         b = noise(clean, torch.Generator().manual_seed(1))
         assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1 and not torch.equal(a, clean)
-    hit = build_corruption([ComponentSpec.model_validate({"salt_pepper": 0.1})])(clean, torch.Generator().manual_seed(2))
+    salt_pepper = build_corruption([ComponentSpec.model_validate({"salt_pepper": 0.1})])
+    hit = salt_pepper(clean, torch.Generator().manual_seed(2))
     assert 0.08 < (hit != clean).float().mean().item() < 0.12  # 16,384 pixels: deterministic for this seed
 
 

@@ -60,8 +60,10 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("accuracy", "precision", "recall", "f1", "loss"):
-        if key in metrics:
+    shown = ("accuracy", "precision", "recall", "f1", "fid", "class_accuracy", "diversity", "psnr", "psnr_noisy",
+             "psnr_gain", "ssim", "ssim_noisy", "loss")
+    for key in shown:
+        if isinstance(metrics.get(key), float | int):
             table.add_row(key, f"{metrics[key]:.4f}")
     console.print(table)
 
@@ -220,15 +222,26 @@ def predict(package: PackageArg,
             files: Annotated[list[Path], typer.Argument(help="images (.png, .jpg, …) or .npy arrays")],
             top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="labels to show per sample")] = 3,
             int8: Annotated[bool, typer.Option(help="use model.int8.onnx")] = False,
-            as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
-    """Classify files with a package's ONNX model (preprocessed exactly as in training).
+            as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+            out: Annotated[Path, typer.Option("--out", "-o", help="denoisers: folder for the denoised PNGs")]
+            = Path("denoised")) -> None:
+    """Classify files with a package's ONNX model (preprocessed exactly as in training); a denoiser's
+    package writes denoised PNGs instead.
 
-    Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`
+    Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`,
+    `dlforge predict runs/digits_denoise/package noisy.png --out clean/`
     """
     from dlforge.export.package import load_package
     from dlforge.export.predict import predict_files
 
-    results = predict_files(load_package(package), files, top_k, int8)
+    loaded = load_package(package)
+    if loaded.manifest.task == "denoise":
+        from dlforge.export.generate import denoise_files
+
+        for path in denoise_files(loaded, files, out):
+            console.print(f"wrote {path}")
+        return
+    results = predict_files(loaded, files, top_k, int8)
     if as_json:
         rows = [{"file": r.source, "top": [{"label": lb, "probability": p} for lb, p in r.top]} for r in results]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
@@ -240,6 +253,27 @@ def predict(package: PackageArg,
         for rank, (label, p) in enumerate(r.top):
             table.add_row(r.source if rank == 0 else "", label, f"{p:.4f}")
     console.print(table)
+
+
+@app.command()
+@user_errors
+def generate(package: PackageArg,
+             n: Annotated[int, typer.Option("--n", help="how many images (1…1024)")] = 64,
+             label: Annotated[int | None, typer.Option("--class", help="class index (conditional GANs); "
+                                                       "default: cycle through the classes")] = None,
+             seed: Annotated[int, typer.Option(help="image i uses seed + i: the same seed, the same images")] = 0,
+             out: Annotated[Path, typer.Option("--out", "-o", help="grid PNG to write")] = Path("samples.png"),
+             ) -> None:
+    """Sample images from a GAN package (ONNX Runtime) into a grid PNG.
+
+    Examples: `dlforge generate runs/digits_gan/package --n 64 --out grid.png`,
+    `dlforge generate PKG --n 16 --class 7 --seed 42`
+    """
+    from dlforge.export.generate import write_generated
+    from dlforge.export.package import load_package
+
+    path = write_generated(load_package(package), n, label, seed, out)
+    console.print(f"wrote {n} samples to {path}")
 
 
 @app.command()

@@ -7,6 +7,7 @@ same data is the meaningful feature space (torchmetrics accepts any module as th
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,8 +35,9 @@ class ClassifierFeatures(nn.Module):
 
     def __init__(self, classifier: nn.Module, input_shape: tuple[int, ...]) -> None:
         super().__init__()
-        body = classifier.body  # type: ignore[union-attr]
-        self.normalize, self.trunk = classifier.normalize, body[:-1]  # type: ignore[index]
+        body: Any = classifier.body
+        self.normalize: nn.Module = classifier.normalize  # type: ignore[assignment]
+        self.trunk: nn.Module = body[:-1]
         self.eval().requires_grad_(False)
         with torch.no_grad():
             probe = self.trunk(self.normalize(torch.zeros(2, *input_shape)))
@@ -45,7 +47,7 @@ class ClassifierFeatures(nn.Module):
         return self.trunk(self.normalize(x)).flatten(1)
 
 
-def frechet_distance(features: ClassifierFeatures, real: Iterable[Tensor], fake: Iterable[Tensor]) -> float:
+def frechet_distance(features: nn.Module, real: Iterable[Tensor], fake: Iterable[Tensor]) -> float:
     """FID between two streams of image batches in [0, 1], in the classifier's feature space."""
     fid = FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=True)
     fid.eval()

@@ -44,7 +44,8 @@ def generate_images(package: ModelPackage, n: int, label: int | None, seed: int)
 def write_generated(package: ModelPackage, n: int, label: int | None, seed: int, out: Path) -> Path:
     images = generate_images(package, n, label, seed)
     conditional = package.manifest.preprocessing["conditional"]
-    columns = len(package.manifest.labels) if conditional and label is None and n >= len(package.manifest.labels) else None
+    classes = len(package.manifest.labels)
+    columns = classes if conditional and label is None and n >= classes else None
     return save_grid(images, out, columns=columns)
 
 

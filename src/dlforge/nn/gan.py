@@ -65,7 +65,7 @@ class GanModel(nn.Module):
         self.ema_steps: Tensor
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))  # checkpointed with the weights
         self.judge: Any = None  # the task's sample judge (a plain attribute: never saved or trained)
-        self.eval_samples = 1000
+        self.eval_samples, self.grid_every = 1000, 1
 
     @property
     def sampler(self) -> Generator:
@@ -150,8 +150,8 @@ def ema_decay_at(step: int, decay: float) -> float:
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for e, m in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(m.detach(), 1 - decay)
-    for e, m in zip(ema.buffers(), model.buffers(), strict=True):
-        e.copy_(m)
+    for eb, mb in zip(ema.buffers(), model.buffers(), strict=True):
+        eb.copy_(mb)
 
 
 def check_image_shape(shape: Any, what: str) -> Shape:

@@ -220,9 +220,12 @@ def wants_binary(parameters: Parameters | None, key: str, default: bool) -> bool
 
 
 def match_inputs(
-    declared: list[MetadataTensor], request: InferenceRequest, arrays: list[np.ndarray]
+    declared: list[MetadataTensor], request: InferenceRequest, arrays: list[np.ndarray],
+    optional: frozenset[str] = frozenset(),
 ) -> dict[str, np.ndarray]:
-    """Inputs by name, checked against a model's declared inputs (names, datatypes, shapes)."""
+    """Inputs by name, checked against a model's declared inputs (names, datatypes, shapes).
+
+    `optional` names inputs a request may leave out (e.g. a generator's `latent` when it sends `seed`)."""
     known = {t.name: t for t in declared}
     for inp in request.inputs:
         if inp.name not in known:
@@ -231,7 +234,7 @@ def match_inputs(
                 f"unknown input '{inp.name}'{suggest(inp.name, names)} (inputs: {', '.join(names)})"
             )
         _check_against(known[inp.name], inp)
-    missing = sorted(set(known) - {i.name for i in request.inputs})
+    missing = sorted(set(known) - optional - {i.name for i in request.inputs})
     if missing:
         raise ProtocolError(f"missing input(s): {', '.join(missing)}")
     return {inp.name: a for inp, a in zip(request.inputs, arrays, strict=True)}

@@ -150,7 +150,7 @@ async def _infer(state: ServeState, request: Request, started: float) -> Respons
     # Look the instance up again after the body read: a reload may have swapped it meanwhile.
     _, instance = _model(request, auth=False)
     codec = instance.codec
-    inputs = match_inputs(codec.inputs, request_, arrays)
+    inputs = match_inputs(codec.inputs, request_, arrays, getattr(codec, "optional", frozenset()))
     check_outputs([o.name for o in codec.outputs], request_.outputs)
     _check_rows(inputs)
     outputs = codec.encode(await _submit(state, instance, codec.decode(inputs), started))

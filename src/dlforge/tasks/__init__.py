@@ -136,6 +136,9 @@ class TaskEntry:
 TASKS: Registry[TaskEntry] = Registry("task")
 TASKS.add("classification", TaskEntry("dlforge.tasks.classification", "dlforge.tasks.classification_codec",
                                       "inputs (images, sequences, text) → one label"))
+TASKS.add("gan", TaskEntry("dlforge.tasks.gan", "dlforge.tasks.gan_codec",
+                           "noise [+ class] → image (generator + discriminator, EMA)"))
+TASKS.add("denoise", TaskEntry("dlforge.tasks.denoise", "dlforge.tasks.denoise_codec", "noisy image → clean image"))
 
 
 def get_task(name: str) -> Task:

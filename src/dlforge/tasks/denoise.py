@@ -17,9 +17,13 @@ from torch import Tensor, nn
 from dlforge.config import ConfigError, ExperimentConfig
 from dlforge.config.generative import DenoiseConfig
 from dlforge.data.noise import Corruption, build_corruption
-from dlforge.data.splits import DataBundle, load_data, peek_input_shape
+from dlforge.data.splits import DataBundle, load_data
 from dlforge.evaluate.image_quality import ssim_kernel
+from dlforge.nn import MODELS
 from dlforge.nn.build import ModelBuildError, build_layers, layer_specs
+from dlforge.nn.checks import check_model
+from dlforge.nn.generative_archs import ARCH_TASKS
+from dlforge.tasks.gan import image_data_problems
 
 if TYPE_CHECKING:
     from dlforge.rundir import RunInfo
@@ -64,7 +68,10 @@ class DenoiseTask:
         return monitor == "val_loss"
 
     def check(self, cfg: ExperimentConfig) -> list[str]:
-        problems = []
+        problems = check_model(cfg.model)
+        if cfg.model.arch is not None and cfg.model.arch in MODELS and ARCH_TASKS.get(cfg.model.arch) != "denoise":
+            problems.append(f"model.arch: '{cfg.model.arch}' does not map images to images; use unet or "
+                            "conv_autoencoder (or a layer list ending in `- conv2d: C` and `- sigmoid`)")
         try:
             build_corruption(denoise_settings(cfg).noise)
         except ConfigError as exc:
@@ -76,14 +83,7 @@ class DenoiseTask:
         if cfg.train.monitor is not None and cfg.train.monitor not in ("val_loss", *(f"val_{m}" for m in self.metrics)):
             problems.append(f"train.monitor: '{cfg.train.monitor}' is not a denoise metric (use val_psnr, "
                             "val_ssim or val_loss)")
-        try:
-            shape = peek_input_shape(cfg.data)
-        except (ValueError, ConfigError):
-            return problems  # the dataset's own check reports it
-        if len(shape) != 3:
-            problems.append(f"data.dataset: task denoise needs images (channels, height, width); "
-                            f"'{cfg.data.dataset}' gives samples of shape {tuple(shape)}")
-        return problems
+        return problems + image_data_problems(cfg)
 
     def load_data(self, cfg: ExperimentConfig, reuse: Path | None = None) -> DataBundle:
         return load_data(cfg.data, cfg.seed, reuse)

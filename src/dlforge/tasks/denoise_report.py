@@ -80,7 +80,8 @@ def export_denoiser(net: Denoiser, bundle: DataBundle, info: RunInfo, cfg: Exper
     noisy = noisy_batch(net, bundle.val.tensors[0][:PARITY_SAMPLES], 0)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     torch.onnx.export(net, (noisy[:2],), str(path), dynamo=True, opset_version=cfg.export.opset,
-                      input_names=[IMAGE], output_names=[DENOISED], dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                      input_names=[IMAGE], output_names=[DENOISED],
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
                       external_data=False, verbose=False)
     onnx.checker.check_model(str(path), full_check=True)
     with torch.no_grad():

@@ -19,7 +19,10 @@ from dlforge.config import ConfigError, ExperimentConfig
 from dlforge.config.generative import GanConfig
 from dlforge.data.datasets import DATASETS
 from dlforge.data.splits import DataBundle, load_data, peek_input_shape
+from dlforge.nn import MODELS
+from dlforge.nn.checks import check_model
 from dlforge.nn.gan import GanModel, build_discriminator, build_generator, ema_copy, ema_decay_at, ema_update
+from dlforge.nn.generative_archs import ARCH_TASKS
 from dlforge.tasks.gan_metrics import Judge, eval_latents, generate, load_judge, sample_quality
 
 if TYPE_CHECKING:
@@ -46,7 +49,8 @@ class GanTask:
     # --- load time ------------------------------------------------------------------------------
 
     def check(self, cfg: ExperimentConfig) -> list[str]:
-        problems = []
+        g = gan_settings(cfg)
+        problems = [*check_model(cfg.model), *check_model(g.discriminator, "gan.discriminator")]
         t = cfg.train
         if t.precision == "fp16":
             problems.append("train.precision: fp16 needs one loss scaler per optimizer; use bf16 or fp32 for task gan")
@@ -57,11 +61,19 @@ class GanTask:
         if t.monitor is not None and t.monitor not in ("val_loss", *(f"val_{m}" for m in self.metrics)):
             problems.append(f"train.monitor: '{t.monitor}' is not a gan metric (use val_fid, val_diversity, "
                             "val_class_accuracy or val_loss)")
+        if t.monitor == "val_class_accuracy" and not (g.classifier and g.conditional):
+            problems.append("train.monitor: val_class_accuracy needs gan.classifier and gan.conditional: true")
         if cfg.denoise is not None:
             problems.append("denoise: belongs to task: denoise; remove it or set task: denoise")
-        if cfg.data.dataset in DATASETS:
-            problems += _image_data_problems(cfg)
-        return problems
+        if cfg.export.quantize != "none":
+            problems.append("export.quantize: int8 is for classifiers; a GAN generator is exported in fp32")
+        if cfg.model.arch is not None and cfg.model.arch in ARCH_TASKS and ARCH_TASKS[cfg.model.arch] != "gan":
+            problems.append(f"model.arch: '{cfg.model.arch}' is a {ARCH_TASKS[cfg.model.arch]} model; the generator "
+                            "of task gan is e.g. dcgan_generator")
+        elif cfg.model.arch is not None and cfg.model.arch not in ARCH_TASKS and cfg.model.arch in MODELS:
+            problems.append(f"model.arch: '{cfg.model.arch}' is a classifier; `model:` of task gan is the generator "
+                            "(e.g. model.arch: dcgan_generator)")
+        return problems + image_data_problems(cfg)
 
     # --- data and model -------------------------------------------------------------------------
 
@@ -79,16 +91,10 @@ class GanTask:
 
     def setup(self, tr: Trainer) -> None:
         """The shared optimizer and schedule drive the generator; the discriminator gets its own pair."""
-        from dlforge.train.optim import build_optimizer, build_scheduler
-
-        g, net, t = gan_settings(tr.cfg), _gan(tr.net), tr.cfg.train
-        steps = len(tr.train_batches)
-        tr.optimizer = build_optimizer(net.generator.parameters(), t.optimizer)
-        tr.scheduler = build_scheduler(tr.optimizer, t.scheduler, t.optimizer.lr, steps, t.epochs)
-        d_opt_cfg = g.d_optimizer or t.optimizer
-        d_optimizer = build_optimizer(net.discriminator.parameters(), d_opt_cfg)
-        tr.extra["d_optimizer"] = d_optimizer
-        tr.extra["d_scheduler"] = build_scheduler(d_optimizer, t.scheduler, d_opt_cfg.lr, steps, t.epochs)
+        g, net = gan_settings(tr.cfg), _gan(tr.net)
+        tr.optimizer, tr.scheduler = tr.make_optimizer(net.generator.parameters())
+        tr.extra["d_optimizer"], tr.extra["d_scheduler"] = tr.make_optimizer(net.discriminator.parameters(),
+                                                                             g.d_optimizer)
 
     def train_step(self, tr: Trainer, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
         real, y = batch
@@ -138,6 +144,14 @@ class GanTask:
             d.train()
         return {"loss": loss, **quality, "samples": n, "judge": judge.source}
 
+    def on_epoch_end(self, model: nn.Module, run_dir: Path, epoch: int) -> None:
+        """report/samples/epoch_<n>.png on the fixed grid latents, every `gan.grid_every` epochs."""
+        every = _gan(model).grid_every
+        if every and epoch % every == 0:
+            from dlforge.tasks.gan_report import write_epoch_grid
+
+            write_epoch_grid(model, run_dir, epoch)
+
     def write_report(self, run_dir: Path, metrics: dict[str, Any], info: RunInfo, plots: bool) -> None:
         from dlforge.tasks.gan_report import write_gan_report
 
@@ -152,7 +166,14 @@ class GanTask:
         return export_generator(_gan(net), info, cfg, root, tolerance, quantize)
 
 
-def _image_data_problems(cfg: ExperimentConfig) -> list[str]:
+def image_data_problems(cfg: ExperimentConfig) -> list[str]:
+    """The dataset must hold images and declare this task (`DatasetEntry.tasks`)."""
+    if cfg.data.dataset not in DATASETS:
+        return []  # the dataset check names it
+    entry = DATASETS.get(cfg.data.dataset)
+    if cfg.task not in entry.tasks:
+        return [f"data.dataset: '{cfg.data.dataset}' is a dataset for {', '.join(entry.tasks)}, not {cfg.task} "
+                "— use an image dataset (digits, image_folder)"]
     try:
         shape = peek_input_shape(cfg.data)
     except (ValueError, ConfigError):
@@ -182,7 +203,7 @@ def _build(cfg: ExperimentConfig, image_shape: tuple[int, ...], num_classes: int
     discriminator = build_discriminator(g.discriminator, image_shape, classes, g.spectral_norm)
     net = GanModel(generator, discriminator, ema_copy(generator) if g.ema_decay > 0 else None)
     net.judge = load_judge(g.classifier, image_shape, num_classes)  # not a submodule: never saved or trained
-    net.eval_samples = g.eval_samples
+    net.eval_samples, net.grid_every = g.eval_samples, g.grid_every
     return net
 
 

@@ -117,7 +117,8 @@ def sample_quality(judge: Judge, fake: Tensor, fake_y: Tensor, real: Tensor, rea
     real_f = torch.cat([judge.features(b) for b in real.split(batches)])
     real_div = diversity(real_f, real_y if conditional else torch.zeros_like(real_y))
     fake_div = diversity(fake_f, fake_y if conditional else torch.zeros_like(fake_y))
-    out: dict[str, float | None] = {"fid": fid, "diversity": fake_div / real_div if real_div else 0.0, "class_accuracy": None}
+    relative = fake_div / real_div if real_div else 0.0
+    out: dict[str, float | None] = {"fid": fid, "diversity": relative, "class_accuracy": None}
     if judge.classifier is not None and conditional:
         pred = torch.cat([judge.classifier(b).argmax(1) for b in fake.split(batches)])
         out["class_accuracy"] = float((pred == fake_y).double().mean())
