@@ -72,7 +72,9 @@ def test_gan_trains_and_writes_its_report(gan_run: Path) -> None:
         assert np.isfinite(row["train_d_loss"]) and np.isfinite(row["train_g_loss"]) and row["val_fid"] > 0
         assert 0 <= row["val_class_accuracy"] <= 1 and row["val_diversity"] > 0
     metrics = json.loads((gan_run / "metrics.json").read_text())
-    assert {"fid", "diversity", "class_accuracy", "samples", "judge"} <= set(metrics)
+    expected = {"fid", "diversity", "class_accuracy", "samples", "judge", "untrained", "fid_ratio_to_untrained"}
+    assert expected <= set(metrics)
+    assert metrics["untrained"]["fid"] > 0 and metrics["untrained"]["class_accuracy"] is not None
     for name in ("report/samples.png", "report/learning_curves.png", "report/samples/epoch_0001.png",
                  "report/samples/epoch_0002.png"):
         assert (gan_run / name).is_file(), name

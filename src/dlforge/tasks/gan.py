@@ -153,8 +153,10 @@ class GanTask:
             write_epoch_grid(model, run_dir, epoch)
 
     def write_report(self, run_dir: Path, metrics: dict[str, Any], info: RunInfo, plots: bool) -> None:
-        from dlforge.tasks.gan_report import write_gan_report
+        from dlforge.tasks.gan_report import untrained_baseline, write_gan_report
 
+        baseline = untrained_baseline(run_dir)  # what "good" is measured against: the same generator at init
+        metrics = {**metrics, "untrained": baseline, "fid_ratio_to_untrained": metrics["fid"] / baseline["fid"]}
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if plots:
             write_gan_report(run_dir)

@@ -21,6 +21,27 @@ def write_epoch_grid(model: nn.Module, run_dir: Path, epoch: int) -> Path:
     return save_grid(epoch_grid(model).numpy(), folder / f"epoch_{epoch:04d}.png", columns=GRID_PER_CLASS)
 
 
+def untrained_baseline(run_dir: Path) -> dict[str, float | None]:
+    """FID, diversity and class accuracy of the same generator freshly initialised, on the test split."""
+    import torch
+
+    from dlforge.config import load_config
+    from dlforge.data.splits import load_data
+    from dlforge.rundir import RunInfo
+    from dlforge.tasks.gan import TASK, _gan
+    from dlforge.tasks.gan_metrics import eval_latents, generate, sample_quality
+
+    cfg, info = load_config(run_dir / "config.yaml"), RunInfo.load(run_dir)
+    real, real_y = load_data(cfg.data, cfg.seed).test.tensors
+    torch.manual_seed(cfg.seed)  # the initial weights of this very run
+    net = _gan(TASK.build_model(cfg, info))
+    conditional = net.generator.num_classes > 0
+    z, y = eval_latents(max(net.eval_samples, len(real)), net.generator.latent_dim, len(info.labels),
+                        torch.device("cpu"))
+    fake = generate(net.generator, z, y if conditional else None)
+    return sample_quality(net.judge, fake, y, real, real_y, conditional)
+
+
 def write_gan_report(run_dir: Path) -> None:
     """report/samples.png (the final EMA generator) and report/learning_curves.png."""
     from dlforge.rundir import load_run
