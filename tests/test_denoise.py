@@ -43,7 +43,7 @@ def test_denoise_config_mistakes_are_reported_at_load_time() -> None:
     for expected in ("model.arch: 'cnn_small' does not map images to images", "did you mean 'gaussian'",
                      "export.quantize"):
         assert expected in text, text
-    with pytest.raises(ConfigError, match=r"data.dataset: .* needs images"):
+    with pytest.raises(ConfigError, match=r"data.dataset: .synthetic. is a dataset for classification, not denoise"):
         check_experiment(parse_config({"task": "denoise", "model": {"arch": "unet"},
                                        "data": {"dataset": "synthetic", "params": {"shape": [12]}}}))
 
@@ -70,7 +70,7 @@ def test_denoiser_exports_predicts_and_serves(denoise_run: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "clean/noisy.denoised.png").size == (8, 8)
 
-    with running(Settings(model_path=package.root)) as (url, _):
+    with running(Settings(path=package.root)) as (url, _):
         infer = f"{url}/v2/models/{manifest.name}/infer"
         x = np.random.default_rng(1).random((3, 1, 8, 8), dtype=np.float32)
         body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [3, 1, 8, 8], "data": x.ravel().tolist()}]}

@@ -110,7 +110,7 @@ def test_gan_exports_generates_and_serves(gan_run: Path, tmp_path: Path) -> None
     with pytest.raises(PackageError, match="between 1 and 1024"):
         generate_images(package, 5000, None, seed=0)
 
-    with running(Settings(model_path=package.root)) as (url, _):
+    with running(Settings(path=package.root)) as (url, _):
         infer = f"{url}/v2/models/{manifest.name}/infer"
         meta = httpx.get(f"{url}/v2/models/{manifest.name}").json()
         assert [t["name"] for t in meta["inputs"]] == ["latent", "seed", "class"]

@@ -25,13 +25,21 @@ def grid_array(images: np.ndarray, columns: int | None = None, pad: int = 1, ups
     return (canvas * 255).round().astype(np.uint8)
 
 
-def save_grid(images: np.ndarray, path: Path, columns: int | None = None, upscale: int | None = None) -> Path:
-    """Write a grid PNG; small images (e.g. 8x8 digits) are enlarged so the file is readable."""
+def save_image(image: np.ndarray, path: Path) -> Path:
+    """One (C, H, W) image in [0, 1] as an 8-bit PNG of the same size (grey or RGB)."""
+    return _write(grid_array(image[None], columns=1, pad=0), path)
+
+
+def _write(array: np.ndarray, path: Path) -> Path:
     from PIL import Image
 
-    size = images.shape[-1]
-    scale = upscale or max(1, 64 // max(size, 1))
-    array = grid_array(images, columns, upscale=scale)
     mode = "L" if array.shape[2] == 1 else "RGB"
     Image.fromarray(array[..., 0] if mode == "L" else array, mode=mode).save(path)
     return path
+
+
+def save_grid(images: np.ndarray, path: Path, columns: int | None = None, upscale: int | None = None) -> Path:
+    """Write a grid PNG; small images (e.g. 8x8 digits) are enlarged so the file is readable."""
+    size = images.shape[-1]
+    scale = upscale or max(1, 64 // max(size, 1))
+    return _write(grid_array(images, columns, upscale=scale), path)

@@ -9,7 +9,7 @@ import numpy as np
 from dlforge.export.errors import PackageError
 from dlforge.export.onnx import session
 from dlforge.export.package import ModelPackage
-from dlforge.imagegrid import save_grid
+from dlforge.imagegrid import save_grid, save_image
 
 MAX_GENERATE = 1024
 
@@ -66,5 +66,5 @@ def denoise_files(package: ModelPackage, files: list[Path], out_dir: Path) -> li
         except Exception as exc:  # PIL raises many types for unreadable files
             raise PackageError(f"{path}: not a readable image ({type(exc).__name__})") from None
         denoised = sess.run(None, {spec.name: image})[0]
-        written.append(save_grid(denoised, out_dir / f"{path.stem}.denoised.png", columns=1, upscale=1))
+        written.append(save_image(denoised[0], out_dir / f"{path.stem}.denoised.png"))
     return written
