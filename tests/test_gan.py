@@ -130,3 +130,19 @@ def test_gan_exports_generates_and_serves(gan_run: Path, tmp_path: Path) -> None
         ]:
             response = httpx.post(infer, json=body)
             assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+@pytest.mark.distributed
+def test_gan_trains_under_two_workers(tmp_path: Path) -> None:
+    """DDP over the generator+discriminator pair: each pass leaves one side unused (find_unused_parameters)."""
+    from tests.test_dist import finish, launch, write_config
+
+    raw = {"name": "gan2", "task": "gan", "data": {"dataset": "digits"}, "model": {"arch": "dcgan_generator_tiny"},
+           "gan": {"latent_dim": 8, "discriminator": {"arch": "dcgan_discriminator_tiny"}, "eval_samples": 128},
+           "train": {"epochs": 2, "batch_size": 64, "progress": False, "scheduler": {"name": "none"}},
+           "eval": {"plots": False}, "export": {"enabled": False}}
+    code, stderr = finish(launch(write_config(tmp_path, raw), tmp_path / "run", "--nproc", "2"), timeout=600)
+    assert code == 0, stderr
+    history = [json.loads(line) for line in (tmp_path / "run/history.jsonl").read_text().splitlines()]
+    assert len(history) == 2 and all(np.isfinite(row["train_d_loss"]) for row in history)
+    assert (tmp_path / "run/model.safetensors").is_file()
