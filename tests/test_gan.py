@@ -133,6 +133,7 @@ def test_gan_exports_generates_and_serves(gan_run: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.distributed
+@pytest.mark.timeout(600)
 def test_gan_trains_under_two_workers(tmp_path: Path) -> None:
     """DDP over the generator+discriminator pair: each pass leaves one side unused (find_unused_parameters)."""
     from tests.test_dist import finish, launch, write_config

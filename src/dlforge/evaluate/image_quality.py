@@ -48,8 +48,12 @@ class ClassifierFeatures(nn.Module):
 
 
 def frechet_distance(features: nn.Module, real: Iterable[Tensor], fake: Iterable[Tensor]) -> float:
-    """FID between two streams of image batches in [0, 1], in the classifier's feature space."""
-    fid = FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=True)
+    """FID between two streams of image batches in [0, 1], in the classifier's feature space.
+
+    Local to this process: callers pass the whole sets (every worker gets the same answer), and the main
+    worker alone may call it (reports), so torchmetrics must not all-gather."""
+    fid = FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=True,
+                                   sync_on_compute=False)
     fid.eval()
     with torch.no_grad():
         for batch in real:
