@@ -17,12 +17,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from dlforge.errors import UserError
 from dlforge.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Data that cannot be loaded (missing folder, no images, too few samples per class)."""
 
 
@@ -35,6 +36,9 @@ class RawData:
     labels: list[str]
     preprocessing: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # unreadable files, by path
+    texts: list[str] | None = None  # text datasets: raw strings, tokenized after the split (data/text.py)
+    tokenizer: Any = None  # their dlforge.text.TokenizerConfig
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # files runs and packages keep (tokenizer.json)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from dlforge.config import ComponentSpec
 from dlforge.config.components import Component
 from dlforge.nn.build import build_layers
-from dlforge.nn.layers import LAYERS, IntPair, LayerShapeError, Params, Shape, _need_rank
+from dlforge.nn.layers import LAYERS, IntPair, LayerShapeError, Params, Shape, need_rank
 
 
 class ConvTransposeParams(Params):
@@ -28,7 +28,7 @@ class ConvTransposeParams(Params):
 
 
 def conv_transpose2d(p: ConvTransposeParams, shape: Shape) -> nn.Module:
-    _need_rank("conv_transpose2d", shape, (3,), "(channels, height, width)")
+    need_rank("conv_transpose2d", shape, (3,), "(channels, height, width)")
     return nn.ConvTranspose2d(shape[0], p.channels, p.kernel, p.stride, p.padding, bias=p.bias)
 
 
@@ -38,7 +38,7 @@ class UpsampleParams(Params):
 
 
 def upsample(p: UpsampleParams, shape: Shape) -> nn.Module:
-    _need_rank("upsample", shape, (3,), "(channels, height, width)")
+    need_rank("upsample", shape, (3,), "(channels, height, width)")
     return nn.Upsample(scale_factor=p.scale, mode=p.mode)
 
 
