@@ -16,7 +16,7 @@ from dlforge.export.onnx import INPUT, LOGITS, PROBS, check_parity, dynamic_dims
 from dlforge.rundir import CONFIG, METRICS, WEIGHTS, RunInfo, load_run
 
 PARITY_SAMPLES, CALIBRATION_SAMPLES = 256, 256
-METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "loss")
+METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "loss", "samples", "confusion_matrix")  # the model card
 
 
 def signature(info: RunInfo) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
