@@ -107,7 +107,7 @@ def _gray(image: np.ndarray, scale: int = 1) -> Image.Image:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (CI installs Debian's: apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (CI installs it: apt-get install chromium)")
 def test_the_page_classifies_an_uploaded_and_a_drawn_digit_in_chromium(model_package: Path, server: str,
                                                                        tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
