@@ -17,12 +17,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from dlforge.errors import UserError
 from dlforge.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Data that cannot be loaded (missing folder, no images, too few samples per class)."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlforge.errors import UserError
 from dlforge.registry import suggest
 from dlforge.serve.batcher import Batcher
 from dlforge.serve.protocol import RepositoryIndexItem
@@ -25,15 +26,19 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(UserError, LookupError):
     """No such model or version in the repository (404)."""
+
+
+class RepositoryError(UserError, FileNotFoundError):
+    """PATH holds neither a package nor a repository of them; the message says what was expected."""
 
 
 class ModelNotReady(RuntimeError):
     """The model exists but is not loaded (503)."""
 
 
-class ModelLoadFailed(RuntimeError):
+class ModelLoadFailed(UserError, RuntimeError):
     """A package could not be loaded (400): the files are broken or incompatible, not the server."""
 
 
@@ -73,13 +78,15 @@ def discover(root: Path) -> dict[str, dict[str, Path]]:
         manifest = json.loads((root / MANIFEST).read_text())
         return {str(manifest["name"]): {str(manifest.get("version", "1")): root}}
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: neither a model package (no {MANIFEST}) nor a repository directory")
+        raise RepositoryError(f"{root}: neither a model package (no {MANIFEST}) nor a repository directory")
     found: dict[str, dict[str, Path]] = {}
     for version_dir in sorted(root.glob(f"*/*/{MANIFEST}")):
         package = version_dir.parent
         found.setdefault(package.parent.name, {})[package.name] = package
     if not found:
-        raise FileNotFoundError(f"{root}: no packages found (expected {root}/<model>/<version>/{MANIFEST})")
+        hint = f" — did you mean {root / 'package'}?" if (root / "package" / MANIFEST).is_file() else ""
+        raise RepositoryError(f"{root}: no packages found (expected a package with {MANIFEST}, or "
+                              f"{root}/<model>/<version>/{MANIFEST}){hint}")
     return found
 
 
