@@ -13,13 +13,14 @@ import logging
 
 import grpc
 
+from dlforge.errors import UserError
 from dlforge.serve.grpc.service import handler
 from dlforge.serve.state import ServeState
 
 log = logging.getLogger(__name__)
 
 
-class GrpcBindError(RuntimeError):
+class GrpcBindError(UserError):
     """The gRPC port could not be bound (in use, or not allowed)."""
 
 
