@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -319,11 +320,21 @@ def serve(
     threads: Annotated[int | None, typer.Option(help="inference threads per worker (default: cores / workers)")] = None,
     inline_max_ms: Annotated[float, typer.Option(
         help="run batches on the event loop if the model's full-batch latency is below this; 0: never")] = 2.0,
+    backend: Annotated[str, typer.Option(help="uvicorn (this machine) or ray (Ray Serve: replicas, autoscaling)")]
+    = "uvicorn",
+    ray_address: Annotated[str | None, typer.Option(help="ray: HOST:PORT of an existing cluster's head")] = None,
+    replicas: Annotated[int | None, typer.Option(help="ray: replicas per model (fixed)")] = None,
+    min_replicas: Annotated[int | None, typer.Option(help="ray: autoscaling lower bound")] = None,
+    max_replicas: Annotated[int | None, typer.Option(help="ray: autoscale up to this many replicas per model")] = None,
+    target_ongoing_requests: Annotated[float | None, typer.Option(help="ray: autoscaling target per replica")] = None,
+    replica_cpus: Annotated[float | None, typer.Option(help="ray: CPUs per replica (also its threads)")] = None,
+    replica_gpus: Annotated[float | None, typer.Option(help="ray: GPUs per replica")] = None,
 ) -> None:
     """Serve a model package (or a repository of them) over the Open Inference Protocol (KServe V2).
 
     Examples: `dlforge serve runs/digits_cnn/package` (then open http://127.0.0.1:8000/),
-    `dlforge serve models/ --workers 2 --token-file /run/token --grpc-port 8001`
+    `dlforge serve models/ --workers 2 --token-file /run/token --grpc-port 8001`,
+    `dlforge serve models/ --backend ray --ray-address 10.0.0.5:6379 --replicas 4 --replica-cpus 2`
     """
     from pydantic import ValidationError
 
@@ -345,7 +356,38 @@ def serve(
     if settings.exposed_without_token():
         err.print(f"[bold yellow]warning:[/] binding {host} without --token: anyone who can reach this port "
                   "can run the model; pass --token or --token-file", highlight=False)
-    run_server(settings)
+    ray_values = {"address": ray_address, "replicas": replicas, "num_cpus": replica_cpus, "num_gpus": replica_gpus,
+                  "autoscaling": _autoscaling(min_replicas, max_replicas, target_ongoing_requests)}
+    if backend == "ray":
+        _serve_ray(settings, ray_values)
+    elif backend != "uvicorn" or any(v is not None for v in ray_values.values()):
+        err.print(f"[bold red]error:[/] --backend {backend}: expected uvicorn or ray (the ray options need "
+                  "--backend ray)", highlight=False)
+        raise typer.Exit(2)
+    else:
+        run_server(settings)
+
+
+def _autoscaling(low: int | None, high: int | None, target: float | None) -> dict[str, Any] | None:
+    if low is None and high is None and target is None:
+        return None
+    values = {"min_replicas": low, "max_replicas": high, "target_ongoing_requests": target}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _serve_ray(settings: Any, values: dict[str, Any]) -> None:
+    """Ray Serve: one application per model, the same V2 app in every replica; bad setups → one error line."""
+    from dlforge.serve.ray_backend import RayBackendError, parse_options, run_ray
+
+    try:
+        if values["replicas"] is not None and values["autoscaling"] is not None:
+            raise RayBackendError("give either --replicas (fixed) or --min/--max-replicas (autoscaling), not both")
+        if settings.workers != 1:
+            raise RayBackendError("--workers is for the uvicorn backend; with --backend ray use --replicas")
+        run_ray(settings, parse_options(**values), lambda line: console.print(line, highlight=False, soft_wrap=True))
+    except RayBackendError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _read_tokens(path: Path | None) -> list[str]:

@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
     from dlforge.serve.routes import routes
 
     state = ServeState(settings)
-    state.repository = Repository(settings.path, lambda n, v, p: _load_instance(state, n, v, p))
+    state.repository = Repository(settings.path, lambda n, v, p: _load_instance(state, n, v, p), settings.models)
     state.metrics = ServeMetrics(state.repository.batchers, multiprocess=settings.workers > 1)
     app = FastAPI(title="dlforge serve", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serve = state
