@@ -36,6 +36,9 @@ class RawData:
     labels: list[str]
     preprocessing: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # unreadable files, by path
+    texts: list[str] | None = None  # text datasets: raw strings, tokenized after the split (data/text.py)
+    tokenizer: Any = None  # their dlforge.text.TokenizerConfig
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # files runs and packages keep (tokenizer.json)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -56,6 +59,7 @@ class DatasetEntry:
     load: Callable[[Any, int], RawData]
     doc: str
     shape: Callable[[Any], tuple[int, ...]]  # one sample's shape from the params alone
+    tasks: tuple[str, ...] = ("classification",)  # the tasks whose data this is (checked at load)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")

@@ -31,6 +31,7 @@ from dlforge.serve.runtime import batch_latency, load_runtime
 from dlforge.serve.security import AuthError, BodyLimit, BodyTooLarge
 from dlforge.serve.settings import Settings
 from dlforge.serve.state import ServeState
+from dlforge.tasks import get_codec
 
 __all__ = ["ServeState", "app_from_env", "create_app", "error_response", "status_of"]
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
 
     s = state.settings
     package = await asyncio.to_thread(load_package, path)
+    codec = get_codec(package)
     runtime = await asyncio.to_thread(load_runtime, s.runtime, package, s.threads())
     serving = getattr(package.manifest, "serving", None)
     max_batch = s.max_batch_size or getattr(serving, "max_batch_size", None) or DEFAULT_BATCH
@@ -120,12 +122,13 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
         executor=state.executor,
         on_batch=state.metrics.on_batch(name, version),
         inline=full is not None and full * 1000 < s.inline_max_ms,
+        pad=codec.pad,
     )
     log.info("loaded %s version %s: %.3f ms at batch 1; max batch %d; queue delay %.3f ms; batches run %s",
              name, version, one_row * 1000, max_batch, batcher.max_queue_delay * 1000,
              "on the event loop" if batcher.inline else "on the inference threads")
     await batcher.start()
-    return ModelInstance(name, version, package.manifest, runtime, batcher)
+    return ModelInstance(name, version, package.manifest, runtime, batcher, codec)
 
 
 def _first(*values: float | None) -> float:

@@ -60,12 +60,12 @@ class InferenceService:
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
         instance = self._model(context, request.name, request.version)
-        meta = instance.runtime.metadata
-        tensor = pb.ModelMetadataResponse.TensorMetadata
+        codec, tensor = instance.codec, pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
-            name=instance.name, versions=self.state.repository.versions(instance.name), platform=meta.platform,
-            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.inputs],
-            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.outputs])
+            name=instance.name, versions=self.state.repository.versions(instance.name),
+            platform=instance.runtime.metadata.platform,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in codec.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in codec.outputs])
 
     # --- inference -----------------------------------------------------------------------------
 
@@ -83,11 +83,12 @@ class InferenceService:
     async def _infer(self, instance: ModelInstance, request: pb.ModelInferRequest, context: Context,
                      started: float) -> pb.ModelInferResponse:
         wire, arrays, raw = decode_request(request)
-        meta = instance.runtime.metadata
-        inputs = match_inputs(meta.inputs, wire, arrays)
-        check_outputs([o.name for o in meta.outputs], wire.outputs)
+        codec = instance.codec  # the task's serving codec, as on the HTTP side (e.g. raw text → token ids)
+        inputs = match_inputs(codec.inputs, wire, arrays)
+        check_outputs([o.name for o in codec.outputs], wire.outputs)
         check_rows(inputs)
-        outputs = await submit(self.state, instance, inputs, started, context.time_remaining())
+        outputs = codec.encode(await submit(self.state, instance, codec.decode(inputs), started,
+                                            context.time_remaining()))
         return encode_response(instance.name, instance.version, request.id, outputs, wire.outputs, raw)
 
     def _observe(self, instance: ModelInstance, code: grpc.StatusCode, started: float) -> None:
