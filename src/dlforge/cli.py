@@ -345,6 +345,8 @@ def serve(
     path: PathArg,
     host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 exposes it to the network")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    grpc_port: Annotated[int | None, typer.Option(help="also serve the KServe V2 gRPC API on this port")] = None,
+    playground: Annotated[bool, typer.Option(help="serve the browser playground at GET /")] = True,
     workers: Annotated[int, typer.Option(help="server processes behind the one port")] = 1,
     max_batch_size: Annotated[int | None, typer.Option(help="override the manifest's serving.max_batch_size")] = None,
     max_queue_delay_ms: Annotated[float | None, typer.Option(help="override serving.max_queue_delay_ms")] = None,
@@ -369,7 +371,8 @@ def serve(
 ) -> None:
     """Serve a model package (or a repository of them) over the Open Inference Protocol (KServe V2).
 
-    Examples: `dlforge serve runs/digits_cnn/package`, `dlforge serve models/ --workers 2 --token-file /run/token`,
+    Examples: `dlforge serve runs/digits_cnn/package` (then open http://127.0.0.1:8000/),
+    `dlforge serve models/ --workers 2 --token-file /run/token --grpc-port 8001`,
     `dlforge serve models/ --backend ray --ray-address 10.0.0.5:6379 --replicas 4 --replica-cpus 2`
     """
     from pydantic import ValidationError
@@ -380,7 +383,8 @@ def serve(
 
     tokens = [*(token or []), *_read_tokens(token_file)]
     try:
-        settings = Settings(path=path, host=host, port=port, workers=workers, runtime=runtime,  # type: ignore[arg-type]
+        settings = Settings(path=path, host=host, port=port, grpc_port=grpc_port, playground=playground,
+                            workers=workers, runtime=runtime,  # type: ignore[arg-type]
                             tokens=tuple(tokens), admin_token=admin_token, max_body_bytes=int(max_body_mb * 2**20),
                             max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
                             request_timeout_s=timeout_s, intra_op_threads=threads, inline_max_ms=inline_max_ms)
