@@ -41,6 +41,7 @@ def finetune(pretrained: Path, **train: object) -> object:
                        train={"keep_best": False, "batch_size": 32, **train})
 
 
+@pytest.mark.slow
 def test_package_with_other_classes_replaces_the_head_and_says_so(pretrained_run: Path, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     train_run(finetune(pretrained_run / "package", epochs=1), tmp_path)  # type: ignore[arg-type]
@@ -50,6 +51,7 @@ def test_package_with_other_classes_replaces_the_head_and_says_so(pretrained_run
     assert "head replaced (re-initialised): body.12.weight, body.12.bias" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_frozen_backbone_and_its_batchnorm_stats_stay_bitwise_unchanged(pretrained_run: Path,
                                                                         tmp_path: Path) -> None:
     train_run(finetune(pretrained_run, epochs=2, freeze="backbone"), tmp_path)  # type: ignore[arg-type]
@@ -65,6 +67,7 @@ def _resume_config(pretrained: Path) -> object:
     return finetune(pretrained, epochs=3, freeze=[r"^body\.[0-4]\."], unfreeze_at_epoch=3, progress=False)
 
 
+@pytest.mark.slow
 def test_exact_resume_across_the_unfreeze_epoch(pretrained_run: Path, tmp_path: Path) -> None:
     cfg = _resume_config(pretrained_run)
     train_run(cfg, tmp_path / "straight")  # type: ignore[arg-type]
@@ -133,18 +136,20 @@ def test_bad_pretrained_source_is_one_error_line(tmp_path: Path) -> None:
         assert "Traceback" not in result.output
 
 
-def test_timm_arch_without_timm_is_a_clear_config_error() -> None:
-    try:
-        import timm  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("timm is importable here; test_timm_arch_builds_and_loads covers it")
+def test_timm_archs_are_checked_at_load_time() -> None:
+    """Without timm (this project never installs torchvision): one clear line; with it: names are checked."""
     from dlforge.config import ConfigError
     from dlforge.experiment import check_experiment
 
-    with pytest.raises(ConfigError, match=r"model.arch: timm/resnet18 needs the timm package"):
-        check_experiment(parse_config({"model": {"arch": "timm/resnet18"}}))
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"model.arch: timm/resnet18 needs the timm package"):
+            check_experiment(parse_config({"model": {"arch": "timm/resnet18"}}))
+        return
+    check_experiment(parse_config({"model": {"arch": "timm/resnet18"}}))
+    with pytest.raises(ConfigError, match=r"timm has no architecture 'resnet181'"):
+        check_experiment(parse_config({"model": {"arch": "timm/resnet181"}}))
 
 
 def test_the_docs_example_loads() -> None:

@@ -145,14 +145,16 @@ def _head_reason(cfg: PretrainedConfig, shapes_differ: bool, source_labels: list
     return ""
 
 
-def plan_load(net: nn.Module, source: dict[str, Tensor], cfg: PretrainedConfig, num_classes: int,
+def plan_load(net: nn.Module, source: dict[str, Tensor], cfg: PretrainedConfig, num_classes: int | None,
               source_labels: list[str] | None = None, labels: list[str] | None = None,
               name: str = "") -> tuple[dict[str, Tensor], LoadReport]:
-    """The model's new state dict (its own tensors where nothing loads) and the report of every key."""
+    """The model's new state dict (its own tensors where nothing loads) and the report of every key.
+
+    `num_classes`: None for models without a classifier (denoisers, generators): nothing is a head."""
     target = net.state_dict()
     state, aligned = align_names(rename_keys(source, cfg), set(target))
     report = LoadReport(source=name or cfg.source, aligned=aligned)
-    head = classifier_name(net, num_classes)
+    head = classifier_name(net, num_classes) if num_classes is not None else None
     head_keys = [k for k in target if head is not None and k.startswith(head + ".")]
     shapes_differ = any(k in state and state[k].shape != target[k].shape for k in head_keys)
     report.head_reason = _head_reason(cfg, shapes_differ, source_labels, labels) if head_keys else ""
@@ -196,7 +198,7 @@ def check_report(report: LoadReport, cfg: PretrainedConfig, n_source: int, model
             "set model.pretrained.strict: false to load what matches")
 
 
-def load_pretrained(net: nn.Module, source: dict[str, Tensor], cfg: PretrainedConfig, num_classes: int,
+def load_pretrained(net: nn.Module, source: dict[str, Tensor], cfg: PretrainedConfig, num_classes: int | None,
                     source_labels: list[str] | None = None, labels: list[str] | None = None,
                     name: str = "") -> LoadReport:
     """Load `source` into `net` in place (see `plan_load`); the head, when replaced, keeps its fresh init."""

@@ -7,7 +7,9 @@ from epoch k continues bitwise as if never stopped (on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,16 +21,18 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from dlforge.config import ExperimentConfig
+from dlforge.config.schema import OptimizerConfig
 from dlforge.data.loaders import eval_loader, train_loader
 from dlforge.data.splits import DataBundle
-from dlforge.evaluate.metrics import evaluate_model
+from dlforge.rundir import RunInfo
+from dlforge.tasks import Task, get_task
 from dlforge.train import checkpoint as ckpt
 from dlforge.train import dist
 from dlforge.train.dist import DistContext
 from dlforge.train.optim import build_optimizer, build_scheduler
 from dlforge.train.param_groups import Freezer, check_freeze_setup, optimizer_groups, plan_groups
 from dlforge.train.progress import EpochProgress
-from dlforge.train.step import grad_scaler, train_epoch
+from dlforge.train.step import autocast, grad_scaler, optimizer_update, train_epoch
 
 
 @dataclass
@@ -46,6 +50,8 @@ class LoopState:
 
 @dataclass
 class Trainer:
+    """Everything a training step needs; tasks use its helpers rather than importing the loop."""
+
     cfg: ExperimentConfig
     ctx: DistContext
     net: nn.Module  # the plain model (saved, exported)
@@ -54,25 +60,72 @@ class Trainer:
     scheduler: LRScheduler
     train_batches: DataLoader
     val_batches: DataLoader
-    labels: list[str]
+    task: Task
+    info: RunInfo
     augmenter: nn.Module | None = None
     scaler: torch.amp.GradScaler | None = None
     best_state: dict[str, Tensor] | None = None
-    freezer: Freezer | None = None
+    freezer: Freezer | None = None  # train.freeze, applied per epoch
+    extra: dict[str, Any] = field(default_factory=dict)  # task state with state_dict(), checkpointed
+
+    @property
+    def labels(self) -> list[str]:
+        return self.info.labels
+
+    @property
+    def monitor(self) -> str:
+        return self.cfg.train.monitor or self.task.default_monitor
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision (train.precision) for forward passes and losses."""
+        return autocast(self.cfg.train.precision, self.ctx.device)
+
+    def sync_gradients(self, optimizer_step: bool) -> contextlib.AbstractContextManager[Any]:
+        """Around forward + backward: skips DDP's all-reduce on micro-batches that do not step."""
+        return dist.no_sync(self.model, self.ctx, skip=not optimizer_step)
+
+    def backward(self, loss: Tensor) -> None:
+        """Backward of `loss` averaged over `train.accumulate` micro-batches, scaled for fp16."""
+        scaled = loss / self.cfg.train.accumulate
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+
+    def optimizer_update(self) -> None:
+        """Unscale, clip, step, zero and advance the schedule of the main optimizer."""
+        optimizer_update(self)
+
+    def make_optimizer(self, params: nn.Module | Iterable[nn.Parameter], settings: OptimizerConfig | None = None
+                       ) -> tuple[Optimizer, LRScheduler]:
+        """An optimizer (default settings: train.optimizer) with train.scheduler over the same steps — for
+        tasks that train several models (a GAN's discriminator) or only part of one. A module's parameters
+        are grouped by train.param_groups / layer_decay (regexes on its own parameter names)."""
+        return make_optimizer(self.cfg, params, settings, len(self.train_batches))
 
 
-def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx: DistContext) -> Trainer:
+def make_optimizer(cfg: ExperimentConfig, params: nn.Module | Iterable[nn.Parameter],
+                   settings: OptimizerConfig | None, batches_per_epoch: int) -> tuple[Optimizer, LRScheduler]:
+    """`Trainer.make_optimizer`; the trainer's own optimizer is built here too, before the trainer exists."""
     t = cfg.train
+    settings = settings or t.optimizer
+    groups = optimizer_groups(plan_groups(params, t, settings)) if isinstance(params, nn.Module) else params
+    optimizer = build_optimizer(groups, settings)
+    steps = math.ceil(batches_per_epoch / t.accumulate)
+    return optimizer, build_scheduler(optimizer, t.scheduler, settings.lr, steps, t.epochs)
+
+
+def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx: DistContext,
+                  info: RunInfo | None = None) -> Trainer:
+    t = cfg.train
+    task = get_task(cfg.task)
     net.to(ctx.device)
     check_freeze_setup(t, ctx.distributed)
-    Freezer.build(net, t, bundle.num_classes).set_epoch(1)  # DDP registers only what trains at wrap time
-    model = wrap(net, cfg, ctx)
+    head_classes = bundle.num_classes if getattr(task, "has_classifier", False) else None  # freeze: backbone
+    if t.freeze is not None:
+        Freezer.build(net, t, head_classes).set_epoch(1)  # DDP registers only what trains at wrap time
+    model = wrap(net, cfg, ctx, task)
     net = dist.unwrap(model)  # FSDP shards in place; sync_batchnorm swaps layers
-    freezer = Freezer.build(net, t, bundle.num_classes) if t.freeze is not None else None
+    freezer = Freezer.build(net, t, head_classes) if t.freeze is not None else None
     batches = train_loader(bundle.train, t.batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.data.num_workers)
-    steps = math.ceil(len(batches) / t.accumulate)
-    optimizer = build_optimizer(optimizer_groups(plan_groups(net, t)), t.optimizer)
-    scheduler = build_scheduler(optimizer, t.scheduler, t.optimizer.lr, steps, t.epochs)
+    optimizer, scheduler = make_optimizer(cfg, net, None, len(batches))
     augmenter = None
     if cfg.augment:
         from dlforge.data.augment import build_augmenter
@@ -82,25 +135,32 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
             augmenter = augmenter.to(ctx.device)
     scaler = grad_scaler(t.precision, ctx.device)
     val = eval_loader(bundle.val, cfg.eval.batch_size, ctx.rank, ctx.world_size)
-    return Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, bundle.labels, augmenter, scaler,
-                   freezer=freezer)
+    info = info or RunInfo.from_bundle(bundle, cfg.data.dataset)
+    trainer = Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, task, info, augmenter, scaler,
+                      freezer=freezer)
+    task.setup(trainer)
+    return trainer
 
 
-def wrap(net: nn.Module, cfg: ExperimentConfig, ctx: DistContext, sync_batchnorm: bool | None = None) -> nn.Module:
+def wrap(net: nn.Module, cfg: ExperimentConfig, ctx: DistContext, task: Task,
+         sync_batchnorm: bool | None = None) -> nn.Module:
     """DDP/FSDP (when distributed), then torch.compile (when asked): what the training step runs."""
     t = cfg.train
-    model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm if sync_batchnorm is None else sync_batchnorm)
+    # a task whose passes each update one of several models (GAN) leaves parameters unused per pass
+    unused = getattr(task, "unused_parameters", False)
+    model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm if sync_batchnorm is None else sync_batchnorm,
+                            find_unused_parameters=unused)
     return torch.compile(model) if t.compile else model  # type: ignore[return-value]
 
 
 def begin_epoch(tr: Trainer, epoch: int) -> None:
     """Apply train.freeze for this epoch; DDP is rebuilt when the set of trainable parameters changes."""
     if tr.freezer is not None and tr.freezer.set_epoch(epoch) and tr.ctx.distributed:
-        tr.model = wrap(tr.net, tr.cfg, tr.ctx, sync_batchnorm=False)  # layers were converted already
+        tr.model = wrap(tr.net, tr.cfg, tr.ctx, tr.task, sync_batchnorm=False)  # layers were converted already
 
 
 def improved(tr: Trainer, state: LoopState, value: float) -> bool:
-    minimize = tr.cfg.train.monitor == "val_loss"
+    minimize = tr.task.minimize(tr.monitor)
     delta = tr.cfg.train.early_stopping.min_delta if tr.cfg.train.early_stopping else 0.0
     if state.best is None:
         return True
@@ -109,12 +169,12 @@ def improved(tr: Trainer, state: LoopState, value: float) -> bool:
 
 def end_epoch(tr: Trainer, state: LoopState, stats: dict[str, float]) -> None:
     """Validate, record history, track the best weights and early stopping."""
-    val = evaluate_model(tr.model, tr.val_batches, tr.labels, tr.ctx.device)
+    val = tr.task.evaluate(tr.model, tr.val_batches, tr.info, tr.ctx.device)
     state.epoch += 1
     row = {"epoch": state.epoch, "step": state.step, **stats, "lr": max(g["lr"] for g in tr.optimizer.param_groups),
-           **{f"val_{k}": val[k] for k in ("loss", "accuracy", "precision", "recall", "f1")}}
+           **{f"val_{k}": val[k] for k in ("loss", *tr.task.metrics)}}
     state.history.append(row)
-    value = row[tr.cfg.train.monitor]
+    value = row[tr.monitor]
     if improved(tr, state, value):
         state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
         tr.best_state = dist.model_state(tr.net)  # a collective under FSDP: every rank gets here
@@ -134,6 +194,8 @@ def save(tr: Trainer, state: LoopState, run_dir: Path) -> None:
              "config": tr.cfg.model_dump(mode="json")}
     if tr.scaler:
         extra["scaler"] = tr.scaler.state_dict()
+    if tr.extra:
+        extra["task"] = {name: obj.state_dict() for name, obj in tr.extra.items()}
     ckpt.save_checkpoint(run_dir / "checkpoints", state.epoch, weights, tr.best_state, extra)
     write_history(state.history, run_dir / "history.jsonl")
 
@@ -157,6 +219,8 @@ def restore(tr: Trainer, run_dir: Path) -> LoopState:
     tr.scheduler.load_state_dict(state["scheduler"])
     if tr.scaler and "scaler" in state:
         tr.scaler.load_state_dict(state["scaler"])
+    for name, saved in state.get("task", {}).items():
+        tr.extra[name].load_state_dict(saved)
     tr.best_state = best
     return LoopState(**state["loop"])
 
@@ -169,8 +233,12 @@ def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
             begin_epoch(tr, state.epoch + 1)
             stats = train_epoch(tr, state, bar)
             end_epoch(tr, state, stats)
-            bar.end({k: v for k, v in state.history[-1].items() if k in ("train_loss", "val_loss", "val_accuracy")})
+            shown = {*(f"train_{name}" for name in tr.task.losses), "val_loss", tr.monitor}
+            bar.end({k: v for k, v in state.history[-1].items() if k in shown})
             save(tr, state, run_dir)
+            epoch_end = getattr(tr.task, "on_epoch_end", None)  # optional: per-epoch artifacts (GAN grids)
+            if epoch_end is not None and tr.ctx.is_main:
+                epoch_end(tr.model, run_dir, state.epoch)
     if tr.cfg.train.keep_best and tr.best_state is not None:
         dist.load_model_state(tr.net, tr.best_state)
     return state

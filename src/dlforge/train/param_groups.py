@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from dlforge.config import TrainConfig
+from dlforge.config.schema import OptimizerConfig
 from dlforge.errors import UserError
 from dlforge.nn.pretrained import classifier_name
 
@@ -24,15 +25,18 @@ class ParamGroupError(UserError, ValueError):
     """A freeze or param_groups setting that does not fit the model (names no parameter, no head…)."""
 
 
-def _backbone_rule(net: nn.Module, num_classes: int) -> Callable[[str], bool]:
-    head = classifier_name(net, num_classes)
+def _backbone_rule(net: nn.Module, num_classes: int | None) -> Callable[[str], bool]:
+    head = classifier_name(net, num_classes) if num_classes is not None else None
+    if head is None and num_classes is None:
+        raise ParamGroupError("train.freeze: 'backbone' means all but the classifier, and this task's model has "
+                              "none — list regexes of parameter names instead (see `dlforge params`)")
     if head is None:
         raise ParamGroupError("train.freeze: 'backbone' needs a classifier (a final dense layer with one output "
                               f"per class, {num_classes}); none found — list regexes instead (see `dlforge params`)")
     return lambda name: not name.startswith(head + ".")
 
 
-def freeze_rule(net: nn.Module, freeze: Any, num_classes: int) -> Callable[[str], bool]:
+def freeze_rule(net: nn.Module, freeze: Any, num_classes: int | None) -> Callable[[str], bool]:
     """name → frozen? for parameter and buffer names; checks that every regex names something."""
     if freeze is None:
         return lambda name: False
@@ -56,7 +60,7 @@ class Freezer:
     batchnorms: list[nn.Module] = field(default_factory=list)  # fully frozen BN layers
 
     @classmethod
-    def build(cls, net: nn.Module, cfg: TrainConfig, num_classes: int) -> Freezer:
+    def build(cls, net: nn.Module, cfg: TrainConfig, num_classes: int | None) -> Freezer:
         rule = freeze_rule(net, cfg.freeze, num_classes)
         bns: list[nn.Module] = []
         for name, m in net.named_modules():
@@ -110,8 +114,7 @@ def _group_of(name: str, cfg: TrainConfig) -> int | None:
     return next((i for i, g in enumerate(cfg.param_groups) if re.search(g.params, name)), None)
 
 
-def _group_settings(i: int | None, cfg: TrainConfig) -> tuple[float, float, str]:
-    base = cfg.optimizer
+def _group_settings(i: int | None, cfg: TrainConfig, base: OptimizerConfig) -> tuple[float, float, str]:
     if i is None:
         return base.lr, base.weight_decay, "default"
     g = cfg.param_groups[i]
@@ -120,13 +123,15 @@ def _group_settings(i: int | None, cfg: TrainConfig) -> tuple[float, float, str]
     return lr, wd, f"param_groups[{i}] {g.params!r}"
 
 
-def plan_groups(net: nn.Module, cfg: TrainConfig) -> list[GroupInfo]:
-    """Parameter groups in a fixed order (first parameter's position), so optimiser state resumes exactly."""
+def plan_groups(net: nn.Module, cfg: TrainConfig, base: OptimizerConfig | None = None) -> list[GroupInfo]:
+    """Parameter groups in a fixed order (first parameter's position), so optimiser state resumes exactly.
+
+    `base`: the optimizer settings the groups scale (default train.optimizer)."""
     layers, n_layers = layer_index(net)
     groups: dict[tuple[int | None, int | None], GroupInfo] = {}
     for name, p in net.named_parameters():
         i = _group_of(name, cfg)
-        lr, wd, label = _group_settings(i, cfg)
+        lr, wd, label = _group_settings(i, cfg, base or cfg.optimizer)
         layer = layers[name] if cfg.layer_decay is not None else None
         if layer is not None:
             lr *= cfg.layer_decay ** (n_layers - 1 - layer)  # type: ignore[operator]
@@ -151,7 +156,7 @@ def check_freeze_setup(cfg: TrainConfig, distributed: bool) -> None:
                               "use train.strategy: ddp (frozen layers then skip the gradient all-reduce too)")
 
 
-def describe(net: nn.Module, cfg: TrainConfig, num_classes: int) -> list[dict[str, Any]]:
+def describe(net: nn.Module, cfg: TrainConfig, num_classes: int | None) -> list[dict[str, Any]]:
     """One row per optimiser group for `dlforge params`: lr, weight decay, tensors, trainable at epoch 1."""
     frozen = freeze_rule(net, cfg.freeze, num_classes)
     rows = []
