@@ -13,7 +13,7 @@ from torch import Tensor
 import dlforge
 from dlforge.export.errors import PackageError
 from dlforge.export.onnx import INPUT, LOGITS, PROBS, check_parity, dynamic_dims, export_onnx
-from dlforge.rundir import CONFIG, METRICS, WEIGHTS, RunInfo, load_run
+from dlforge.rundir import CONFIG, METRICS, RUN_INFO, WEIGHTS, RunInfo, load_run
 
 PARITY_SAMPLES, CALIBRATION_SAMPLES = 256, 256
 METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "loss")
@@ -53,8 +53,8 @@ def build_package(run_dir: Path, root: Path, quantize: str | None, tolerance: fl
 
     cfg, info, net = load_run(run_dir)
     bundle = load_data(cfg.data, cfg.seed)
-    shutil.copyfile(run_dir / WEIGHTS, root / WEIGHTS)
-    shutil.copyfile(run_dir / CONFIG, root / CONFIG)
+    for name in (WEIGHTS, CONFIG, RUN_INFO):  # what `rebuild_model` needs (the torch runtime)
+        shutil.copyfile(run_dir / name, root / name)
     x_val: Tensor = bundle.val.tensors[0][:PARITY_SAMPLES]
     export_onnx(net, x_val, root / "model.onnx", cfg.export.opset, info.integer_input)
     tol = cfg.export.tolerance if tolerance is None else tolerance

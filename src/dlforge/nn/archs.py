@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from dlforge.config import ComponentSpec, ConfigError
 from dlforge.config.components import Component
@@ -105,9 +106,13 @@ def rnn(p: RnnParams, shape: Shape, num_classes: int) -> list[Any]:
     return [*embed, cell, {"dense": num_classes}]
 
 
-def _tiny(expand: Callable[[Any, Shape, int], list[Any]], **small: Any) -> Callable[[Any, Shape, int], list[Any]]:
-    """A preset: the same expansion with some settings forced small (for tests)."""
-    return lambda p, shape, n: expand(p.model_copy(update=small), shape, n)
+def _tiny(params: type[Params], **small: Any) -> type[Params]:
+    """A preset's settings: the base model's, with smaller defaults (shown by `dlforge models`, overridable)."""
+    fields: dict[str, Any] = {}
+    for name, value in small.items():
+        base = params.model_fields[name]
+        fields[name] = (base.annotation, FieldInfo.merge_field_infos(base, default=value))
+    return create_model(f"Tiny{params.__name__}", __base__=params, **fields)
 
 
 def _register() -> None:
@@ -118,12 +123,11 @@ def _register() -> None:
     add("resnet18", Component(ResNetParams, resnet18, None, "ResNet-18 (basic blocks 2-2-2-2)"))
     add("resnet34", Component(ResNetParams, resnet34, None, "ResNet-34 (basic blocks 3-4-6-3)"))
     add("rnn", Component(RnnParams, rnn, None, "LSTM/GRU classifier over sequences (optionally of tokens)"))
-    add("cnn_tiny", Component(CnnParams, _tiny(cnn, channels=[4], hidden=16), None, "cnn_small, 4 channels"))
-    add("mlp_tiny", Component(MlpParams, _tiny(mlp, hidden=[16]), None, "mlp with one hidden layer of 16"))
-    add("resnet18_tiny", Component(ResNetParams, _tiny(resnet18, width=4), None, "resnet18 at width 4"))
-    add("resnet34_tiny", Component(ResNetParams, _tiny(resnet34, width=4), None, "resnet34 at width 4"))
-    add("rnn_tiny", Component(RnnParams, _tiny(rnn, hidden=8, embedding_dim=8), None, "rnn with 8 hidden units"))
-
+    add("cnn_tiny", Component(_tiny(CnnParams, channels=[4], hidden=16), cnn, None, "cnn_small, 4 channels"))
+    add("mlp_tiny", Component(_tiny(MlpParams, hidden=[16]), mlp, None, "mlp with one hidden layer of 16"))
+    add("resnet18_tiny", Component(_tiny(ResNetParams, width=4), resnet18, None, "resnet18 at width 4"))
+    add("resnet34_tiny", Component(_tiny(ResNetParams, width=4), resnet34, None, "resnet34 at width 4"))
+    add("rnn_tiny", Component(_tiny(RnnParams, hidden=8, embedding_dim=8), rnn, None, "rnn with 8 hidden units"))
 
 _register()
 

@@ -19,7 +19,7 @@ from dlforge.evaluate.metrics import evaluate_model
 from dlforge.evaluate.report import write_report
 from dlforge.nn import Net, build_model
 from dlforge.nn.build import InputNormalize
-from dlforge.rundir import CONFIG, WEIGHTS, RunInfo
+from dlforge.rundir import CONFIG, WEIGHTS, RunInfo, prepare_run_dir
 from dlforge.train import dist
 from dlforge.train.checkpoint import save_weights
 from dlforge.train.loop import build_trainer, fit
@@ -50,12 +50,16 @@ def apply_test_hooks(ctx: dist.DistContext) -> None:
 
 
 @dist.record_errors
-def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train, then evaluate on the test split (sharded across workers); main worker writes files.
 
-    After torchrun restarts the worker group (`--max-restarts`), training resumes from the last
-    checkpoint by itself.
+    A non-empty `run_dir` needs `resume` or `overwrite` (see `prepare_run_dir`). After torchrun
+    restarts the worker group (`--max-restarts`), training resumes from the last checkpoint by itself.
     """
+    if dist.restart_count() > 0:
+        resume, overwrite = True, False
+    # Every rank checks before joining the group, so no rank can see files another has already written.
+    prepare_run_dir(run_dir, cfg, resume, overwrite, clear=dist.env_rank() == 0)
     ctx = dist.setup(cfg.train.device)
     try:
         bundle = load_data(cfg.data, cfg.seed)
@@ -64,7 +68,7 @@ def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False) -> dic
             write_run_files(cfg, bundle, run_dir)
         trainer = build_trainer(cfg, bundle, net, ctx)
         apply_test_hooks(ctx)
-        state = fit(trainer, run_dir, resume or dist.restart_count() > 0)
+        state = fit(trainer, run_dir, resume)
         test = eval_loader(bundle.test, cfg.eval.batch_size, ctx.rank, ctx.world_size)
         metrics = evaluate_model(trainer.net, test, bundle.labels, ctx.device)
         metrics["epochs"], metrics["stopped_early"] = state.epoch, state.stopped_early
