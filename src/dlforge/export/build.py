@@ -52,6 +52,7 @@ def build_package(run_dir: Path, root: Path, quantize: str | None, tolerance: fl
     from dlforge.data.splits import load_data
 
     cfg, info, net = load_run(run_dir)
+    quantize = _norm_quantize(quantize, cfg.export.quantize)  # a bad choice fails before the slow part
     bundle = load_data(cfg.data, cfg.seed)
     for name in (WEIGHTS, CONFIG, RUN_INFO):  # what `rebuild_model` needs (the torch runtime)
         shutil.copyfile(run_dir / name, root / name)
@@ -68,7 +69,7 @@ def build_package(run_dir: Path, root: Path, quantize: str | None, tolerance: fl
                  "parity_samples": len(x_val)},
         "metrics": _test_metrics(run_dir), "quantized": None,
     }
-    if _norm_quantize(quantize, cfg.export.quantize):
+    if quantize:
         from dlforge.export.quantize import quantize_package
 
         x_train, (x_test, y_test) = bundle.train.tensors[0], bundle.test.tensors
