@@ -53,3 +53,37 @@ def test_an_empty_experiment_file_is_refused(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match="the file is empty"):
         load_experiment(path)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_switching_arch_resets_params_for_text_and_generative_models() -> None:
+    text = load_experiment(EXAMPLES / "text_langid.yaml", ["model.arch=text_transformer_tiny"])
+    assert text.model.arch == "text_transformer_tiny" and text.model.params == {}
+    denoise = load_experiment(EXAMPLES / "digits_denoise.yaml", ["model.arch=conv_autoencoder_tiny"])
+    assert denoise.model.params == {}  # unet's depth would be an unknown key here
+    gan = load_config(EXAMPLES / "digits_gan.yaml", ["model.arch=dcgan_generator_tiny",
+                                                     "gan.discriminator.arch=dcgan_discriminator_tiny"])
+    assert gan.model.params == {} and gan.gan is not None and gan.gan.discriminator.params == {}
+    assert gan.gan.latent_dim == 32  # the rest of the section stays
+    layers = load_config(EXAMPLES / "digits_gan.yaml", ["gan.discriminator.layers=[{conv2d: 8}, flatten]"])
+    assert layers.gan is not None and layers.gan.discriminator.arch is None
+    assert layers.gan.discriminator.params == {} and len(layers.gan.discriminator.layers or []) == 2
+
+
+def test_task_section_errors_come_with_the_structural_ones(tmp_path: Path) -> None:
+    path = tmp_path / "gan.yaml"
+    path.write_text("task: gan\ntrain: {epoch: 2, precision: fp16}\nmodel: {arch: dcgan_generator_tiny}\n"
+                    "gan: {discriminator: {arch: dcgan_discriminatr}}\nexport: {quantize: int8}\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    found = [p.split(":")[0] for p in info.value.problems]
+    # train is broken as a whole, so its precision is not judged against gan; everything else is
+    assert found == ["train.epoch", "gan.discriminator.arch", "export.quantize"], info.value.problems
+    path.write_text("task: denoise\nseed: x\ndenoise: {noise: [{gaussian: 0.3}, {speckle: 1}]}\n"
+                    "model: {arch: cnn_small}\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    found = [p.split(":")[0] for p in info.value.problems]
+    assert found[0] == "seed" and "model.arch" in found and any(p.startswith("denoise.noise") for p in found)

@@ -74,6 +74,8 @@ def test_tiny_presets_are_listed_with_their_own_defaults() -> None:
     rows = {line.split("│")[1].strip(): line for line in shown.splitlines() if line.count("│") >= 3}
     assert "channels=[4], hidden=16" in rows["cnn_tiny"] and "channels=[32, 64]" in rows["cnn_small"]
     assert "width=4" in rows["resnet18_tiny"] and "hidden=8" in rows["rnn_tiny"]
+    assert "dim=16" in rows["text_transformer_tiny"] and "dim=128" in rows["text_transformer"]
+    assert "width=4" in rows["unet_tiny"] and "depth=1" in rows["unet_tiny"]
 
 
 def test_a_split_error_names_the_class_folder(tmp_path: Path) -> None:

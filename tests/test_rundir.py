@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dlforge.rundir import RunDirError
+from dlforge.config import dump_config
+from dlforge.rundir import CONFIG, RunDirError, RunInfo, prepare_run_dir
+from dlforge.tasks import TASKS
 from dlforge.train.checkpoint import list_checkpoints
 from dlforge.train.run import train_run
 from tests.conftest import tiny_config
@@ -51,3 +53,40 @@ def test_resume_with_another_model_is_refused_naming_the_key(model_package: Path
     assert "--overwrite" in message
     assert "--resume continues the run" in fails_cleanly(["train", "--out", str(run_dir), "--resume", "--overwrite"])
     assert snapshot(run_dir) == before
+
+
+TASK_CONFIGS = {
+    "classification": {},
+    "gan": {"task": "gan", "model": {"arch": "dcgan_generator_tiny"},
+            "gan": {"discriminator": {"arch": "dcgan_discriminator_tiny"}}},
+    "denoise": {"task": "denoise", "model": {"arch": "unet_tiny"}},
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS.names()))
+def test_every_task_refuses_a_non_empty_run_dir_before_loading_data(tmp_path: Path, task: str) -> None:
+    (tmp_path / "history.jsonl").write_text("{}\n")
+    with pytest.raises(RunDirError, match="is not empty"):
+        train_run(tiny_config(**TASK_CONFIGS[task]), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.jsonl"]
+
+
+def test_overwrite_removes_the_old_runs_artifacts(tmp_path: Path) -> None:
+    cfg = tiny_config()
+    (tmp_path / CONFIG).write_text(dump_config(cfg))
+    RunInfo([4], ["a", "b"], True, {}, "text_csv", ["tokenizer.json"]).save(tmp_path)
+    for name in ("tokenizer.json", "mine.txt"):
+        (tmp_path / name).write_text("{}")
+    prepare_run_dir(tmp_path, cfg, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_resume_refuses_another_discriminator(tmp_path: Path) -> None:
+    cfg = tiny_config(**TASK_CONFIGS["gan"])
+    (tmp_path / CONFIG).write_text(dump_config(cfg))
+    prepare_run_dir(tmp_path, cfg, resume=True)  # the same recipe resumes
+    changed = tiny_config(**{**TASK_CONFIGS["gan"], "gan": {"discriminator": {"arch": "dcgan_discriminator"}}})
+    with pytest.raises(RunDirError, match='gan.discriminator.arch: "dcgan_discriminator_tiny" in the run'):
+        prepare_run_dir(tmp_path, changed, resume=True)
+    knobs = tiny_config(**{**TASK_CONFIGS["gan"], "train": {"epochs": 9}})
+    prepare_run_dir(tmp_path, knobs, resume=True)  # training knobs may change

@@ -1,7 +1,8 @@
-"""Loading an experiment completely: the YAML schema plus every registry-backed component.
+"""Loading an experiment completely: the YAML schema, the task, and every registry-backed component.
 
-`load_config` checks structure; this also checks each layer's and augmentation's settings and the
-dataset's, so every mistake in the file is reported at load time with its key path.
+`load_config` checks structure; this also checks the task, the dataset's settings and what the task
+accepts (model spec, monitor…), so every mistake in the file is reported at load time with its key path
+— all of them at once, also when some sections are structurally broken (the others are still checked).
 """
 
 from __future__ import annotations
@@ -9,33 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from dlforge.config import ComponentSpec, ConfigError, DataConfig, ExperimentConfig, ModelConfig, parse_config
-from dlforge.config.components import resolve
+from dlforge.config import ConfigError, ExperimentConfig, parse_config
 from dlforge.config.errors import problems_from
 from dlforge.config.loading import load_raw
 from dlforge.data.datasets import DATASETS
-from dlforge.nn import LAYERS, MODELS
+from dlforge.nn.checks import check_model
 from dlforge.registry import RegistryError
+from dlforge.tasks import TASKS, Task, get_task
 
 
-def _check_layers(specs: list[Any], path: str, problems: list[str]) -> None:
-    for i, spec in enumerate(specs):
-        try:
-            _, params = resolve(LAYERS, spec, f"{path}[{i}]")
-        except ConfigError as exc:
-            problems += exc.problems
-            continue
-        if spec.type == "residual":
-            _check_layers(params.layers, f"{path}[{i}].layers", problems)  # type: ignore[attr-defined]
-
-
-def _check_dataset(data: DataConfig, problems: list[str]) -> bool:
-    """Whether the dataset and its params are valid (only then is its input shape known)."""
+def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> bool:
+    """Whether the dataset and its params are valid (only then can its input shape be known)."""
     try:
-        entry = DATASETS.get(data.dataset)
-        entry.params.model_validate(data.params)
+        entry = DATASETS.get(cfg.data.dataset)
+        entry.params.model_validate(cfg.data.params)
     except RegistryError as exc:
         problems.append(f"data.dataset: {exc}")
         return False
@@ -45,57 +35,65 @@ def _check_dataset(data: DataConfig, problems: list[str]) -> bool:
     return True
 
 
-def _check_model(model: ModelConfig, problems: list[str]) -> None:
-    if model.layers is not None:
-        _check_layers(model.layers, "model.layers", problems)
-        return
+def _check_task(cfg: ExperimentConfig, problems: list[str]) -> Task | None:
     try:
-        component = MODELS.get(model.arch or "")
-        component.params.model_validate(model.params)
+        TASKS.get(cfg.task)
     except RegistryError as exc:
-        problems.append(f"model.arch: {exc}")
-    except ValidationError as exc:
-        problems += problems_from(exc, component.params, prefix="model.params")
+        problems.append(f"task: {exc}")
+        return None
+    return get_task(cfg.task)
 
 
-def _check_augment(augment: list[ComponentSpec], data: DataConfig, problems: list[str]) -> None:
-    from dlforge.data.augment import validate_augment
-    from dlforge.data.splits import peek_input_shape
-
-    try:
-        validate_augment(augment, peek_input_shape(data))
-    except ConfigError as exc:
-        problems += exc.problems
-
-
-def component_problems(data: DataConfig | None, model: ModelConfig | None,
-                       augment: list[ComponentSpec] | None) -> list[str]:
-    """What the registries say about each section that is structurally valid (None: not checkable)."""
+def component_problems(cfg: ExperimentConfig) -> list[str]:
+    """Every problem the registries and the task find in a structurally valid config, in file order."""
     problems: list[str] = []
-    data_ok = data is not None and _check_dataset(data, problems)
-    if model is not None:
-        _check_model(model, problems)
-    if augment and data_ok:
-        _check_augment(augment, data, problems)  # type: ignore[arg-type]
+    task = _check_task(cfg, problems)
+    data_ok = _check_dataset(cfg, problems)
+    problems += task.check(cfg) if task is not None else check_model(cfg.model)
+    if cfg.augment and data_ok:
+        from dlforge.data.augment import validate_augment
+        from dlforge.data.splits import peek_input_shape
+
+        try:
+            validate_augment(cfg.augment, peek_input_shape(cfg.data))
+        except ConfigError as exc:
+            problems += exc.problems
     return problems
 
 
 def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
-    """`cfg` itself when every component is valid; ConfigError lists every problem otherwise."""
-    problems = component_problems(cfg.data, cfg.model, cfg.augment)
+    """The validated experiment with the task's defaults filled in (e.g. `train.monitor`)."""
+    problems = component_problems(cfg)
     if problems:
         raise ConfigError(problems)
+    if cfg.train.monitor is None:
+        cfg.train.monitor = get_task(cfg.task).default_monitor
     return cfg
 
 
-def _section(raw: dict[str, Any], name: str, adapter: TypeAdapter[Any]) -> Any:
-    """One section of a config that failed as a whole, validated alone (None when it fails too)."""
-    field = ExperimentConfig.model_fields[name]
-    value = raw[name] if name in raw else field.get_default(call_default_factory=True)
+def _section(problem: str) -> str:
+    """The top-level key a `key.path: problem` line is about."""
+    return problem.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
+
+
+def problems_beside(raw: dict[str, Any]) -> list[str]:
+    """The component problems of the sections that are structurally valid, in a config that is not.
+
+    The broken sections are replaced by their defaults to check the rest, and anything said about
+    them (or, when `data` is broken, about the augmentations that depend on its shape) is dropped."""
     try:
-        return adapter.validate_python(value)
+        ExperimentConfig.model_validate(raw)
+        return []
+    except ValidationError as exc:
+        broken = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+    if not broken or "task" in broken:  # without a task there is nothing to check the model against
+        return []
+    try:
+        rest = ExperimentConfig.model_validate({k: v for k, v in raw.items() if k not in broken})
     except ValidationError:
-        return None  # its own problems are already in the whole config's list
+        return []
+    hidden = broken | ({"augment"} if "data" in broken else set())
+    return [p for p in component_problems(rest) if _section(p) not in hidden]
 
 
 def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -103,10 +101,6 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     raw = load_raw(path, overrides)
     try:
         cfg = parse_config(raw)
-    except ConfigError as exc:  # still check the sections that are valid on their own
-        sections = (_section(raw, "data", _DATA), _section(raw, "model", _MODEL), _section(raw, "augment", _AUGMENT))
-        raise ConfigError(exc.problems + component_problems(*sections)) from None
+    except ConfigError as exc:
+        raise ConfigError(exc.problems + problems_beside(raw)) from None
     return check_experiment(cfg)
-
-
-_DATA, _MODEL, _AUGMENT = TypeAdapter(DataConfig), TypeAdapter(ModelConfig), TypeAdapter(list[ComponentSpec])

@@ -13,7 +13,8 @@ from dlforge.config.errors import ConfigError, problems_from
 from dlforge.config.schema import ExperimentConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "defaults" / "digits_cnn.yaml"
-SWITCHES = (["model", "arch"], ["model", "layers"])  # overrides that replace the model
+MODEL_SECTIONS = (["model"], ["gan", "discriminator"])  # sections that describe one network (arch or layers)
+SWITCHES = [[*section, key] for section in MODEL_SECTIONS for key in ("arch", "layers")]  # replace that network
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -37,13 +38,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
     `model.arch=X` naming another architecture drops the file's `model.params` and `model.layers`
     (they belong to the old model), and `model.layers=[…]` drops `model.arch` and `model.params`; these
-    switches apply first, so `model.params.*` overrides hold whatever their position.
+    switches apply first, so `model.params.*` overrides hold whatever their position. The same holds
+    for every section in MODEL_SECTIONS (e.g. `gan.discriminator.arch`).
     """
     out = copy.deepcopy(raw)
     parsed = [_parse_override(item) for item in overrides]
     for parts, value in sorted(parsed, key=lambda kv: kv[0] not in SWITCHES):  # stable sort: switches first
         if parts in SWITCHES:
-            _switch_model(out, parts[1], value)
+            _switch_model(out, parts[:-1], parts[-1], value)
         node = out
         for part in parts[:-1]:
             child = node.get(part)
@@ -66,9 +68,11 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError([f"--set {item!r}: the value is not valid YAML ({exc.__class__.__name__})"]) from None
 
 
-def _switch_model(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Drop the settings of the model being replaced (see apply_overrides)."""
-    model = raw.get("model")
+def _switch_model(raw: dict[str, Any], section: list[str], key: str, value: Any) -> None:
+    """Drop the settings of the network being replaced (see apply_overrides)."""
+    model: Any = raw
+    for part in section:
+        model = model.get(part) if isinstance(model, dict) else None
     if isinstance(model, dict) and model.get(key) != value:
         for other in ("arch", "params", "layers"):
             if other != key:

@@ -106,7 +106,7 @@ class OnnxRuntime:
 
 
 class TorchRuntime:
-    """The trained network itself, rebuilt from the package's config.yaml, run.json and model.safetensors."""
+    """The trained network itself, rebuilt from the package's recipe (config.yaml, run.json, weights) like evaluate."""
 
     def __init__(self, package: ModelPackage, threads: int) -> None:
         import torch
@@ -115,6 +115,9 @@ class TorchRuntime:
         from dlforge.export.errors import PackageError
         from dlforge.rundir import CONFIG, RUN_INFO, WEIGHTS, RunInfo, rebuild_model
 
+        if package.manifest.task != "classification":  # its infer() returns logits and probabilities
+            raise PackageError(f"{package.root}: --runtime torch serves classification packages; this one is "
+                               f"task {package.manifest.task} — serve it with the default runtime (onnx)")
         if RUN_INFO not in package.manifest.files:
             raise PackageError(f"{package.root}: no {RUN_INFO} (exported by an older dlforge); re-export the run "
                                "with `dlforge export RUN_DIR` to serve it with the torch runtime")
