@@ -48,12 +48,12 @@ def experiment(name: str, seed: int, data: dict[str, Any], train: dict[str, Any]
 def one_seed(seed: int, out: Path, fraction: float) -> dict[str, float]:
     pre_dir = out / f"pretrain-{seed}"
     pre = train_run(experiment("pretrain", seed, {"classes": FIRST},
-                               {"epochs": 15, "batch_size": 32, "optimizer": {"lr": 3e-3}}), pre_dir)
+                               {"epochs": 15, "batch_size": 32, "optimizer": {"lr": 3e-3}}), pre_dir, overwrite=True)
     few = {"classes": SECOND, "train_fraction": fraction}
     common = {"epochs": 20, "batch_size": 16, "optimizer": {"lr": 3e-3}, "scheduler": {"warmup_epochs": 1}}
-    scratch = train_run(experiment("scratch", seed, few, common), out / f"scratch-{seed}")
+    scratch = train_run(experiment("scratch", seed, few, common), out / f"scratch-{seed}", overwrite=True)
     tuned = train_run(experiment("finetune", seed, few, {**common, "freeze": "backbone", "unfreeze_at_epoch": 3},
-                                 str(pre_dir)), out / f"finetune-{seed}")
+                                 str(pre_dir)), out / f"finetune-{seed}", overwrite=True)
     return {"pretrain": pre["accuracy"], "scratch": scratch["accuracy"], "finetune": tuned["accuracy"],
             **probe(pre_dir, seed, few)}
 
