@@ -30,7 +30,9 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override 
 def user_errors(fn: F) -> F:
     """Show bad input as a short red message and exit 2, never a traceback."""
     from dlforge.data.datasets import DataError
+    from dlforge.data.images import ImageError
     from dlforge.export.errors import PackageError
+    from dlforge.export.inputs import InputError
     from dlforge.nn import ModelBuildError
     from dlforge.rundir import RunDirError
     from dlforge.train.dist import UnsupportedSetup
@@ -39,7 +41,8 @@ def user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, ModelBuildError, DataError, RunDirError, PackageError, UnsupportedSetup) as exc:
+        except (ConfigError, ModelBuildError, DataError, RunDirError, PackageError, UnsupportedSetup, ImageError,
+                InputError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
             raise typer.Exit(2) from None
 
@@ -315,15 +318,28 @@ def serve(
     workers: Annotated[int, typer.Option(help="server processes behind the one port")] = 1,
     max_batch_size: Annotated[int | None, typer.Option(help="override the manifest's serving.max_batch_size")] = None,
     max_queue_delay_ms: Annotated[float | None, typer.Option(help="override serving.max_queue_delay_ms")] = None,
+    max_queue: Annotated[int | None, typer.Option(
+        help="requests waiting per model before 503 (default: what the model clears in --timeout-s)")] = None,
+    max_batch_rows: Annotated[int | None, typer.Option(
+        help="rows one request may carry (default: serving.max_batch_rows, else ~64 MiB of decoded input)")] = None,
     runtime: Annotated[str, typer.Option(help="onnx (ONNX Runtime) or torch")] = "onnx",
     token: Annotated[list[str] | None, typer.Option(help="bearer token required for inference (repeatable)")] = None,
     token_file: Annotated[Path | None, typer.Option(help="file with one bearer token per line")] = None,
-    admin_token: Annotated[str | None, typer.Option(help="enables the repository API (load/unload)")] = None,
+    admin_token: Annotated[str | None, typer.Option(
+        envvar="DLFORGE_ADMIN_TOKEN", help="enables the repository API (load/unload); prefer the env var or a file: "
+        "the command line is visible in ps")] = None,
+    admin_token_file: Annotated[Path | None, typer.Option(help="file holding the admin token")] = None,
     max_body_mb: Annotated[float, typer.Option(help="request body limit in MiB (413 above it)")] = 64,
+    max_json_mb: Annotated[float, typer.Option(help="limit for the JSON part of a body in MiB (binary beyond)")] = 16,
     timeout_s: Annotated[float, typer.Option(help="request deadline in seconds (504 after it)")] = 30,
     threads: Annotated[int | None, typer.Option(help="inference threads per worker (default: cores / workers)")] = None,
     inline_max_ms: Annotated[float, typer.Option(
         help="run batches on the event loop if the model's full-batch latency is below this; 0: never")] = 2.0,
+    allow_nonfinite: Annotated[bool, typer.Option(help="accept NaN/Inf inputs (refused with 400 by default)")] = False,
+    docs: Annotated[bool, typer.Option(help="serve the /docs page (/openapi.json is always served)")] = False,
+    limit_concurrency: Annotated[int, typer.Option(help="open connections + requests before 503")] = 1024,
+    max_header_kb: Annotated[int, typer.Option(help="request line + headers limit in KiB (431 above)")] = 64,
+    header_timeout_s: Annotated[float, typer.Option(help="time a request's headers may take to arrive")] = 10.0,
 ) -> None:
     """Serve a model package (or a repository of them) over the Open Inference Protocol (KServe V2).
 
@@ -331,21 +347,32 @@ def serve(
     """
     from pydantic import ValidationError
 
+    from dlforge.serve.repository import RepositoryError, discover
     from dlforge.serve.server import run_server
     from dlforge.serve.settings import Settings
 
     tokens = [*(token or []), *_read_tokens(token_file)]
+    admin = _read_tokens(admin_token_file)[0] if admin_token_file else admin_token
     try:
         settings = Settings(path=path, host=host, port=port, workers=workers, runtime=runtime,  # type: ignore[arg-type]
-                            tokens=tuple(tokens), admin_token=admin_token, max_body_bytes=int(max_body_mb * 2**20),
-                            max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
-                            request_timeout_s=timeout_s, intra_op_threads=threads, inline_max_ms=inline_max_ms)
+                            tokens=tuple(tokens), admin_token=admin, max_body_bytes=int(max_body_mb * 2**20),
+                            max_json_bytes=int(max_json_mb * 2**20),
+                            max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms, max_queue=max_queue,
+                            max_batch_rows=max_batch_rows, request_timeout_s=timeout_s, intra_op_threads=threads,
+                            inline_max_ms=inline_max_ms, allow_nonfinite=allow_nonfinite, docs=docs,
+                            limit_concurrency=limit_concurrency, max_header_bytes=max_header_kb << 10,
+                            header_timeout_s=header_timeout_s)
     except ValidationError as exc:
         err.print(f"[bold red]error:[/] {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", highlight=False)
         raise typer.Exit(2) from None
     if not path.exists():
         err.print(f"[bold red]error:[/] {path}: no such package or repository", highlight=False)
         raise typer.Exit(2)
+    try:
+        discover(path)
+    except RepositoryError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
     if settings.exposed_without_token():
         err.print(f"[bold yellow]warning:[/] binding {host} without --token: anyone who can reach this port "
                   "can run the model; pass --token or --token-file", highlight=False)
@@ -355,7 +382,15 @@ def serve(
 def _read_tokens(path: Path | None) -> list[str]:
     if path is None:
         return []
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        tokens = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        err.print(f"[bold red]error:[/] {path}: cannot read the token file ({exc})", highlight=False)
+        raise typer.Exit(2) from None
+    if not tokens:
+        err.print(f"[bold red]error:[/] {path}: the token file is empty", highlight=False)
+        raise typer.Exit(2)
+    return tokens
 
 
 def main() -> None:

@@ -38,6 +38,15 @@ def _test_metrics(run_dir: Path) -> dict[str, Any]:
     return {k: metrics[k] for k in METRIC_KEYS if k in metrics}
 
 
+def _preprocessing(info: RunInfo, net: torch.nn.Module) -> dict[str, Any]:
+    """The run's preprocessing, plus the embedding table size: the token ids the model can look up."""
+    prep = dict(info.preprocessing)
+    rows = [m.num_embeddings for m in net.modules() if isinstance(m, torch.nn.Embedding)]
+    if rows:
+        prep["vocab_size"] = min([*rows, *([prep["vocab_size"]] if isinstance(prep.get("vocab_size"), int) else [])])
+    return prep
+
+
 def _norm_quantize(quantize: str | None, default: str) -> str | None:
     choice = default if quantize is None else quantize
     if choice in ("none", ""):
@@ -63,10 +72,11 @@ def build_package(run_dir: Path, root: Path, quantize: str | None, tolerance: fl
     fields: dict[str, Any] = {
         "name": cfg.name, "version": cfg.export.version, "task": cfg.task,
         "dlforge_version": dlforge.__version__, "torch_version": torch.__version__,
-        "inputs": inputs, "outputs": outputs, "labels": info.labels, "preprocessing": info.preprocessing,
+        "inputs": inputs, "outputs": outputs, "labels": info.labels, "preprocessing": _preprocessing(info, net),
         "onnx": {"opset": cfg.export.opset, "parity_max_abs_diff": diff, "tolerance": tol,
                  "parity_samples": len(x_val)},
         "metrics": _test_metrics(run_dir), "quantized": None,
+        "serving": cfg.export.serving.model_dump(),
     }
     if _norm_quantize(quantize, cfg.export.quantize):
         from dlforge.export.quantize import quantize_package

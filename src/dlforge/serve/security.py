@@ -28,6 +28,10 @@ class BodyTooLarge(Exception):
     """The request body is over the configured limit (413)."""
 
 
+class RequestTimeout(Exception):
+    """The request body did not arrive within the request deadline (408)."""
+
+
 def check_bearer(request: Request, tokens: Iterable[str]) -> None:
     """Raise AuthError unless the request carries one of `tokens` (no tokens: open)."""
     allowed = [t.encode() for t in tokens]
