@@ -202,11 +202,12 @@ async def _in_time(state: ServeState, started: float, reading: Awaitable[T]) -> 
 
 async def _submit(state: ServeState, instance: ModelInstance, inputs: dict[str, np.ndarray],
                   started: float) -> dict[str, np.ndarray]:
-    """Queue on the instance's batcher; past the request deadline the caller gets a 504."""
+    """Queue on the instance's batcher; past the request deadline (from `started`) the caller gets a 504."""
     timeout = state.settings.request_timeout_s
+    deadline = started + timeout
     try:
-        async with asyncio.timeout(timeout):
-            return await instance.batcher.submit(inputs, deadline=started + timeout)
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+            return await instance.batcher.submit(inputs, deadline=deadline)
     except TimeoutError:
         raise DeadlineExceeded(f"the request did not finish within {timeout:g} s") from None
 
