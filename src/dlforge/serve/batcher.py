@@ -157,9 +157,6 @@ class Batcher:
         """This request's rows of the model's outputs; `deadline` is a time.monotonic() value."""
         if not self.running:
             raise BatcherStopped("the model is not accepting requests (stopped or not started)")
-        if deadline is not None and time.monotonic() >= deadline:
-            self.expired += 1
-            raise DeadlineExceeded("the request's deadline passed before it was queued")
         rows, key = _signature(inputs)
         self.admit(rows, deadline)
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
@@ -178,6 +175,9 @@ class Batcher:
         """Raise QueueFull unless a request of `rows` rows has a place and could finish by `deadline`.
 
         Also called before a request's body is read (rows=1), so overload is answered without reading it."""
+        if deadline is not None and time.monotonic() >= deadline:
+            self.expired += 1
+            raise DeadlineExceeded("the request's deadline passed before it was queued")
         if len(self._pending) >= self.max_queue_size:
             self.rejected += 1
             raise QueueFull(f"the queue is full ({self.max_queue_size} requests); retry later")
