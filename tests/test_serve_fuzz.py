@@ -38,6 +38,8 @@ def test_no_generated_request_gets_a_server_error(model_package: Path) -> None:
         def fuzz(case: schemathesis.Case) -> None:
             if case.path.endswith("/unload"):  # unloading the model would turn the rest into 503s
                 return
+            if case.path_parameters and "model" in case.path_parameters and "{version}" not in case.path:
+                case.path_parameters["model"] = "tiny"  # the real model: fuzzed bodies reach its validation
             reply = case.call(base_url=url, headers=ADMIN, timeout=30)
             seen[reply.status_code] = seen.get(reply.status_code, 0) + 1
             if reply.status_code >= 500:
@@ -47,4 +49,4 @@ def test_no_generated_request_gets_a_server_error(model_package: Path) -> None:
 
         fuzz()
     assert not failures, "\n".join(failures[:10])
-    assert sum(seen.values()) > 50 and 200 in seen and 400 in seen, seen
+    assert sum(seen.values()) > 50 and 200 in seen and 400 in seen, seen  # valid and invalid requests both
