@@ -4,49 +4,46 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
-from dlforge.config import ConfigError, ExperimentConfig
+from dlforge.config import ExperimentConfig
 from dlforge.config.components import describe
+from dlforge.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
-                  help="From a YAML model description to a trained, evaluated and exported model.")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
-F = TypeVar("F", bound=Callable[..., Any])
+
+
+def print_error(message: object) -> None:
+    """The one `error:` line (plus the message's own lines), never parsed as rich markup."""
+    err.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False)
+
+
+class _Commands(TyperGroup):
+    """Every command runs inside this: a UserError becomes one `error:` line and exit status 2."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context (typer vendors its own click)
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            print_error(exc)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="From a YAML model description to a trained, evaluated and exported model.")
 
 ConfigArg = Annotated[Path | None, typer.Argument(help="experiment YAML; built-in digits CNN if omitted")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<name>)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a key: --set train.epochs=5")]
-
-
-def user_errors(fn: F) -> F:
-    """Show bad input as a short red message and exit 2, never a traceback."""
-    from dlforge.data.datasets import DataError
-    from dlforge.data.images import ImageError
-    from dlforge.export.errors import PackageError
-    from dlforge.export.inputs import InputError
-    from dlforge.nn import ModelBuildError
-    from dlforge.rundir import RunDirError
-    from dlforge.train.dist import UnsupportedSetup
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ConfigError, ModelBuildError, DataError, RunDirError, PackageError, UnsupportedSetup, ImageError,
-                InputError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _load(config: Path | None, overrides: list[str] | None) -> ExperimentConfig:
@@ -70,7 +67,6 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
 
 
 @app.command()
-@user_errors
 def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None) -> None:
     """Train → evaluate → export in one go.
 
@@ -96,7 +92,6 @@ RestartsOpt = Annotated[int, typer.Option("--max-restarts", min=0,
 
 
 @app.command()
-@user_errors
 def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
           resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --out")] = False,
           nproc: NprocOpt = None, max_restarts: RestartsOpt = 0) -> None:
@@ -128,8 +123,10 @@ def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
 
 def _check_before_launch(cfg: ExperimentConfig, nproc: int) -> None:
     """Refuse what every worker would refuse, before starting any."""
+    from dlforge.data.loaders import per_worker_batch
     from dlforge.train.dist import check_sync_batchnorm, pick_device
 
+    per_worker_batch(cfg.train.batch_size, nproc)
     check_sync_batchnorm(cfg.train.sync_batchnorm and nproc > 1, pick_device(cfg.train.device))
 
 
@@ -139,20 +136,18 @@ def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | N
     from dlforge.train.dist import WorkerFailed, launch, under_launcher
 
     if under_launcher():
-        err.print("[bold red]error:[/] --nproc/--max-restarts given inside torchrun; drop them there")
-        raise typer.Exit(2)
+        raise UserError("--nproc/--max-restarts given inside torchrun; drop them there")
     worker_args = ["train", *([str(config)] if config else []), "--out", str(run_dir.resolve())]
     worker_args += [arg for value in overrides or [] for arg in ("--set", value)]
     worker_args += ["--resume"] if resume else []
     try:
         launch(nproc, max_restarts, worker_args)
-    except WorkerFailed as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    except WorkerFailed as exc:  # not the user's input: exit status 1, but still one readable line
+        print_error(exc)
         raise typer.Exit(1) from None
 
 
 @app.command()
-@user_errors
 def evaluate(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")]) -> None:
     """Recompute test metrics and plots of a run directory in one process.
 
@@ -166,7 +161,6 @@ def evaluate(run_dir: Annotated[Path, typer.Argument(help="a finished run direct
 
 
 @app.command("augment-preview")
-@user_errors
 def augment_preview(config: ConfigArg = None, set_: SetOpt = None,
                     out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write")] = Path("preview.png"),
                     images: Annotated[int, typer.Option(min=1, max=32)] = 8,
@@ -193,7 +187,6 @@ PackageArg = Annotated[Path, typer.Argument(help="a model package folder (e.g. r
 
 
 @app.command()
-@user_errors
 def export(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
            quantize: Annotated[str | None, typer.Option(help="int8: also write model.int8.onnx")] = None,
            out: Annotated[Path | None, typer.Option("--out", "-o", help="package folder (default RUN_DIR/package)")]
@@ -218,7 +211,6 @@ def _print_quantized(q: Any) -> None:
 
 
 @app.command()
-@user_errors
 def predict(package: PackageArg,
             files: Annotated[list[Path], typer.Argument(help="images (.png, .jpg, …) or .npy arrays")],
             top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="labels to show per sample")] = 3,
@@ -246,7 +238,6 @@ def predict(package: PackageArg,
 
 
 @app.command()
-@user_errors
 def inspect(package: PackageArg) -> None:
     """Verify a package (every sha256) and summarise it: signature, parity, files, int8, metrics.
 
@@ -340,14 +331,24 @@ def serve(
     limit_concurrency: Annotated[int, typer.Option(help="open connections + requests before 503")] = 1024,
     max_header_kb: Annotated[int, typer.Option(help="request line + headers limit in KiB (431 above)")] = 64,
     header_timeout_s: Annotated[float, typer.Option(help="time a request's headers may take to arrive")] = 10.0,
+    backend: Annotated[str, typer.Option(help="uvicorn (this machine) or ray (Ray Serve: replicas, autoscaling)")]
+    = "uvicorn",
+    ray_address: Annotated[str | None, typer.Option(help="ray: HOST:PORT of an existing cluster's head")] = None,
+    replicas: Annotated[int | None, typer.Option(help="ray: replicas per model (fixed)")] = None,
+    min_replicas: Annotated[int | None, typer.Option(help="ray: autoscaling lower bound")] = None,
+    max_replicas: Annotated[int | None, typer.Option(help="ray: autoscale up to this many replicas per model")] = None,
+    target_ongoing_requests: Annotated[float | None, typer.Option(help="ray: autoscaling target per replica")] = None,
+    replica_cpus: Annotated[float | None, typer.Option(help="ray: CPUs per replica (also its threads)")] = None,
+    replica_gpus: Annotated[float | None, typer.Option(help="ray: GPUs per replica")] = None,
 ) -> None:
     """Serve a model package (or a repository of them) over the Open Inference Protocol (KServe V2).
 
-    Examples: `dlforge serve runs/digits_cnn/package`, `dlforge serve models/ --workers 2 --token-file /run/token`
+    Examples: `dlforge serve runs/digits_cnn/package`, `dlforge serve models/ --workers 2 --token-file /run/token`,
+    `dlforge serve models/ --backend ray --ray-address 10.0.0.5:6379 --replicas 4 --replica-cpus 2`
     """
     from pydantic import ValidationError
 
-    from dlforge.serve.repository import RepositoryError, discover
+    from dlforge.serve.repository import discover
     from dlforge.serve.server import run_server
     from dlforge.serve.settings import Settings
 
@@ -363,20 +364,44 @@ def serve(
                             limit_concurrency=limit_concurrency, max_header_bytes=max_header_kb << 10,
                             header_timeout_s=header_timeout_s)
     except ValidationError as exc:
-        err.print(f"[bold red]error:[/] {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", highlight=False)
-        raise typer.Exit(2) from None
-    if not path.exists():
-        err.print(f"[bold red]error:[/] {path}: no such package or repository", highlight=False)
-        raise typer.Exit(2)
-    try:
-        discover(path)
-    except RepositoryError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        first = exc.errors()[0]
+        raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    discover(path)  # a wrong PATH is said here, before the server starts
     if settings.exposed_without_token():
         err.print(f"[bold yellow]warning:[/] binding {host} without --token: anyone who can reach this port "
                   "can run the model; pass --token or --token-file", highlight=False)
-    run_server(settings)
+    ray_values = {"address": ray_address, "replicas": replicas, "num_cpus": replica_cpus, "num_gpus": replica_gpus,
+                  "autoscaling": _autoscaling(min_replicas, max_replicas, target_ongoing_requests)}
+    if backend == "ray":
+        _serve_ray(settings, ray_values)
+    elif backend != "uvicorn" or any(v is not None for v in ray_values.values()):
+        err.print(f"[bold red]error:[/] --backend {backend}: expected uvicorn or ray (the ray options need "
+                  "--backend ray)", highlight=False)
+        raise typer.Exit(2)
+    else:
+        run_server(settings)
+
+
+def _autoscaling(low: int | None, high: int | None, target: float | None) -> dict[str, Any] | None:
+    if low is None and high is None and target is None:
+        return None
+    values = {"min_replicas": low, "max_replicas": high, "target_ongoing_requests": target}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _serve_ray(settings: Any, values: dict[str, Any]) -> None:
+    """Ray Serve: one application per model, the same V2 app in every replica; bad setups → one error line."""
+    from dlforge.serve.ray_backend import RayBackendError, parse_options, run_ray
+
+    try:
+        if values["replicas"] is not None and values["autoscaling"] is not None:
+            raise RayBackendError("give either --replicas (fixed) or --min/--max-replicas (autoscaling), not both")
+        if settings.workers != 1:
+            raise RayBackendError("--workers is for the uvicorn backend; with --backend ray use --replicas")
+        run_ray(settings, parse_options(**values), lambda line: console.print(line, highlight=False, soft_wrap=True))
+    except RayBackendError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _read_tokens(path: Path | None) -> list[str]:
@@ -385,11 +410,9 @@ def _read_tokens(path: Path | None) -> list[str]:
     try:
         tokens = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
-        err.print(f"[bold red]error:[/] {path}: cannot read the token file ({exc})", highlight=False)
-        raise typer.Exit(2) from None
+        raise UserError(f"{path}: cannot read the token file ({exc})") from None
     if not tokens:
-        err.print(f"[bold red]error:[/] {path}: the token file is empty", highlight=False)
-        raise typer.Exit(2)
+        raise UserError(f"{path}: the token file is empty")
     return tokens
 
 

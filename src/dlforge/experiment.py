@@ -30,14 +30,18 @@ def _check_layers(specs: list[Any], path: str, problems: list[str]) -> None:
             _check_layers(params.layers, f"{path}[{i}].layers", problems)  # type: ignore[attr-defined]
 
 
-def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> None:
+def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> bool:
+    """Whether the dataset and its params are valid (only then can its input shape be known)."""
     try:
         entry = DATASETS.get(cfg.data.dataset)
         entry.params.model_validate(cfg.data.params)
     except RegistryError as exc:
         problems.append(f"data.dataset: {exc}")
+        return False
     except ValidationError as exc:
         problems += problems_from(exc, entry.params, prefix="data.params")
+        return False
+    return True
 
 
 def _check_model(cfg: ExperimentConfig, problems: list[str]) -> None:
@@ -55,9 +59,9 @@ def _check_model(cfg: ExperimentConfig, problems: list[str]) -> None:
 
 def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     problems: list[str] = []
-    _check_dataset(cfg, problems)
+    data_ok = _check_dataset(cfg, problems)
     _check_model(cfg, problems)
-    if cfg.augment:
+    if cfg.augment and data_ok:
         from dlforge.data.augment import validate_augment
         from dlforge.data.splits import peek_input_shape
 

@@ -14,6 +14,7 @@ from typing import Any
 from safetensors.torch import load_file
 
 from dlforge.config import ExperimentConfig, load_config
+from dlforge.errors import UserError
 from dlforge.nn import Net, build_model
 
 CONFIG, RUN_INFO, WEIGHTS = "config.yaml", "run.json", "model.safetensors"
@@ -38,8 +39,8 @@ class RunInfo:
         return cls(**json.loads((run_dir / RUN_INFO).read_text()))
 
 
-class RunDirError(FileNotFoundError):
-    pass
+class RunDirError(UserError, FileNotFoundError):
+    """A run directory that is missing files, or that a command must not write into."""
 
 
 def require(run_dir: Path, *names: str) -> None:

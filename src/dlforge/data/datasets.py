@@ -18,12 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from dlforge.data.images import SUFFIXES, ImageError, decode_image
+from dlforge.errors import UserError
 from dlforge.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Data that cannot be loaded (missing folder, no images, too few samples per class)."""
 
 

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dlforge.errors import UserError
+
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")  # what IMAGE_SUFFIXES promise, nothing rarer
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MAX_PIXELS = 40_000_000  # ~6300x6300; decoded RGB is 120 MB before resizing
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image that cannot be decoded (not an image, a format we do not read, too large, corrupt)."""
 
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from dlforge.errors import UserError
 
-class InputError(ValueError):
+
+class InputError(UserError, ValueError):
     """Input values this model cannot take; the message names the input and the fix."""
 
 

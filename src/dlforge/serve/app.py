@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     """A V2 inference server for the package or repository at `settings.path`."""
     state = ServeState(settings)
-    state.repository = Repository(settings.path, lambda n, v, p: _load_instance(state, n, v, p))
+    state.repository = Repository(settings.path, lambda n, v, p: _load_instance(state, n, v, p), settings.models)
     state.metrics = ServeMetrics(state.repository.batchers, multiprocess=settings.workers > 1)
     app = FastAPI(title="dlforge serve", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serve = state

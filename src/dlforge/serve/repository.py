@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlforge.errors import UserError
 from dlforge.registry import suggest
 from dlforge.serve.batcher import Batcher
 from dlforge.serve.protocol import RepositoryIndexItem, shorten
@@ -26,20 +27,20 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(UserError, LookupError):
     """No such model or version in the repository (404)."""
+
+
+class RepositoryError(UserError, FileNotFoundError):
+    """PATH holds neither a package nor a repository of them; the message says what was expected."""
 
 
 class ModelNotReady(RuntimeError):
     """The model exists but is not loaded (503)."""
 
 
-class ModelLoadFailed(RuntimeError):
+class ModelLoadFailed(UserError, RuntimeError):
     """A package could not be loaded (400): the files are broken or incompatible, not the server."""
-
-
-class RepositoryError(ValueError):
-    """PATH is not a package or a repository we can serve (the CLI says so before starting)."""
 
 
 @dataclass
@@ -91,7 +92,9 @@ def discover(root: Path) -> dict[str, dict[str, Path]]:
             continue
         found.setdefault(package.parent.name, {})[package.name] = package
     if not found:
-        raise RepositoryError(f"{root}: no packages found (expected {root}/<model>/<version>/{MANIFEST})")
+        hint = f" — did you mean {root / 'package'}?" if (root / "package" / MANIFEST).is_file() else ""
+        raise RepositoryError(f"{root}: no packages found (expected a package with {MANIFEST}, or "
+                              f"{root}/<model>/<version>/{MANIFEST}){hint}")
     return found
 
 
@@ -116,14 +119,25 @@ def _manifest_version(root: Path) -> str:
 class Repository:
     """Loaded model versions by name; `get` is the only call on the request path."""
 
-    def __init__(self, root: Path, loader: Loader) -> None:
+    def __init__(self, root: Path, loader: Loader, only: Collection[str] = ()) -> None:
         self.root = root
         self.loader = loader
+        self.only = frozenset(only)  # serve just these models (one Ray Serve deployment per model); empty = all
         self._models: dict[str, dict[str, _Entry]] = {}
         self._lock = asyncio.Lock()  # one load/unload at a time
 
+    def discover(self) -> dict[str, dict[str, Path]]:
+        """The model versions on disk that this repository serves."""
+        found = discover(self.root)
+        if self.only:
+            missing = sorted(self.only - set(found))
+            if missing:
+                raise ModelNotFound(unknown_model(missing[0], list(found)))
+            found = {name: versions for name, versions in found.items() if name in self.only}
+        return found
+
     async def load_all(self) -> None:
-        for name in discover(self.root):
+        for name in self.discover():
             try:
                 await self.load(name)
             except ModelLoadFailed as exc:  # one broken package must not keep the others down
@@ -135,10 +149,11 @@ class Repository:
         Versions load independently: a broken v2 is UNAVAILABLE with its reason while v1 serves. A reload
         in which every version fails keeps the versions that were serving."""
         async with self._lock:
-            versions = self._on_disk().get(name)
+            on_disk = self._on_disk()
+            versions = on_disk.get(name)
             if versions is None:
                 short = shorten(name)
-                raise ModelNotFound(f"no model '{short}' in the repository{suggest(short, list(self._on_disk()))}")
+                raise ModelNotFound(f"no model '{short}' in the repository{suggest(short, list(on_disk))}")
             fresh = {v: _Entry(p) for v, p in versions.items()}
             reasons = {v: await self._load_one(name, v, e) for v, e in fresh.items()}
             failed = [f"version {v}: {reason}" for v, reason in reasons.items() if reason]
@@ -172,7 +187,7 @@ class Repository:
 
     def _on_disk(self) -> dict[str, dict[str, Path]]:
         try:
-            return discover(self.root)
+            return self.discover()
         except RepositoryError as exc:
             raise ModelLoadFailed(self.public(exc)) from None
 
@@ -215,15 +230,15 @@ class Repository:
     def _entries(self, name: str) -> dict[str, _Entry]:
         entries = self._models.get(name)
         if entries is None:
-            short = shorten(name)
-            raise ModelNotFound(f"unknown model '{short}'{suggest(short, list(self._models))} "
-                                f"(models: {', '.join(sorted(self._models)) or 'none'})")
+            raise ModelNotFound(unknown_model(shorten(name), list(self._models)))
         return entries
 
     def ready(self) -> bool:
-        """Serving: something is loaded and nothing failed to load."""
-        entries = [e for versions in self._models.values() for e in versions.values()]
-        return any(e.instance for e in entries) and not any(e.failed for e in entries)
+        """Serving: something is loaded, and no model failed in every version (one bad version of several
+        is reported in the index, while its siblings serve)."""
+        loaded = [any(e.instance for e in versions.values()) for versions in self._models.values()]
+        broken = [all(e.failed for e in versions.values()) for versions in self._models.values()]
+        return any(loaded) and not any(broken)
 
     def index(self) -> list[RepositoryIndexItem]:
         """Every model version on disk or known, with its state."""
@@ -241,6 +256,11 @@ class Repository:
     def batchers(self) -> dict[tuple[str, str], Batcher]:
         return {(n, v): e.instance.batcher for n, versions in self._models.items()
                 for v, e in versions.items() if e.instance is not None}
+
+
+def unknown_model(name: str, known: list[str]) -> str:
+    """The 404 message for a model name nobody serves (shared with the Ray front deployment)."""
+    return f"unknown model '{name}'{suggest(name, known)} (models: {', '.join(sorted(known)) or 'none'})"
 
 
 def _reasons(entries: dict[str, _Entry]) -> str:

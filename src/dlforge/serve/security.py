@@ -15,8 +15,10 @@ from collections.abc import Iterable
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dlforge.errors import UserError
 
-class AuthError(Exception):
+
+class AuthError(UserError):
     """Missing (401) or wrong (403) credentials."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -24,11 +26,11 @@ class AuthError(Exception):
         self.status = status
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(UserError):
     """The request body is over the configured limit (413)."""
 
 
-class RequestTimeout(Exception):
+class RequestTimeout(UserError):
     """The request body did not arrive within the request deadline (408)."""
 
 

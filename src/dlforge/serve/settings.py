@@ -29,6 +29,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path  # a package directory or a repository REPO/<model>/<version>/
+    models: tuple[str, ...] = ()  # serve only these models of the repository; empty = every model
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1)

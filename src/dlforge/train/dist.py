@@ -21,6 +21,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from dlforge.errors import UserError
+
 F = TypeVar("F", bound=Callable[..., Any])
 TIMEOUT_ENV = "DLFORGE_DIST_TIMEOUT"  # seconds a collective may wait for a silent peer
 DEFAULT_TIMEOUT_S = 300
@@ -47,7 +49,7 @@ class DistContext:
         return self.world_size > 1
 
 
-class UnsupportedSetup(ValueError):
+class UnsupportedSetup(UserError, ValueError):
     """The configuration asks for something the chosen device cannot do (said before any work starts)."""
 
 
