@@ -79,6 +79,36 @@ def test_1_empty_sequences_and_out_of_vocabulary_ids_are_400(server: tuple[str, 
     assert good.status_code == 200 and good.json()["outputs"][0]["shape"] == [2, 4]
 
 
+def test_1_the_grpc_path_applies_the_same_checks(repo: Path) -> None:
+    """gRPC shares validate.py with HTTP: empty dims, token ids and the row cap give INVALID_ARGUMENT."""
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+
+    from dlforge.serve.settings import Settings
+    from tests.serve_helpers import running
+
+    def call(x: np.ndarray) -> str:
+        tensor = tc.InferInput("input", list(x.shape), "INT64")
+        tensor.set_data_from_numpy(x)
+        try:
+            client.infer("gru", [tensor])
+        except InferenceServerException as exc:
+            assert str(exc.status()) == "StatusCode.INVALID_ARGUMENT", exc
+            return str(exc.message())
+        return "ok"
+
+    with running(Settings(path=repo, grpc_port=0, max_batch_rows=4)) as (_, app):
+        client = tc.InferenceServerClient(f"127.0.0.1:{app.state.serve.grpc_port}")
+        try:
+            assert "empty dimension 1" in call(np.zeros((1, 0), np.int64))
+            assert "token id 99" in call(np.array([[1, 2, 99]]))
+            assert "token id -1" in call(np.array([[1, -1, 2]]))
+            assert "5 rows is over this model's limit of 4" in call(np.ones((5, 3), np.int64))
+            assert call(np.ones((4, 3), np.int64)) == "ok"
+        finally:
+            client.close()
+
+
 def test_1_predict_refuses_an_empty_sequence_with_an_error_line(gru_package: Path, tmp_path: Path) -> None:
     from dlforge.cli import app
 

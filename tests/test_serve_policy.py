@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlforge.data.images import ImageError, decode_image
 from dlforge.export.inputs import InputError, InputRules, check_values
 from dlforge.export.package import ServingInfo
+from dlforge.imagedecode import ImageError, decode_image
 from dlforge.serve.policy import MAX_BATCH_SIZE, MAX_QUEUE_CAP, resolve_policy
 from dlforge.serve.settings import Settings
 

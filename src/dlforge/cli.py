@@ -60,8 +60,10 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("accuracy", "precision", "recall", "f1", "loss"):
-        if key in metrics:
+    shown = ("accuracy", "precision", "recall", "f1", "fid", "class_accuracy", "diversity", "psnr", "psnr_noisy",
+             "psnr_gain", "ssim", "ssim_noisy", "loss")
+    for key in shown:
+        if isinstance(metrics.get(key), float | int):
             table.add_row(key, f"{metrics[key]:.4f}")
     console.print(table)
 
@@ -212,18 +214,35 @@ def _print_quantized(q: Any) -> None:
 
 @app.command()
 def predict(package: PackageArg,
-            files: Annotated[list[Path], typer.Argument(help="images (.png, .jpg, …) or .npy arrays")],
+            files: Annotated[list[Path] | None, typer.Argument(
+                help="images (.png, .jpg, …), .npy arrays, or .txt files (one text each) for text models")] = None,
+            text: Annotated[list[str] | None, typer.Option(
+                "--text", "-t", help="a text to classify (repeatable), for text models")] = None,
             top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="labels to show per sample")] = 3,
             int8: Annotated[bool, typer.Option(help="use model.int8.onnx")] = False,
-            as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
-    """Classify files with a package's ONNX model (preprocessed exactly as in training).
+            as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+            out: Annotated[Path, typer.Option("--out", "-o", help="denoisers: folder for the denoised PNGs")]
+            = Path("denoised")) -> None:
+    """Classify files with a package's ONNX model (preprocessed exactly as in training); a denoiser's
+    package writes denoised PNGs instead.
 
-    Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`
+    Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`,
+    `dlforge predict runs/text_langid/package --text "wie geht es dir" --text "come stai"`,
+    `dlforge predict runs/digits_denoise/package noisy.png --out clean/`
     """
-    from dlforge.export.package import load_package
+    from dlforge.export.package import PackageError, load_package
     from dlforge.export.predict import predict_files
 
-    results = predict_files(load_package(package), files, top_k, int8)
+    if not files and not text:
+        raise PackageError("nothing to predict: pass files (images, .npy, .txt) or --text \"some text\"")
+    loaded = load_package(package)
+    if loaded.manifest.task == "denoise":
+        from dlforge.export.generate import denoise_files
+
+        for path in denoise_files(loaded, files or [], out):
+            console.print(f"wrote {path}")
+        return
+    results = predict_files(loaded, files or [], top_k, int8, text)
     if as_json:
         rows = [{"file": r.source, "top": [{"label": lb, "probability": p} for lb, p in r.top]} for r in results]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
@@ -235,6 +254,26 @@ def predict(package: PackageArg,
         for rank, (label, p) in enumerate(r.top):
             table.add_row(r.source if rank == 0 else "", label, f"{p:.4f}")
     console.print(table)
+
+
+@app.command()
+def generate(package: PackageArg,
+             n: Annotated[int, typer.Option("--n", help="how many images (1…1024)")] = 64,
+             label: Annotated[int | None, typer.Option("--class", help="class index (conditional GANs); "
+                                                       "default: cycle through the classes")] = None,
+             seed: Annotated[int, typer.Option(help="image i uses seed + i: the same seed, the same images")] = 0,
+             out: Annotated[Path, typer.Option("--out", "-o", help="grid PNG to write")] = Path("samples.png"),
+             ) -> None:
+    """Sample images from a GAN package (ONNX Runtime) into a grid PNG.
+
+    Examples: `dlforge generate runs/digits_gan/package --n 64 --out grid.png`,
+    `dlforge generate PKG --n 16 --class 7 --seed 42`
+    """
+    from dlforge.export.generate import write_generated
+    from dlforge.export.package import load_package
+
+    path = write_generated(load_package(package), n, label, seed, out)
+    console.print(f"wrote {n} samples to {path}")
 
 
 @app.command()
@@ -306,6 +345,8 @@ def serve(
     path: PathArg,
     host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 exposes it to the network")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    grpc_port: Annotated[int | None, typer.Option(help="also serve the KServe V2 gRPC API on this port")] = None,
+    playground: Annotated[bool, typer.Option(help="serve the browser playground at GET /")] = True,
     workers: Annotated[int, typer.Option(help="server processes behind the one port")] = 1,
     max_batch_size: Annotated[int | None, typer.Option(help="override the manifest's serving.max_batch_size")] = None,
     max_queue_delay_ms: Annotated[float | None, typer.Option(help="override serving.max_queue_delay_ms")] = None,
@@ -343,7 +384,8 @@ def serve(
 ) -> None:
     """Serve a model package (or a repository of them) over the Open Inference Protocol (KServe V2).
 
-    Examples: `dlforge serve runs/digits_cnn/package`, `dlforge serve models/ --workers 2 --token-file /run/token`,
+    Examples: `dlforge serve runs/digits_cnn/package` (then open http://127.0.0.1:8000/),
+    `dlforge serve models/ --workers 2 --token-file /run/token --grpc-port 8001`,
     `dlforge serve models/ --backend ray --ray-address 10.0.0.5:6379 --replicas 4 --replica-cpus 2`
     """
     from pydantic import ValidationError
@@ -355,7 +397,8 @@ def serve(
     tokens = [*(token or []), *_read_tokens(token_file)]
     admin = _read_tokens(admin_token_file)[0] if admin_token_file else admin_token
     try:
-        settings = Settings(path=path, host=host, port=port, workers=workers, runtime=runtime,  # type: ignore[arg-type]
+        settings = Settings(path=path, host=host, port=port, grpc_port=grpc_port, playground=playground,
+                            workers=workers, runtime=runtime,  # type: ignore[arg-type]
                             tokens=tuple(tokens), admin_token=admin, max_body_bytes=int(max_body_mb * 2**20),
                             max_json_bytes=int(max_json_mb * 2**20),
                             max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms, max_queue=max_queue,

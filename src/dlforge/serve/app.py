@@ -32,9 +32,11 @@ from dlforge.serve.routes import routes
 from dlforge.serve.runtime import batch_latency, load_runtime
 from dlforge.serve.security import BodyLimit
 from dlforge.serve.settings import Settings
-from dlforge.serve.state import ServeState, error_response
-from dlforge.serve.validate import ModelSignature
+from dlforge.serve.state import ServeState, error_response, status_of
+from dlforge.serve.validate import ModelSignature, row_bytes
+from dlforge.tasks import get_codec
 
+__all__ = ["ServeState", "app_from_env", "create_app", "error_response", "status_of"]
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +47,8 @@ def create_app(settings: Settings) -> FastAPI:
     state.metrics = ServeMetrics(state.repository.batchers, multiprocess=settings.workers > 1)
     app = FastAPI(title="dlforge serve", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serve = state
-    for path, methods, endpoint in routes(admin=settings.admin_token is not None, docs=settings.docs):
+    for path, methods, endpoint in routes(admin=settings.admin_token is not None, docs=settings.docs,
+                                          playground=settings.playground):
         # Plain Starlette routes: the handlers take the raw Request, so FastAPI's per-call dependency solving
         # would only cost time (~0.1 ms a request).
         app.router.add_route(path, endpoint, methods=methods)
@@ -74,17 +77,27 @@ def app_from_env() -> FastAPI:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServeState = app.state.serve
     state.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dlforge-infer")
+    grpc_server = None
     try:
         await state.repository.load_all()
         state.metrics.refresh()  # with workers, scrapes answered by the others read what this one loaded
+        if state.settings.grpc_port is not None:
+            from dlforge.serve.grpc.server import start_grpc  # grpc is imported only when it is asked for
+
+            grpc_server = await start_grpc(state)
         # Objects alive now live as long as the server: keep them out of every future collection, so a
         # full GC pass in the middle of a request stays short (the standard trick for long-lived servers).
         gc.freeze()
         state.accepting = True
         yield
     finally:
-        # uvicorn has stopped accepting and waited for open requests; drain what is still queued.
+        # uvicorn has stopped accepting and waited for open requests; gRPC calls get the same grace, then
+        # the batchers drain what is still queued.
         state.accepting = False
+        if grpc_server is not None:
+            from dlforge.serve.grpc.server import stop_grpc
+
+            await stop_grpc(grpc_server, state.settings.request_timeout_s)
         await state.repository.close()
         state.executor.shutdown(wait=True)
         state.metrics.close()
@@ -96,22 +109,27 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
 
     s = state.settings
     package = await asyncio.to_thread(load_package, path)
+    codec = get_codec(package)
     runtime = await asyncio.to_thread(load_runtime, s.runtime, package, s.threads())
     serving = package.manifest.serving
     one_row = await asyncio.to_thread(batch_latency, runtime, 1)
     max_batch = batch_size(s, serving)
     # A full batch only needs timing when even one row is under the inline threshold.
     full = await asyncio.to_thread(batch_latency, runtime, max_batch) if one_row * 1000 < s.inline_max_ms else None
-    signature = ModelSignature.of(runtime.metadata, InputRules.from_preprocessing(
-        package.manifest.preprocessing, s.allow_nonfinite))
-    policy = resolve_policy(s, serving, one_row, full, signature.row_bytes())
+    signature = ModelSignature.of(codec, InputRules.from_preprocessing(package.manifest.preprocessing,
+                                                                       s.allow_nonfinite))
+    # One row's decoded size bounds the rows per request: the larger of what clients send and what the
+    # codec hands the graph (a text row becomes token ids).
+    per_row = max(signature.row_bytes(), row_bytes(runtime.metadata.inputs))
+    policy = resolve_policy(s, serving, one_row, full, per_row)
     batcher = Batcher(runtime.infer, max_batch_size=policy.max_batch_size,
                       max_queue_delay_ms=policy.max_queue_delay_ms, max_queue_size=policy.max_queue,
                       executor=state.executor, on_batch=state.metrics.on_batch(name, version),
-                      inline=policy.inline, batch_seconds=policy.batch_seconds)
+                      inline=policy.inline, batch_seconds=policy.batch_seconds, pad=codec.pad)
     log.info("loaded %s version %s: %.3f ms at batch 1; %s", name, version, one_row * 1000, policy.describe())
     await batcher.start()
-    return ModelInstance(name, version, package.manifest, runtime, batcher, signature.limited(policy.max_batch_rows))
+    return ModelInstance(name, version, package.manifest, runtime, batcher, codec,
+                         signature.limited(policy.max_batch_rows))
 
 
 async def _handle(request: Request, exc: Any) -> JSONResponse:

@@ -1,6 +1,6 @@
 """Image upload → the model's input tensor, following the package's `preprocessing` section.
 
-Decoding is the shared, bounded decoder of dlforge.data.images (the one training uses), so served
+Decoding is the shared, bounded decoder of dlforge.imagedecode (the one training uses), so served
 pixels match trained ones: 8-bit pixels scaled by 1/255 to the model's raw [0, 1] input; mean/std
 normalisation happens inside the exported model, not here.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dlforge.data.images import ImageError, decode_image
+from dlforge.imagedecode import ImageError, decode_image
 from dlforge.serve.protocol import ProtocolError
 
 

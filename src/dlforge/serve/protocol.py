@@ -63,6 +63,7 @@ __all__ = [
     "ServerReady",
     "check_outputs",
     "check_shape",
+    "check_unique",
     "datatype_of",
     "decode_input",
     "decode_tensor",
@@ -229,8 +230,8 @@ def parse_request_header(
             f"tensors as binary data (parameters.binary_data_size with the {HEADER_LENGTH} header)"
         )
     request = _validate_request(header, header_length)
-    _check_unique("input", [i.name for i in request.inputs])
-    _check_unique("output", [o.name for o in request.outputs or []])
+    check_unique("input", [i.name for i in request.inputs])
+    check_unique("output", [o.name for o in request.outputs or []])
     sizes = [_binary_size(f"input '{shorten(i.name)}'", i.parameters) for i in request.inputs]
     if header_length is None and any(s is not None for s in sizes):
         raise ProtocolError(
@@ -281,9 +282,12 @@ def wants_binary(parameters: Parameters | None, key: str, default: bool) -> bool
 
 
 def match_inputs(
-    declared: list[MetadataTensor], request: InferenceRequest, arrays: list[np.ndarray]
+    declared: list[MetadataTensor], request: InferenceRequest, arrays: list[np.ndarray],
+    optional: frozenset[str] = frozenset(),
 ) -> dict[str, np.ndarray]:
-    """Inputs by name, checked against a model's declared inputs (names, datatypes, shapes)."""
+    """Inputs by name, checked against a model's declared inputs (names, datatypes, shapes).
+
+    `optional` names inputs a request may leave out (e.g. a generator's `latent` when it sends `seed`)."""
     known = {t.name: t for t in declared}
     for inp in request.inputs:
         if inp.name not in known:
@@ -292,7 +296,7 @@ def match_inputs(
                 f"unknown input '{name}'{suggest(name, names)} (inputs: {', '.join(names)})"
             )
         _check_against(known[inp.name], inp)
-    missing = sorted(set(known) - {i.name for i in request.inputs})
+    missing = sorted(set(known) - optional - {i.name for i in request.inputs})
     if missing:
         raise ProtocolError(f"missing input(s): {', '.join(missing)}")
     return {inp.name: a for inp, a in zip(request.inputs, arrays, strict=True)}
@@ -340,7 +344,8 @@ def _describe(error: Any) -> str:
     return f"{path}: {error['msg']}" if path else error["msg"]
 
 
-def _check_unique(kind: str, names: list[str]) -> None:
+def check_unique(kind: str, names: list[str]) -> None:
+    """Refuse a tensor name that appears twice among the request's inputs (or outputs)."""
     repeated = [n for n, count in Counter(names).items() if count > 1]
     if repeated:
         raise ProtocolError(f"{kind} '{shorten(repeated[0])}' appears more than once")

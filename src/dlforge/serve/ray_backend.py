@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dlforge.errors import UserError
 from dlforge.serve.repository import discover
 from dlforge.serve.settings import Settings
 
@@ -27,7 +28,7 @@ FRONT_APP = "dlforge"
 CONNECT_TIMEOUT_S = 5.0
 
 
-class RayBackendError(ValueError):
+class RayBackendError(UserError):
     """A Ray setup the user can fix: missing extra, unreachable cluster, bad replica settings."""
 
 

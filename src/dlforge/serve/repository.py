@@ -22,6 +22,7 @@ from dlforge.serve.batcher import Batcher
 from dlforge.serve.protocol import RepositoryIndexItem, shorten
 from dlforge.serve.runtime import Runtime
 from dlforge.serve.validate import ModelSignature
+from dlforge.tasks import Codec
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -45,14 +46,15 @@ class ModelLoadFailed(UserError, RuntimeError):
 
 @dataclass
 class ModelInstance:
-    """One loaded version: its package facts, its engine and the batcher in front of it."""
+    """One loaded version: its package facts, its engine, the batcher in front of it and the task's codec."""
 
     name: str
     version: str
     manifest: Any  # dlforge.export.package.Manifest
     runtime: Runtime
     batcher: Batcher
-    signature: ModelSignature  # what requests are checked against before they reach the batcher
+    codec: Codec  # client tensors ↔ graph tensors (dlforge.tasks)
+    signature: ModelSignature  # the codec's inputs, value rules and row cap: checked before the codec runs
 
     async def close(self) -> None:
         await self.batcher.stop(drain=True)

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from dlforge import __version__
 from dlforge.export.inputs import check_values
-from dlforge.serve.batcher import DeadlineExceeded
+from dlforge.serve import playground as pg
 from dlforge.serve.images import preprocess_image, top_k
 from dlforge.serve.metrics import CONTENT_TYPE
 from dlforge.serve.openapi import docs_page, openapi_document
@@ -37,8 +37,8 @@ from dlforge.serve.protocol import (
 )
 from dlforge.serve.repository import ModelInstance
 from dlforge.serve.security import RequestTimeout, check_bearer
-from dlforge.serve.state import ServeState, error_response, status_of
-from dlforge.serve.validate import parse_infer
+from dlforge.serve.state import ServeState, error_response, status_of, submit
+from dlforge.serve.validate import parse_infer, to_graph
 
 Handler = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
@@ -49,8 +49,10 @@ MODEL = "/v2/models/{model}"
 VERSIONED = "/v2/models/{model}/versions/{version}"
 
 
-def routes(admin: bool, docs: bool = False) -> list[tuple[str, list[str], Handler]]:
-    """(path, methods, handler) for the server; the repository API only with an admin token."""
+def routes(admin: bool, docs: bool = False, playground: bool = True) -> list[tuple[str, list[str], Handler]]:
+    """(path, methods, handler) for the server; the repository API only with an admin token.
+
+    openapi.py describes each of these paths (a test checks the two agree)."""
     table: list[tuple[str, list[str], Handler]] = [(f"{MODEL}/infer", ["POST"], infer)]  # matched first: hot
     table += [
         ("/v2/health/live", ["GET"], live),
@@ -59,10 +61,14 @@ def routes(admin: bool, docs: bool = False) -> list[tuple[str, list[str], Handle
         ("/metrics", ["GET"], metrics),
         ("/openapi.json", ["GET"], openapi),
         (f"{VERSIONED}/infer", ["POST"], infer),
+        ("/v2/models", ["GET"], pg.list_models),
     ]
     for base in (MODEL, VERSIONED):
         table += [(base, ["GET"], model_metadata), (f"{base}/ready", ["GET"], model_ready),
-                  (f"{base}/classify", ["POST"], classify)]
+                  (f"{base}/classify", ["POST"], classify), (f"{base}/card", ["GET"], pg.card)]
+    if playground:
+        table += [("/", ["GET"], pg.page), ("/playground/{model}", ["GET"], pg.page),
+                  ("/playground/assets/{name}", ["GET"], pg.asset)]
     if admin:
         table += [("/v2/repository/index", ["POST"], repository_index),
                   ("/v2/repository/models/{model}/load", ["POST"], repository_load),
@@ -104,17 +110,15 @@ async def live(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     state = _state(request)
-    if not (state.accepting and state.repository.ready()):
+    if not state.ready():
         return JSONResponse({"error": "not ready"}, status_code=503, headers={"Retry-After": "1"})
     return JSONResponse({"ready": True})
 
 
 async def server_metadata(request: Request) -> Response:
     state = _state(request)
-    extensions = ["binary_tensor_data", "classification"]
-    if state.settings.admin_token is not None:
-        extensions.append("model_repository")
-    return JSONResponse({"name": state.settings.server_name, "version": __version__, "extensions": extensions})
+    return JSONResponse({"name": state.settings.server_name, "version": __version__,
+                         "extensions": state.extensions()})
 
 
 async def metrics(request: Request) -> Response:
@@ -131,9 +135,9 @@ async def docs_route(request: Request) -> Response:
 
 async def model_metadata(request: Request) -> Response:
     state, instance = _model(request)
-    meta = instance.runtime.metadata
+    codec = instance.codec  # what clients send and get: the task's view of the graph
     body = ModelMetadata(name=instance.name, versions=state.repository.versions(instance.name),
-                         platform=meta.platform, inputs=meta.inputs, outputs=meta.outputs)
+                         platform=instance.runtime.metadata.platform, inputs=codec.inputs, outputs=codec.outputs)
     return JSONResponse(body.model_dump(exclude_none=True))
 
 
@@ -176,7 +180,8 @@ async def _infer(state: ServeState, request: Request, started: float) -> Respons
         request_, inputs = parse_infer(body, header_length, instance.signature, limit)
     del body  # the decoded arrays are all that is needed from here on
     binary_default = wants_binary(request_.parameters, "binary_data_output", False)
-    outputs = await _submit(state, instance, inputs, started)
+    codec = instance.codec  # the task's codec: client tensors → graph tensors and back (e.g. text → token ids)
+    outputs = codec.encode(await submit(state, instance, to_graph(codec, instance.signature, inputs), started))
     encode = functools.partial(encode_response, instance.name, instance.version, request_.id, outputs,
                                request_.outputs, binary_default)
     payload, headers = await asyncio.to_thread(encode) if big else encode()
@@ -200,18 +205,6 @@ async def _in_time(state: ServeState, started: float, reading: Awaitable[T]) -> 
         raise RequestTimeout(f"the request body did not arrive within {allowed:g} s") from None
 
 
-async def _submit(state: ServeState, instance: ModelInstance, inputs: dict[str, np.ndarray],
-                  started: float) -> dict[str, np.ndarray]:
-    """Queue on the instance's batcher; past the request deadline (from `started`) the caller gets a 504."""
-    timeout = state.settings.request_timeout_s
-    deadline = started + timeout
-    try:
-        async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
-            return await instance.batcher.submit(inputs, deadline=deadline)
-    except TimeoutError:
-        raise DeadlineExceeded(f"the request did not finish within {timeout:g} s") from None
-
-
 async def classify(request: Request) -> Response:
     """Multipart image upload (field `file`) → top-k labels, via the package's preprocessing."""
     started = time.monotonic()
@@ -228,19 +221,35 @@ async def classify(request: Request) -> Response:
 async def _classify(state: ServeState, instance: ModelInstance, request: Request, started: float) -> Response:
     k = _int_param(request, "top_k", 5)
     form = await _in_time(state, started, request.form(max_files=1, max_fields=8))
+    texts = [v for key, v in form.multi_items() if key == "text" and isinstance(v, str)]
     upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
-    if upload is None:
-        raise ProtocolError("send the image as a multipart/form-data file field, e.g. curl -F file=@digit.png")
-    data = await upload.read()
-    preprocessing = getattr(instance.manifest, "preprocessing", None)
-    batch = await asyncio.to_thread(preprocess_image, data, preprocessing)  # decoding can take a while
+    batch = _classify_text(instance, texts) if texts else None
+    if batch is None:
+        if upload is None:
+            raise ProtocolError("send the image as a multipart/form-data file field, e.g. curl -F file=@digit.png"
+                                " (text models: a text field, e.g. curl -F text='guten morgen')")
+        data = await upload.read()
+        preprocessing = getattr(instance.manifest, "preprocessing", None)
+        batch = await asyncio.to_thread(preprocess_image, data, preprocessing)  # decoding can take a while
     _, instance = _model(request, auth=False)
     name = instance.runtime.metadata.inputs[0].name
     check_values(f"input '{name}'", batch, instance.signature.rules)
-    outputs = await _submit(state, instance, {name: batch}, started)
+    outputs = await submit(state, instance, {name: batch}, started)
     probabilities = outputs.get("probabilities", _softmax(next(iter(outputs.values()))))[0]
     predictions = top_k(probabilities, list(getattr(instance.manifest, "labels", []) or []), k)
     return JSONResponse({"model_name": instance.name, "model_version": instance.version, "predictions": predictions})
+
+
+def _classify_text(instance: ModelInstance, texts: list[str]) -> np.ndarray:
+    """One `text` form field → the model's token ids, tokenized by the package's codec."""
+    if len(texts) > 1:
+        raise ProtocolError(f"send one text field per request (got {len(texts)}); /infer takes a batch as a "
+                            "BYTES tensor")
+    tokenize = getattr(instance.codec, "tokenize", None)
+    if tokenize is None:
+        raise ProtocolError("this model takes no text; send an image file (curl -F file=@digit.png) or use /infer")
+    ids: np.ndarray = tokenize(texts)
+    return ids
 
 
 def _int_param(request: Request, key: str, default: int) -> int:

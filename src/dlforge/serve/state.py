@@ -1,15 +1,19 @@
-"""What the app factory and the routes share: the per-app state and the one error → status mapping.
+"""What one serving process shares between its front doors (HTTP routes, gRPC service, playground).
 
-A module below both app.py (factory, lifespan) and routes.py (handlers), so neither imports the other.
+The state, the one error → HTTP status mapping and the few calls both protocols make live here,
+below app.py and the route and service modules, so those import this and never each other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -19,7 +23,7 @@ from dlforge.export.inputs import InputError
 from dlforge.serve.batcher import BatcherStopped, DeadlineExceeded, QueueFull
 from dlforge.serve.metrics import ServeMetrics
 from dlforge.serve.protocol import JsonTooLarge, ProtocolError
-from dlforge.serve.repository import ModelLoadFailed, ModelNotFound, ModelNotReady, Repository
+from dlforge.serve.repository import ModelInstance, ModelLoadFailed, ModelNotFound, ModelNotReady, Repository
 from dlforge.serve.security import AuthError, BodyTooLarge, RequestTimeout
 from dlforge.serve.settings import Settings
 
@@ -36,7 +40,37 @@ class ServeState:
     metrics: ServeMetrics = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
     accepting: bool = False  # between startup and shutdown: what /v2/health/ready reports
+    grpc_port: int | None = None  # the port the gRPC service is bound to, once started
 
+    def ready(self) -> bool:
+        """Server readiness: started, not shutting down, something loaded and nothing failed."""
+        return self.accepting and self.repository.ready()
+
+    def extensions(self) -> list[str]:
+        """The V2 extensions this server advertises in its server metadata."""
+        names = ["binary_tensor_data", "classification"]
+        if self.settings.admin_token is not None:
+            names.append("model_repository")
+        return names
+
+
+async def submit(state: ServeState, instance: ModelInstance, inputs: dict[str, np.ndarray], started: float,
+                 timeout: float | None = None) -> dict[str, np.ndarray]:
+    """Queue on the instance's batcher; past the deadline → DeadlineExceeded (HTTP 504).
+
+    The deadline is the server's `--timeout-s` from `started`, or sooner when the client gave less
+    (`timeout`: the seconds a gRPC call has left)."""
+    deadline = started + state.settings.request_timeout_s
+    if timeout is not None:
+        deadline = min(deadline, time.monotonic() + timeout)
+    try:
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+            return await instance.batcher.submit(inputs, deadline=deadline)
+    except TimeoutError:
+        raise DeadlineExceeded(f"the request did not finish within {deadline - started:.3g} s") from None
+
+
+# --- errors -----------------------------------------------------------------------------------
 
 _STATUS: list[tuple[type[BaseException], int]] = [
     (JsonTooLarge, 413), (ProtocolError, 400), (InputError, 400), (RequestValidationError, 400), (ModelLoadFailed, 400),
