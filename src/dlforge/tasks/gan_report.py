@@ -28,7 +28,7 @@ def untrained_baseline(run_dir: Path) -> dict[str, float | None]:
     from dlforge.config import load_config
     from dlforge.data.splits import load_data
     from dlforge.rundir import RunInfo
-    from dlforge.tasks.gan import TASK, _gan
+    from dlforge.tasks.gan import TASK, _gan, judge
     from dlforge.tasks.gan_metrics import eval_latents, generate, sample_quality
 
     cfg, info = load_config(run_dir / "config.yaml"), RunInfo.load(run_dir)
@@ -39,7 +39,7 @@ def untrained_baseline(run_dir: Path) -> dict[str, float | None]:
     z, y = eval_latents(max(net.eval_samples, len(real)), net.generator.latent_dim, len(info.labels),
                         torch.device("cpu"))
     fake = generate(net.generator, z, y if conditional else None)
-    return sample_quality(net.judge, fake, y, real, real_y, conditional)
+    return sample_quality(judge(net), fake, y, real, real_y, conditional)
 
 
 def write_gan_report(run_dir: Path) -> None:
