@@ -25,6 +25,19 @@ from dlforge.serve.app import create_app
 from dlforge.serve.protocol import HEADER_LENGTH
 from dlforge.serve.settings import Settings
 
+# The playground's browser tests: Debian's chromium driven by Playwright (never a browser Playwright downloads).
+CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).is_file()), None)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+NO_CHROMIUM = "no chromium on this machine (CI installs it: apt-get install chromium)"
+
+
+def artifacts_dir() -> Path:
+    """Where browser tests leave screenshots: $DLFORGE_TEST_ARTIFACTS, else test-artifacts/ in the checkout."""
+    path = Path(os.environ.get("DLFORGE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -126,7 +126,8 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_document(admin=_state(request).settings.admin_token is not None))
+    s = _state(request).settings
+    return JSONResponse(openapi_document(admin=s.admin_token is not None, playground=s.playground, docs=s.docs))
 
 
 async def docs_route(request: Request) -> Response:

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from types import FrameType
 
 import uvicorn
 
+from dlforge.errors import UserError
 from dlforge.serve.http import GuardedHttpToolsProtocol
 from dlforge.serve.settings import ENV_VAR, Settings
 
@@ -32,8 +34,13 @@ LOG_CONFIG_LEVEL = "info"
 METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode
 
 
+class PortInUse(UserError):
+    """A port the server was told to listen on is taken (or not allowed)."""
+
+
 def run_server(settings: Settings) -> None:
     """Block serving until SIGINT/SIGTERM; returns after a graceful drain."""
+    check_ports(settings)
     os.environ[ENV_VAR] = settings.to_env()
     os.environ[PARENT_VAR] = str(os.getpid())
     # uvicorn drains on SIGTERM, then re-raises the signal; this handler turns that into exit status 0.
@@ -57,6 +64,30 @@ def run_server(settings: Settings) -> None:
             timeout_worker_healthcheck=settings.worker_start_timeout_s,
             h11_max_incomplete_event_size=settings.max_header_bytes,  # if uvicorn ever falls back to h11
         )
+
+
+def check_ports(settings: Settings) -> None:
+    """Say that a port is taken before any model loads: one error line, not a worker's traceback later.
+
+    The gRPC port is bound by each worker after its models load (inside the app's lifespan), so without
+    this a taken --grpc-port surfaced as a startup traceback. A port taken in the moment between this
+    check and the real bind still fails there (GrpcBindError, or uvicorn's own message)."""
+    if settings.grpc_port and settings.grpc_port == settings.port:
+        raise PortInUse(f"--grpc-port {settings.grpc_port}: the same as --port; give gRPC a port of its own")
+    for flag, port in (("--port", settings.port), ("--grpc-port", settings.grpc_port)):
+        if port:  # None: gRPC off; 0: the system picks a free port
+            _try_bind(flag, settings.host, port)
+
+
+def _try_bind(flag: str, host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(f"{flag} {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); choose another "
+                            "port or stop the process that holds it") from None
 
 
 def configure_process(settings: Settings) -> None:
