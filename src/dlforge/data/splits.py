@@ -14,6 +14,8 @@ from torch.utils.data import TensorDataset
 from dlforge.config import DataConfig
 from dlforge.data.datasets import DATASETS, DataError, RawData
 
+MIN_PER_CLASS = 3
+
 
 @dataclass
 class DataBundle:
@@ -33,17 +35,29 @@ class DataBundle:
         return len(self.labels)
 
 
-def split_indices(y: Tensor, val: float, test: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+def split_indices(y: Tensor, val: float, test: float, seed: int,
+                  labels: list[str] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Stratified so every split keeps the class balance; the same seed gives the same split."""
     idx = torch.arange(len(y)).numpy()
-    labels = y.numpy()
+    classes = y.numpy()
     try:
-        rest, test_idx = train_test_split(idx, test_size=test, stratify=labels, random_state=seed)
+        rest, test_idx = train_test_split(idx, test_size=test, stratify=classes, random_state=seed)
         train_idx, val_idx = train_test_split(
-            rest, test_size=val / (1 - test), stratify=labels[rest], random_state=seed)
+            rest, test_size=val / (1 - test), stratify=classes[rest], random_state=seed)
     except ValueError as exc:
-        raise DataError(f"data: cannot split {len(y)} samples into train/val/test by class: {exc}") from None
+        raise DataError(f"data: cannot split {len(y)} samples into train/val/test by class: "
+                        f"{_too_small(y, labels) or exc}") from None
     return tuple(torch.from_numpy(i).sort().values for i in (train_idx, val_idx, test_idx))  # type: ignore[return-value]
+
+
+def _too_small(y: Tensor, labels: list[str] | None) -> str:
+    """The classes (by name, e.g. an image folder) with too few samples for three splits, or ''."""
+    counts = torch.bincount(y, minlength=len(labels) if labels else 0).tolist()
+    small = [f"'{labels[c] if labels else c}' has {n}" for c, n in enumerate(counts) if n < MIN_PER_CLASS]
+    if not small:
+        return ""
+    return (f"class {', '.join(small)} sample(s); each class needs at least {MIN_PER_CLASS} "
+            "(one for each of train, val and test) — add samples or drop the class")
 
 
 def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
@@ -54,7 +68,7 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
 
 
 def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBundle:
-    train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed)
+    train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed, raw.labels)
     if raw.texts is not None:  # the tokenizer learns from the train split only
         from dlforge.data.text import tokenize_splits
 

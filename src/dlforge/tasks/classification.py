@@ -8,7 +8,6 @@ recall, F1 with a confusion matrix, an ONNX graph returning logits and softmax p
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,7 +125,6 @@ class ClassificationTask:
             "preprocessing": _with_vocab_size(info.preprocessing, net),
             "onnx": {"opset": cfg.export.opset, "parity_max_abs_diff": diff, "tolerance": tolerance,
                      "parity_samples": len(x_val)},
-            "task_info": {"run_info": asdict(info)},  # the recipe's data facts: the torch runtime rebuilds from them
         }
         if quantize:
             from dlforge.export.quantize import quantize_package

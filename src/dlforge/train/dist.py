@@ -91,6 +91,11 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def env_rank() -> int:
+    """This process's global rank from torchrun's environment (0 without torchrun); usable before `setup`."""
+    return int(os.environ.get("RANK", 0))
+
+
 def restart_count() -> int:
     """How often torchrun has restarted this worker group (0 on the first attempt or without torchrun)."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
@@ -104,7 +109,7 @@ def under_launcher() -> bool:
 def reports_to_user() -> bool:
     """Whether this process prints results: a lone process, or rank 0 under a plain torchrun
     (under `--nproc` the launching command prints them once)."""
-    return int(os.environ.get("RANK", 0)) == 0 and LAUNCHED_ENV not in os.environ
+    return env_rank() == 0 and LAUNCHED_ENV not in os.environ
 
 
 def record_errors(fn: F) -> F:

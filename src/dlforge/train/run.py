@@ -14,7 +14,7 @@ from dlforge.config import ExperimentConfig, dump_config
 from dlforge.data.datasets import DataError
 from dlforge.data.loaders import eval_loader
 from dlforge.data.splits import DataBundle
-from dlforge.rundir import CONFIG, WEIGHTS, RunInfo
+from dlforge.rundir import CONFIG, WEIGHTS, RunInfo, prepare_run_dir
 from dlforge.tasks import get_task
 from dlforge.train import dist
 from dlforge.train.checkpoint import save_weights
@@ -42,16 +42,19 @@ def apply_test_hooks(ctx: dist.DistContext) -> None:
 
 
 @dist.record_errors
-def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train, then evaluate on the test split (sharded across workers); main worker writes files.
 
-    After torchrun restarts the worker group (`--max-restarts`), training resumes from the last
-    checkpoint by itself.
+    A non-empty `run_dir` needs `resume` or `overwrite` (see `prepare_run_dir`). After torchrun
+    restarts the worker group (`--max-restarts`), training resumes from the last checkpoint by itself.
     """
+    if dist.restart_count() > 0:
+        resume, overwrite = True, False
+    # Every rank checks before joining the group, so no rank can see files another has already written.
+    prepare_run_dir(run_dir, cfg, resume, overwrite, clear=dist.env_rank() == 0)
     ctx = dist.setup(cfg.train.device)
     task = get_task(cfg.task)
     try:
-        resume = resume or dist.restart_count() > 0
         bundle = task.load_data(cfg, run_dir if resume else None)
         net = task.create_model(cfg, bundle)
         info = RunInfo.from_bundle(bundle, cfg.data.dataset)
