@@ -39,3 +39,18 @@ def model_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = tiny_config(train={"epochs": 1})
     train_run(cfg, run_dir)
     return export_run(run_dir)
+
+
+@pytest.fixture(scope="session")
+def gru_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real exported package of a tiny GRU over token ids (vocabulary 20, sequences of any length)."""
+    from dlforge.export.package import export_run
+    from dlforge.train.run import train_run
+
+    run_dir = tmp_path_factory.mktemp("gru") / "run"
+    cfg = tiny_config(name="gru", train={"epochs": 1},
+                      data={"dataset": "synthetic", "params": {"shape": [6], "kind": "tokens", "vocab_size": 20,
+                                                               "n_samples": 64}},
+                      model={"arch": "rnn_tiny", "params": {"cell": "gru", "vocab_size": 20}})
+    train_run(cfg, run_dir)
+    return export_run(run_dir)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import uvicorn
 from fastapi import FastAPI
@@ -19,6 +24,19 @@ from fastapi import FastAPI
 from dlforge.serve.app import create_app
 from dlforge.serve.protocol import HEADER_LENGTH
 from dlforge.serve.settings import Settings
+
+# The playground's browser tests: Debian's chromium driven by Playwright (never a browser Playwright downloads).
+CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).is_file()), None)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+NO_CHROMIUM = "no chromium on this machine (CI installs it: apt-get install chromium)"
+
+
+def artifacts_dir() -> Path:
+    """Where browser tests leave screenshots: $DLFORGE_TEST_ARTIFACTS, else test-artifacts/ in the checkout."""
+    path = Path(os.environ.get("DLFORGE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def free_port() -> int:
@@ -69,3 +87,43 @@ def binary_body(x: np.ndarray, outputs: list[dict[str, Any]] | None = None) -> t
         header["outputs"] = outputs
     raw = json.dumps(header).encode()
     return raw + blob, {HEADER_LENGTH: str(len(raw)), "Content-Type": "application/octet-stream"}
+
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@contextlib.contextmanager
+def serve_process(path: Path, *flags: str, log: Path, env: dict[str, str] | None = None,
+                  ready_s: float = 120) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`python -m dlforge serve PATH FLAGS` as a real process on a free port; yields (URL, process).
+
+    Always stops it (SIGTERM, then SIGKILL of its process group) so no server outlives the test."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "dlforge", "serve", str(path), "--port", str(port), *flags]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": SRC, **(env or {})}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_s
+        while not _ready(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not become ready (rc {proc.poll()}): {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # anything it left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _ready(url: str) -> bool:
+    try:
+        # uvicorn listens only once the lifespan start-up (model loading) is over: live means loaded
+        return httpx.get(f"{url}/v2/health/live", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -66,3 +66,29 @@ def test_only_dist_py_touches_torch_distributed() -> None:
         uses = [m for m in imports_of(path) if m.startswith("torch.distributed")]
         if path.relative_to(PACKAGE).as_posix() != "train/dist.py":
             assert not uses, f"{path.relative_to(PACKAGE)} imports {uses}"
+
+
+def _import_cycles(folder: str) -> list[list[str]]:
+    """Cycles among the modules of one folder (top-level and function-level imports alike)."""
+    graph: dict[str, set[str]] = {}
+    for path in modules_under(folder):
+        name = "dlforge." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = {m for m in imports_of(path) if m.startswith(f"dlforge.{folder}.")}
+    cycles = []
+
+    def walk(node: str, trail: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in trail:
+                cycles.append([*trail[trail.index(nxt):], nxt])
+            elif nxt in graph and len(trail) < len(graph):
+                walk(nxt, [*trail, nxt])
+
+    for start in graph:
+        walk(start, [start])
+    return cycles
+
+
+@pytest.mark.parametrize("folder", ["serve"])
+def test_no_import_circles_inside_a_folder(folder: str) -> None:
+    """STYLE.md 19: when two modules need each other, the shared piece becomes a third, lower module."""
+    assert not _import_cycles(folder)

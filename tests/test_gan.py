@@ -135,7 +135,7 @@ def test_gan_exports_generates_and_serves(gan_run: Path, tmp_path: Path) -> None
     with pytest.raises(PackageError, match="--runtime torch serves classification packages"):
         load_runtime("torch", package, 1)
 
-    with running(Settings(path=package.root)) as (url, _):
+    with running(Settings(path=package.root, grpc_port=0)) as (url, app_):
         infer = f"{url}/v2/models/{manifest.name}/infer"
         meta = httpx.get(f"{url}/v2/models/{manifest.name}").json()
         assert [t["name"] for t in meta["inputs"]] == ["latent", "seed", "class"]
@@ -155,6 +155,32 @@ def test_gan_exports_generates_and_serves(gan_run: Path, tmp_path: Path) -> None
         ]:
             response = httpx.post(infer, json=body)
             assert response.status_code == 400 and message in response.json()["error"], response.text
+        nan = httpx.post(infer, content=b'{"inputs": [{"name": "latent", "datatype": "FP32", "shape": [1, 8], '
+                         b'"data": [NaN' + b', 0' * 7 + b']}, {"name": "class", "datatype": "INT64", "shape": [1], '
+                         b'"data": [1]}]}')
+        assert nan.status_code == 400 and "NaN" in nan.json()["error"], nan.text
+        _check_grpc_seeds(app_.state.serve.grpc_port, manifest.name, manifest.outputs[0].name, served)
+
+
+def _check_grpc_seeds(port: int, model: str, output: str, served: np.ndarray) -> None:
+    """gRPC honours the codec's optional inputs as HTTP does: `seed` without `latent` (issue 16)."""
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+
+    def tensor(name: str, values: list[int]) -> tc.InferInput:
+        t = tc.InferInput(name, [len(values)], "INT64")
+        t.set_data_from_numpy(np.array(values, np.int64))
+        return t
+
+    client = tc.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        result = client.infer(model, [tensor("seed", [3, 4]), tensor("class", [0, 1])])
+        np.testing.assert_allclose(result.as_numpy(output), served, atol=1e-6)
+        with pytest.raises(InferenceServerException) as err:
+            client.infer(model, [tensor("class", [1])])
+        assert str(err.value.status()) == "StatusCode.INVALID_ARGUMENT" and "exactly one of" in str(err.value.message())
+    finally:
+        client.close()
 
 
 def test_the_judge_is_needed_to_train_but_not_to_export(gan_run: Path, tmp_path: Path) -> None:

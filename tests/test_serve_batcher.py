@@ -430,3 +430,46 @@ def test_batcher_imports_no_torch_and_no_web_framework() -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+def test_admission_refuses_at_once_when_the_work_ahead_cannot_meet_the_deadline() -> None:
+    async def scenario() -> None:
+        model = Model(gated=True)
+        async with started(model, max_batch_size=4, max_queue_delay_ms=0, batch_seconds=1.0) as b:
+            busy = asyncio.create_task(b.submit(row(1.0)))  # computing: one batch (1 s) ahead of the next
+            await model.wait_started()
+            with pytest.raises(QueueFull, match="overloaded"):
+                await b.submit(row(2.0), deadline=time.monotonic() + 1.5)  # needs ~2 s: refused, not queued
+            assert b.queue_depth == 0 and b.rejected == 1
+            waiting = asyncio.create_task(b.submit(row(3.0), deadline=time.monotonic() + 60))  # fits: queued
+            await settle()
+            assert b.queue_depth == 1
+            model.gate.set()
+            assert (await waiting)["y"][0, 0] == 6.0 and (await busy)["y"][0, 0] == 2.0
+        assert len(model.calls) == 2
+
+    run(scenario())
+
+
+def test_a_request_bigger_than_a_batch_runs_in_slices_and_stops_when_nobody_waits() -> None:
+    async def scenario() -> None:
+        model = Model()
+        with ThreadPoolExecutor(1) as pool:
+            async with started(model, max_batch_size=4, max_queue_delay_ms=0, executor=pool) as b:
+                x = {"x": np.arange(20, dtype=np.float32).reshape(10, 2)}
+                out = await b.submit(x)
+                assert [len(c["x"]) for c in model.calls] == [4, 4, 2]
+                np.testing.assert_array_equal(out["y"], x["x"] * 2)
+                slow = Model(gated=True)
+                b.run_batch = slow
+                big = asyncio.create_task(b.submit({"x": np.zeros((40, 2), np.float32)}))
+                await slow.wait_started()
+                big.cancel()  # the caller leaves while the first slice computes
+                await settle()
+                slow.gate.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await big
+                await asyncio.to_thread(pool.submit(lambda: None).result)  # the executor is free again
+                assert len(slow.calls) == 1  # the other 9 slices never ran
+
+    run(scenario())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -133,7 +134,7 @@ def test_bad_requests_get_the_listed_status_codes(server: Server) -> None:
         "datatype must be FP32": [triton_input(x.astype(np.float64), datatype="FP64")],
         "does not match [-1, 1, 8, 8]": [triton_input(np.zeros((1, 1, 8, 7), np.float32))],
         "unknown input 'image'": [triton_input(x, name="image")],
-        "needs at least one row": [triton_input(np.zeros((0, 1, 8, 8), np.float32))],
+        "empty batch dimension; send at least one row": [triton_input(np.zeros((0, 1, 8, 8), np.float32))],
     }
     for message, inputs in invalid.items():
         code, text = status_of(lambda inputs=inputs: c.infer("tiny", inputs, headers=AUTH))
@@ -232,6 +233,23 @@ def test_dlforge_serve_grpc_port_answers_and_stops_on_sigterm(model_package: Pat
             proc.kill()
             proc.wait()
     assert f"gRPC (KServe V2) on 127.0.0.1, port {grpc_port}" in (proc.stdout.read().decode() if proc.stdout else "")
+
+
+def test_a_grpc_port_in_use_is_one_error_line(model_package: Path) -> None:
+    """A taken --grpc-port (or --port) is said before any model loads: `error:`, exit 2, no traceback."""
+    from typer.testing import CliRunner
+
+    from dlforge.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for flags in (["--grpc-port", str(port)], ["--port", str(port)], ["--port", "8123", "--grpc-port", "8123"]):
+            result = CliRunner().invoke(app, ["serve", str(model_package), *flags])
+            lines = [line for line in result.output.splitlines() if line.strip()]
+            assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: --"), result.output
+            assert "Traceback" not in result.output and ("in use" in lines[0] or "same as --port" in lines[0])
 
 
 def _ready(client: tc.InferenceServerClient) -> bool:

@@ -11,22 +11,25 @@ import grpc
 import numpy as np
 import pytest
 from fastapi.exceptions import RequestValidationError
+from starlette.requests import ClientDisconnect
 
-from dlforge.serve.app import _STATUS
 from dlforge.serve.batcher import QueueFull
 from dlforge.serve.grpc.codec import CONTENTS, decode_request, encode_response
 from dlforge.serve.grpc.proto import grpc_predict_v2_pb2 as pb
 from dlforge.serve.grpc.service import SERVICE, InferenceService, rpc_table
 from dlforge.serve.grpc.status import code_of, kinds
-from dlforge.serve.protocol import ProtocolError, RequestOutput
+from dlforge.serve.protocol import JsonTooLarge, ProtocolError, RequestOutput
 from dlforge.serve.repository import ModelNotFound
-from dlforge.serve.security import AuthError, BodyTooLarge
+from dlforge.serve.security import AuthError, BodyTooLarge, RequestTimeout
+from dlforge.serve.state import _STATUS
 from dlforge.serve.tensors import encode_binary
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PROTO = SRC / "dlforge/serve/grpc/proto/grpc_predict_v2.proto"
 
-HTTP_ONLY = {RequestValidationError, BodyTooLarge}  # raised by the HTTP layer alone (gRPC limits its own size)
+# Raised by the HTTP layer alone: gRPC limits its own message size and reads messages whole (no JSON part,
+# no slow body, no half-read body from a client that left).
+HTTP_ONLY = {RequestValidationError, BodyTooLarge, JsonTooLarge, RequestTimeout, ClientDisconnect}
 SAMPLES = {
     "BOOL": np.array([[True, False, True]]),
     "INT8": np.array([[-128, 0, 127]], np.int8),

@@ -11,9 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,14 +24,11 @@ from dlforge.export.package import ModelPackage, load_package
 from dlforge.serve.images import preprocess_image
 from dlforge.serve.runtime import Runtime, load_runtime
 from dlforge.serve.settings import Settings
-from tests.serve_helpers import running
+from tests.serve_helpers import CHROMIUM, CHROMIUM_FLAGS, NO_CHROMIUM, artifacts_dir, running
 
 pytestmark = pytest.mark.serve
 AUTH = {"Authorization": "Bearer secret"}
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).is_file()), None)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +102,7 @@ def _gray(image: np.ndarray, scale: int = 1) -> Image.Image:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (CI installs it: apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_page_classifies_an_uploaded_and_a_drawn_digit_in_chromium(model_package: Path, server: str,
                                                                        tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
@@ -142,9 +137,7 @@ def test_the_page_classifies_an_uploaded_and_a_drawn_digit_in_chromium(model_pac
             page.click("#classify-drawing")
             expect(page.locator("#topk li").first.locator(".label")).to_have_text(drawn)
             assert page.locator("#status").inner_text() == ""
-            artifacts = Path(os.environ.get("DLFORGE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-            artifacts.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(artifacts / "playground.png"), full_page=True)
+            page.screenshot(path=str(artifacts_dir() / "playground.png"), full_page=True)
         finally:
             browser.close()
 

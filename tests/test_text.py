@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -28,7 +29,7 @@ from dlforge.serve.settings import Settings
 from dlforge.serve.tensors import encode_binary
 from dlforge.text import tokenizer_from_bytes
 from dlforge.train.run import train_run
-from tests.serve_helpers import running
+from tests.serve_helpers import CHROMIUM, CHROMIUM_FLAGS, NO_CHROMIUM, artifacts_dir, running
 
 runner = CliRunner()
 TOKENIZER = {"kind": "char", "max_length": 40}
@@ -218,11 +219,13 @@ def test_bad_text_gets_a_clear_400(text_package: Path) -> None:
     def text_input(data: list, datatype: str = "BYTES") -> dict:
         return {"inputs": [{"name": "text", "shape": [len(data)], "datatype": datatype, "data": data}]}
 
-    with running(Settings(path=text_package)) as (url, _):
+    with running(Settings(path=text_package, grpc_port=0, max_batch_rows=3)) as (url, app):
         cases = [
             (text_input(["ok", ""]), "element 1|text 1 has no tokens"),
             (text_input(["x" * 41]), "has 41 tokens; this model takes at most 40"),
             (text_input([1, 2], "INT64"), "datatype must be BYTES"),
+            (text_input([]), "empty batch dimension"),  # the limits of issue 17 hold for text too
+            (text_input(["a", "b", "c", "d"]), "4 rows is over this model's limit of 3"),
         ]
         for body, message in cases:
             reply = _served(url, body)
@@ -233,3 +236,63 @@ def test_bad_text_gets_a_clear_400(text_package: Path) -> None:
         reply = httpx.post(f"{url}/v2/models/langid_tiny/classify", data={"text": ""}, timeout=30)  # spaces are chars
         assert reply.status_code == 400 and "has no tokens" in reply.json()["error"]
         assert httpx.get(f"{url}/v2/health/ready").status_code == 200  # still serving
+        _check_grpc_text(app.state.serve.grpc_port, text_package)
+
+
+def _check_grpc_text(port: int, package: Path) -> None:
+    """The gRPC path: same codec (text → label), same 400s as INVALID_ARGUMENT."""
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+
+    client = tc.InferenceServerClient(f"127.0.0.1:{port}")
+
+    def infer(texts: list[str]) -> Any:
+        tensor = tc.InferInput("text", [len(texts)], "BYTES")
+        tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
+        return client.infer("langid_tiny", [tensor])
+
+    try:
+        labels = infer(PHRASES[:2]).as_numpy("label")
+        assert [b.decode() for b in labels] == [p.top[0][0] for p in predict_files(
+            load_package(package), [], 1, texts=PHRASES[:2])]
+        for texts, message in (([""], "has no tokens"), (["x" * 41], "has 41 tokens"),
+                               (["a", "b", "c", "d"], "4 rows is over")):
+            with pytest.raises(InferenceServerException) as err:
+                infer(texts)
+            assert str(err.value.status()) == "StatusCode.INVALID_ARGUMENT" and message in str(err.value.message())
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.serve
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_the_playground_classifies_typed_text_in_chromium(text_package: Path) -> None:
+    """The page in a real browser for a text model: the text box shows, typed text gets the engine's label."""
+    from playwright.sync_api import expect, sync_playwright
+
+    package = load_package(text_package)
+    # One text at a time, as the page sends it (no padding from a longer neighbour in the batch).
+    expected = [predict_files(package, [], 1, texts=[phrase])[0].top[0][0] for phrase in PHRASES]
+    with running(Settings(path=text_package)) as (url, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(30_000)
+            expect.set_options(timeout=30_000)  # a loaded 2-core CI machine, not a hang
+            page.goto(f"{url}/playground/langid_tiny")
+            expect(page.locator("#card")).to_contain_text("langid_tiny")
+            expect(page.locator("#text-input")).to_be_visible()
+            expect(page.locator("#image-input")).to_be_hidden()
+            for phrase, label in zip(PHRASES, expected, strict=True):
+                page.evaluate("() => document.getElementById('topk').replaceChildren()")
+                page.fill("#text", phrase)
+                page.click("#classify-text")
+                expect(page.locator("#topk li")).to_have_count(4)  # every label of the 4-language model
+                expect(page.locator("#topk li").first.locator(".label")).to_have_text(label)
+            page.fill("#text", "")
+            page.click("#classify-text")
+            expect(page.locator("#status")).to_contain_text("has no tokens")  # the server's 400, shown as is
+            page.screenshot(path=str(artifacts_dir() / "playground-text.png"), full_page=True)
+        finally:
+            browser.close()

@@ -402,15 +402,28 @@ def serve(
     workers: Annotated[int, typer.Option(help="server processes behind the one port")] = 1,
     max_batch_size: Annotated[int | None, typer.Option(help="override the manifest's serving.max_batch_size")] = None,
     max_queue_delay_ms: Annotated[float | None, typer.Option(help="override serving.max_queue_delay_ms")] = None,
+    max_queue: Annotated[int | None, typer.Option(
+        help="requests waiting per model before 503 (default: what the model clears in --timeout-s)")] = None,
+    max_batch_rows: Annotated[int | None, typer.Option(
+        help="rows one request may carry (default: serving.max_batch_rows, else ~64 MiB of decoded input)")] = None,
     runtime: Annotated[str, typer.Option(help="onnx (ONNX Runtime) or torch")] = "onnx",
     token: Annotated[list[str] | None, typer.Option(help="bearer token required for inference (repeatable)")] = None,
     token_file: Annotated[Path | None, typer.Option(help="file with one bearer token per line")] = None,
-    admin_token: Annotated[str | None, typer.Option(help="enables the repository API (load/unload)")] = None,
+    admin_token: Annotated[str | None, typer.Option(
+        envvar="DLFORGE_ADMIN_TOKEN", help="enables the repository API (load/unload); prefer the env var or a file: "
+        "the command line is visible in ps")] = None,
+    admin_token_file: Annotated[Path | None, typer.Option(help="file holding the admin token")] = None,
     max_body_mb: Annotated[float, typer.Option(help="request body limit in MiB (413 above it)")] = 64,
+    max_json_mb: Annotated[float, typer.Option(help="limit for the JSON part of a body in MiB (binary beyond)")] = 16,
     timeout_s: Annotated[float, typer.Option(help="request deadline in seconds (504 after it)")] = 30,
     threads: Annotated[int | None, typer.Option(help="inference threads per worker (default: cores / workers)")] = None,
     inline_max_ms: Annotated[float, typer.Option(
         help="run batches on the event loop if the model's full-batch latency is below this; 0: never")] = 2.0,
+    allow_nonfinite: Annotated[bool, typer.Option(help="accept NaN/Inf inputs (refused with 400 by default)")] = False,
+    docs: Annotated[bool, typer.Option(help="serve the /docs page (/openapi.json is always served)")] = False,
+    limit_concurrency: Annotated[int, typer.Option(help="open connections + requests before 503")] = 1024,
+    max_header_kb: Annotated[int, typer.Option(help="request line + headers limit in KiB (431 above)")] = 64,
+    header_timeout_s: Annotated[float, typer.Option(help="time a request's headers may take to arrive")] = 10.0,
     backend: Annotated[str, typer.Option(help="uvicorn (this machine) or ray (Ray Serve: replicas, autoscaling)")]
     = "uvicorn",
     ray_address: Annotated[str | None, typer.Option(help="ray: HOST:PORT of an existing cluster's head")] = None,
@@ -434,12 +447,17 @@ def serve(
     from dlforge.serve.settings import Settings
 
     tokens = [*(token or []), *_read_tokens(token_file)]
+    admin = _read_tokens(admin_token_file)[0] if admin_token_file else admin_token
     try:
         settings = Settings(path=path, host=host, port=port, grpc_port=grpc_port, playground=playground,
                             workers=workers, runtime=runtime,  # type: ignore[arg-type]
-                            tokens=tuple(tokens), admin_token=admin_token, max_body_bytes=int(max_body_mb * 2**20),
-                            max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
-                            request_timeout_s=timeout_s, intra_op_threads=threads, inline_max_ms=inline_max_ms)
+                            tokens=tuple(tokens), admin_token=admin, max_body_bytes=int(max_body_mb * 2**20),
+                            max_json_bytes=int(max_json_mb * 2**20),
+                            max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms, max_queue=max_queue,
+                            max_batch_rows=max_batch_rows, request_timeout_s=timeout_s, intra_op_threads=threads,
+                            inline_max_ms=inline_max_ms, allow_nonfinite=allow_nonfinite, docs=docs,
+                            limit_concurrency=limit_concurrency, max_header_bytes=max_header_kb << 10,
+                            header_timeout_s=header_timeout_s)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
@@ -484,9 +502,13 @@ def _serve_ray(settings: Any, values: dict[str, Any]) -> None:
 def _read_tokens(path: Path | None) -> list[str]:
     if path is None:
         return []
-    if not path.is_file():
-        raise UserError(f"--token-file {path}: no such file")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        tokens = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the token file ({exc})") from None
+    if not tokens:
+        raise UserError(f"{path}: the token file is empty")
+    return tokens
 
 
 def main() -> None:

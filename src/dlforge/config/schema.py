@@ -130,12 +130,21 @@ class EvalConfig(Strict):
     plots: bool = True
 
 
+class ServingConfig(Strict):
+    """Batching defaults written into the package manifest; `dlforge serve` flags override them."""
+
+    max_batch_size: int | None = Field(None, ge=1, description="rows per batch (default 32)")
+    max_queue_delay_ms: float | None = Field(None, ge=0, description="wait for a fuller batch (default: measured)")
+    max_batch_rows: int | None = Field(None, ge=1, description="rows one request may carry (default ~64 MiB)")
+
+
 class ExportConfig(Strict):
     enabled: bool = True
     opset: int = Field(18, ge=13)
     tolerance: float = Field(1e-4, gt=0, description="max |onnx - torch| in the parity check")
     quantize: Literal["none", "int8"] = "none"
     version: str = "1"
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
 
 class ExperimentConfig(Strict):

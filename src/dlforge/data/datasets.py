@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from dlforge.errors import UserError
+from dlforge.imagedecode import SUFFIXES, ImageError, decode_image
 from dlforge.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def load_digits_data(p: DigitsParams, seed: int) -> RawData:
 
 
 # --- image_folder: root/<class>/<image> ------------------------------------------------------
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = SUFFIXES
 
 
 class ImageFolderParams(Params):
@@ -92,13 +93,8 @@ class ImageFolderParams(Params):
 
 
 def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Decode, convert and resize one image to float32 (C, H, W) in [0, 1] (shared with predict)."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        resized = img.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        arr = np.asarray(resized, dtype=np.float32) / 255.0
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+    """Decode, convert and resize one image to float32 (C, H, W) in [0, 1] (the decoder serving uses too)."""
+    return decode_image(path, size, channels)
 
 
 def load_image_folder(p: ImageFolderParams, seed: int) -> RawData:
@@ -116,8 +112,8 @@ def load_image_folder(p: ImageFolderParams, seed: int) -> RawData:
             try:
                 images.append(read_image(file, p.image_size, p.channels))
                 targets.append(index)
-            except Exception as exc:  # PIL raises many types for corrupt files
-                skipped.append(f"{file}: {type(exc).__name__}: {exc}")
+            except ImageError as exc:
+                skipped.append(str(exc))  # names the file
     for line in skipped:
         log.warning("skipped unreadable image %s", line)
     if not images:

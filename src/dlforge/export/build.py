@@ -47,5 +47,6 @@ def build_package(run_dir: Path, root: Path, quantize: str | None, tolerance: fl
     return {
         "name": cfg.name, "version": cfg.export.version, "task": cfg.task,
         "dlforge_version": dlforge.__version__, "torch_version": torch.__version__,
-        "metrics": _test_metrics(run_dir, task.metrics), "quantized": None, **fields,
+        "metrics": _test_metrics(run_dir, task.metrics), "quantized": None,
+        "serving": cfg.export.serving.model_dump(), **fields,
     }

@@ -74,6 +74,7 @@ class ServingInfo(Strict):
 
     max_batch_size: int | None = Field(None, ge=1)
     max_queue_delay_ms: float | None = Field(None, ge=0)
+    max_batch_rows: int | None = Field(None, ge=1)
 
 
 class Manifest(Strict):
@@ -133,6 +134,8 @@ def file_entry(path: Path) -> FileEntry:
 
 def _read_manifest(root: Path) -> Manifest:
     path = root / MANIFEST
+    if path.is_symlink():
+        raise PackageError(f"{path}: is a symbolic link; package files must be regular files in the package")
     if not path.is_file():
         raise PackageError(f"{root}: no {MANIFEST} — not a model package (export one: dlforge export RUN_DIR)")
     try:
@@ -157,6 +160,8 @@ def _verify_files(root: Path, manifest: Manifest) -> None:
         if Path(name).name != name or name in (".", "..", MANIFEST):
             raise PackageError(f"{root / MANIFEST}: files: {name!r} must be a plain file name in the package")
         path = root / name
+        if path.is_symlink():  # a link could make a verified-looking package read any file on the machine
+            raise PackageError(f"{path}: is a symbolic link; package files must be regular files in the package")
         if not path.is_file():
             raise PackageError(f"{path}: missing (listed in {MANIFEST}); the package is incomplete")
         actual = file_entry(path)

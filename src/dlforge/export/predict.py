@@ -11,6 +11,7 @@ import numpy as np
 
 from dlforge.data.datasets import IMAGE_SUFFIXES, read_image
 from dlforge.export.errors import InputFileError, PackageError
+from dlforge.export.inputs import InputRules, check_values
 from dlforge.export.onnx import run_onnx, session
 from dlforge.export.package import ModelPackage
 
@@ -30,14 +31,18 @@ def load_npy(path: Path, package: ModelPackage) -> np.ndarray:
     spec = package.manifest.inputs[0]
     try:
         arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputFileError(f"{path}: not a readable .npy array ({exc})") from None
+    except (ValueError, OSError, EOFError) as exc:  # pickled object arrays land here too
+        raise InputFileError(f"{path}: not a readable .npy array of numbers ({exc})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+        raise InputFileError(f"{path}: holds {getattr(arr, 'dtype', type(arr).__name__)}, not numbers")
     if arr.ndim == _sample_rank(package):
         arr = arr[None]
     if arr.ndim != len(spec.shape) or any(d not in (-1, a) for d, a in zip(spec.shape[1:], arr.shape[1:], strict=True)):
         raise InputFileError(f"{path}: shape {list(arr.shape)} does not fit the model input {spec.shape} "
                              "(one sample without the batch axis, or a batch)")
-    return arr.astype(np.int64 if spec.datatype == "INT64" else np.float32)
+    arr = arr.astype(np.int64 if spec.datatype == "INT64" else np.float32)
+    check_values(str(path), arr, InputRules.from_preprocessing(package.manifest.preprocessing))
+    return arr
 
 
 def load_image(path: Path, package: ModelPackage) -> np.ndarray:

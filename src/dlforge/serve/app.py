@@ -1,8 +1,8 @@
 """The app factory: settings → FastAPI app with a lifespan that loads models and drains them.
 
-State lives on `app.state.serve` (one `ServeState` per app), never in globals, so a test can
-run several apps in one process. Routes are declared in one table in routes.py; errors follow
-one fixed mapping from exception kind to HTTP status, always answered as `{"error": "..."}`.
+State lives on `app.state.serve` (one `ServeState` per app, state.py), never in globals, so a test can
+run several apps in one process. Routes are declared in one table in routes.py; errors follow one
+fixed mapping from exception kind to HTTP status (state.py), always answered as `{"error": "..."}`.
 """
 
 from __future__ import annotations
@@ -22,32 +22,33 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from dlforge.export.inputs import InputRules
 from dlforge.serve.accesslog import AccessLog
-from dlforge.serve.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull
+from dlforge.serve.batcher import Batcher
 from dlforge.serve.metrics import ServeMetrics
-from dlforge.serve.protocol import ProtocolError
-from dlforge.serve.repository import ModelInstance, ModelLoadFailed, ModelNotFound, ModelNotReady, Repository
+from dlforge.serve.policy import batch_size, resolve_policy
+from dlforge.serve.repository import ModelInstance, Repository
+from dlforge.serve.routes import routes
 from dlforge.serve.runtime import batch_latency, load_runtime
-from dlforge.serve.security import AuthError, BodyLimit, BodyTooLarge
+from dlforge.serve.security import BodyLimit
 from dlforge.serve.settings import Settings
-from dlforge.serve.state import ServeState
+from dlforge.serve.state import ServeState, error_response, status_of
+from dlforge.serve.validate import ModelSignature, row_bytes
 from dlforge.tasks import get_codec
 
 __all__ = ["ServeState", "app_from_env", "create_app", "error_response", "status_of"]
 log = logging.getLogger(__name__)
-DEFAULT_BATCH, DEFAULT_DELAY_MS = 32, 5.0
 
 
 def create_app(settings: Settings) -> FastAPI:
     """A V2 inference server for the package or repository at `settings.path`."""
-    from dlforge.serve.routes import routes
-
     state = ServeState(settings)
     state.repository = Repository(settings.path, lambda n, v, p: _load_instance(state, n, v, p), settings.models)
     state.metrics = ServeMetrics(state.repository.batchers, multiprocess=settings.workers > 1)
     app = FastAPI(title="dlforge serve", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serve = state
-    for path, methods, endpoint in routes(admin=settings.admin_token is not None, playground=settings.playground):
+    for path, methods, endpoint in routes(admin=settings.admin_token is not None, docs=settings.docs,
+                                          playground=settings.playground):
         # Plain Starlette routes: the handlers take the raw Request, so FastAPI's per-call dependency solving
         # would only cost time (~0.1 ms a request).
         app.router.add_route(path, endpoint, methods=methods)
@@ -65,7 +66,11 @@ def app_from_env() -> FastAPI:
         serve_log.addHandler(logging.StreamHandler())
         serve_log.setLevel(logging.INFO)
         serve_log.propagate = False
-    return create_app(Settings.from_env())
+    from dlforge.serve.server import configure_process
+
+    settings = Settings.from_env()
+    configure_process(settings)
+    return create_app(settings)
 
 
 @asynccontextmanager
@@ -99,83 +104,32 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _load_instance(state: ServeState, name: str, version: str, path: Path) -> ModelInstance:
-    """Verify and open a package, warm its runtime up, and put a started batcher in front."""
+    """Verify and open a package, warm its runtime up, resolve its batching policy, start its batcher."""
     from dlforge.export.package import load_package
 
     s = state.settings
     package = await asyncio.to_thread(load_package, path)
     codec = get_codec(package)
     runtime = await asyncio.to_thread(load_runtime, s.runtime, package, s.threads())
-    serving = getattr(package.manifest, "serving", None)
-    max_batch = s.max_batch_size or getattr(serving, "max_batch_size", None) or DEFAULT_BATCH
+    serving = package.manifest.serving
     one_row = await asyncio.to_thread(batch_latency, runtime, 1)
+    max_batch = batch_size(s, serving)
     # A full batch only needs timing when even one row is under the inline threshold.
     full = await asyncio.to_thread(batch_latency, runtime, max_batch) if one_row * 1000 < s.inline_max_ms else None
-    batcher = Batcher(
-        runtime.infer,
-        max_batch_size=max_batch,
-        # Default delay: the model's own batch-1 latency, at most 5 ms. Waiting longer than one lone run takes
-        # cannot pay off, so tiny models flush at once (as Triton's default 0) and heavy ones gather a batch.
-        max_queue_delay_ms=_first(s.max_queue_delay_ms, getattr(serving, "max_queue_delay_ms", None),
-                                  min(DEFAULT_DELAY_MS, one_row * 1000)),
-        max_queue_size=s.max_queue_size,
-        executor=state.executor,
-        on_batch=state.metrics.on_batch(name, version),
-        inline=full is not None and full * 1000 < s.inline_max_ms,
-        pad=codec.pad,
-    )
-    log.info("loaded %s version %s: %.3f ms at batch 1; max batch %d; queue delay %.3f ms; batches run %s",
-             name, version, one_row * 1000, max_batch, batcher.max_queue_delay * 1000,
-             "on the event loop" if batcher.inline else "on the inference threads")
+    signature = ModelSignature.of(codec, InputRules.from_preprocessing(package.manifest.preprocessing,
+                                                                       s.allow_nonfinite))
+    # One row's decoded size bounds the rows per request: the larger of what clients send and what the
+    # codec hands the graph (a text row becomes token ids).
+    per_row = max(signature.row_bytes(), row_bytes(runtime.metadata.inputs))
+    policy = resolve_policy(s, serving, one_row, full, per_row)
+    batcher = Batcher(runtime.infer, max_batch_size=policy.max_batch_size,
+                      max_queue_delay_ms=policy.max_queue_delay_ms, max_queue_size=policy.max_queue,
+                      executor=state.executor, on_batch=state.metrics.on_batch(name, version),
+                      inline=policy.inline, batch_seconds=policy.batch_seconds, pad=codec.pad)
+    log.info("loaded %s version %s: %.3f ms at batch 1; %s", name, version, one_row * 1000, policy.describe())
     await batcher.start()
-    return ModelInstance(name, version, package.manifest, runtime, batcher, codec)
-
-
-def _first(*values: float | None) -> float:
-    return next(v for v in values if v is not None)
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-_STATUS: list[tuple[type[BaseException], int]] = [
-    (ProtocolError, 400), (RequestValidationError, 400), (ModelLoadFailed, 400),
-    (ModelNotFound, 404), (BodyTooLarge, 413),
-    (ModelNotReady, 503), (QueueFull, 503), (BatcherStopped, 503), (DeadlineExceeded, 504),
-]
-
-
-def status_of(exc: BaseException) -> int:
-    """The one mapping from error kind to HTTP status; anything unexpected is a 500."""
-    if isinstance(exc, AuthError):
-        return exc.status
-    if isinstance(exc, HTTPException):
-        return exc.status_code
-    return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
-
-
-def error_response(exc: BaseException) -> JSONResponse:
-    status = status_of(exc)
-    headers: dict[str, str] = {}
-    if status == 500:
-        log.error("unexpected error: %r", exc, exc_info=exc)
-    message = _message(exc, status)
-    if status == 503:
-        headers["Retry-After"] = "1"
-    elif status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    elif status == 413:
-        headers["Connection"] = "close"  # the rest of the body was not read
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _message(exc: BaseException, status: int) -> str:
-    if isinstance(exc, RequestValidationError):
-        return "invalid request: " + "; ".join(str(e.get("msg")) for e in exc.errors()[:5])
-    if isinstance(exc, HTTPException):
-        return str(exc.detail)
-    if status == 500:
-        return f"internal error ({type(exc).__name__}: {exc}); the server is still running"
-    return str(exc)
+    return ModelInstance(name, version, package.manifest, runtime, batcher, codec,
+                         signature.limited(policy.max_batch_rows))
 
 
 async def _handle(request: Request, exc: Any) -> JSONResponse:

@@ -16,7 +16,13 @@ Inline runs (`inline`, off by default): batches run on the event loop thread its
 request on an idle batcher runs straight from `submit` without waking the loop task. The server turns
 this on only for models whose measured full-batch latency is small (default under 2 ms): a hand-off to
 an executor thread and back costs ~0.2-0.3 ms on a busy small machine, several times a tiny model's
-whole batch, so for them the hop is pure overhead.
+whole batch, so for them the hop is pure overhead. Batches larger than `max_batch_size` (one big
+request) never run inline: they would hold the loop for longer than it was measured for.
+
+Admission: a request is refused at once (QueueFull, 503) when the work queued ahead of it, in batches
+at the measured seconds per batch, could not finish before its deadline, instead of queueing it only
+to time out. A request with more rows than `max_batch_size` runs in slices of that size, and stops
+between slices once its caller has gone or its deadline has passed: no work that nobody waits for.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +39,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from dlforge.serve.policy import MAX_BATCH_SIZE, MAX_QUEUE_DELAY_MS, BatchPolicy
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +98,14 @@ class Batcher:
         self,
         run_batch: RunBatch,
         *,
-        max_batch_size: int = 8,
-        max_queue_delay_ms: float = 5.0,
-        max_queue_size: int = 256,
+        max_batch_size: int = MAX_BATCH_SIZE,
+        max_queue_delay_ms: float = MAX_QUEUE_DELAY_MS,
+        max_queue_size: int = BatchPolicy.max_queue,
         executor: Executor | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
         flush_when_idle: bool = True,
         inline: bool = False,
+        batch_seconds: float = 0.0,
         pad: dict[str, int | float] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_ms < 0:
@@ -111,6 +121,8 @@ class Batcher:
         self.on_batch = on_batch
         self.flush_when_idle = flush_when_idle
         self.inline = inline
+        # Seconds one batch takes: seeded from the load-time measurement, then a moving average of real batches.
+        self.batch_seconds = batch_seconds
         self.pad = dict(pad or {})  # inputs whose axis 1 is padded with this value to share a batch
         self.rejected = 0  # QueueFull answers
         self.expired = 0  # DeadlineExceeded answers
@@ -148,18 +160,13 @@ class Batcher:
         """This request's rows of the model's outputs; `deadline` is a time.monotonic() value."""
         if not self.running:
             raise BatcherStopped("the model is not accepting requests (stopped or not started)")
-        if deadline is not None and time.monotonic() >= deadline:
-            self.expired += 1
-            raise DeadlineExceeded("the request's deadline passed before it was queued")
-        if len(self._pending) >= self.max_queue_size:
-            self.rejected += 1
-            raise QueueFull(f"the queue is full ({self.max_queue_size} requests); retry later")
         rows, key = _signature(inputs, self.pad)
+        self.admit(rows, deadline)
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         idle = not self._pending and not self._busy
         request = _Request(inputs, rows, key, deadline, time.monotonic(), future, idle)
         self._pending.append(request)
-        if idle and self.inline and self.flush_when_idle:
+        if idle and self.inline and self.flush_when_idle and rows <= self.max_batch_size:
             await asyncio.sleep(0)  # let requests submitted in the same turn join
             if len(self._pending) == 1 and self._pending[0] is request and not self._busy:
                 self._pending.popleft()
@@ -167,12 +174,33 @@ class Batcher:
         self._wakeup.set()
         return await future  # a cancelled caller cancels the future; the loop then skips it
 
+    def admit(self, rows: int, deadline: float | None) -> None:
+        """Raise QueueFull unless a request of `rows` rows has a place and could finish by `deadline`.
+
+        Also called before a request's body is read (rows=1), so overload is answered without reading it."""
+        if deadline is not None and time.monotonic() >= deadline:
+            self.expired += 1
+            raise DeadlineExceeded("the request's deadline passed before it was queued")
+        if len(self._pending) >= self.max_queue_size:
+            self.rejected += 1
+            raise QueueFull(f"the queue is full ({self.max_queue_size} requests); retry later")
+        if deadline is not None and (wait := self.expected_wait(rows)) > deadline - time.monotonic():
+            self.rejected += 1
+            raise QueueFull(f"the server is overloaded: the work queued ahead (~{wait:.2f} s) would not finish "
+                            "before the request's deadline; retry later")
+
+    def expected_wait(self, rows: int) -> float:
+        """Seconds until a request of `rows` rows is answered: batches queued ahead, the one computing, its own."""
+        ahead = sum(r.rows for r in self._pending)
+        batches = math.ceil(ahead / self.max_batch_size) + int(self._busy) + math.ceil(rows / self.max_batch_size)
+        return batches * self.batch_seconds
+
     def _run_inline(self, request: _Request) -> Tensors:
         """A lone request on an idle batcher, computed on the caller's task (see `inline`)."""
         started = time.monotonic()
         self._busy = True
         try:
-            outputs = self._compute([request.inputs], [request.rows])[0]
+            outputs = self._compute([request.inputs], [request.rows], None)[0]
         except Exception as exc:  # the model's failure belongs to this request only
             self._report([request], started, time.monotonic() - started, exc)
             raise
@@ -245,12 +273,14 @@ class Batcher:
         started = time.monotonic()
         error: Exception | None = None
         inputs, rows = [r.inputs for r in batch], [r.rows for r in batch]
+        wanted = _still_wanted(batch[0]) if len(batch) == 1 else None
         self._busy = True
         try:
-            if self.inline:
-                parts = self._compute(inputs, rows)
+            if self.inline and sum(rows) <= self.max_batch_size:
+                parts = self._compute(inputs, rows, wanted)
             else:
-                parts = await asyncio.get_running_loop().run_in_executor(self.executor, self._compute, inputs, rows)
+                parts = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self._compute, inputs, rows, wanted)
         except asyncio.CancelledError:
             _fail(batch, BatcherStopped("the batcher was cancelled while running this request"))
             raise
@@ -265,18 +295,36 @@ class Batcher:
             self._busy = False
         self._report(batch, started, time.monotonic() - started, error)
 
-    def _compute(self, inputs: list[Tensors], rows: list[int]) -> list[Tensors]:
-        """Runs in the executor: concatenate, call the model, split by row counts."""
+    def _compute(self, inputs: list[Tensors], rows: list[int], wanted: Callable[[], bool] | None) -> list[Tensors]:
+        """Runs in the executor: concatenate, call the model, split by row counts.
+
+        One request bigger than a batch runs in slices of `max_batch_size` rows; `wanted` is asked between
+        slices, so an abandoned or expired request stops within one batch's time."""
         if len(inputs) == 1:
+            if rows[0] > self.max_batch_size and wanted is not None:
+                return [self._sliced(inputs[0], rows[0], wanted)]
             joined = inputs[0]
         else:
             joined = {name: _join([i[name] for i in inputs], self.pad.get(name)) for name in inputs[0]}
         outputs = self.run_batch(joined)
         return _split(outputs, rows)
 
+    def _sliced(self, inputs: Tensors, rows: int, wanted: Callable[[], bool]) -> Tensors:
+        parts: list[Tensors] = []
+        for start in range(0, rows, self.max_batch_size):
+            if not wanted():
+                raise DeadlineExceeded("the request was abandoned or passed its deadline while computing")
+            chunk = {name: a[start : start + self.max_batch_size] for name, a in inputs.items()}
+            parts.append(self.run_batch(chunk))
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
     def _report(
         self, batch: list[_Request], started: float, seconds: float, error: Exception | None
     ) -> None:
+        if error is None and batch:
+            batches = max(1, math.ceil(sum(r.rows for r in batch) / self.max_batch_size))
+            per_batch = seconds / batches
+            self.batch_seconds = per_batch if not self.batch_seconds else 0.8 * self.batch_seconds + 0.2 * per_batch
         if self.on_batch is None:
             return
         stats = BatchStats(
@@ -295,6 +343,12 @@ class Batcher:
     def _fail_pending(self, error: BatcherError) -> None:
         _fail(list(self._pending), error)
         self._pending.clear()
+
+
+def _still_wanted(request: _Request) -> Callable[[], bool]:
+    """Asked from the executor thread: is anyone still waiting for this request, within its deadline?"""
+    future, deadline = request.future, request.deadline
+    return lambda: not future.done() and (deadline is None or time.monotonic() < deadline)
 
 
 def _fail(batch: list[_Request], error: BaseException) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 from dlforge.errors import UserError
 from dlforge.registry import suggest
 from dlforge.serve.batcher import Batcher
-from dlforge.serve.protocol import RepositoryIndexItem
+from dlforge.serve.protocol import RepositoryIndexItem, shorten
 from dlforge.serve.runtime import Runtime
+from dlforge.serve.validate import ModelSignature
 from dlforge.tasks import Codec
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ModelInstance:
     runtime: Runtime
     batcher: Batcher
     codec: Codec  # client tensors ↔ graph tensors (dlforge.tasks)
+    signature: ModelSignature  # the codec's inputs, value rules and row cap: checked before the codec runs
 
     async def close(self) -> None:
         await self.batcher.stop(drain=True)
@@ -75,21 +77,45 @@ def version_key(version: str) -> tuple[int, int, str]:
 
 
 def discover(root: Path) -> dict[str, dict[str, Path]]:
-    """model → version → package directory, from the files on disk."""
+    """model → version → package directory, from the files on disk.
+
+    Model and version folders that resolve outside the repository (symlinks) are skipped: serving
+    whatever a link points at would let anyone who can create a link in the repository choose files."""
     if (root / MANIFEST).is_file():
-        manifest = json.loads((root / MANIFEST).read_text())
-        return {str(manifest["name"]): {str(manifest.get("version", "1")): root}}
+        return {_manifest_name(root): {_manifest_version(root): root}}
     if not root.is_dir():
         raise RepositoryError(f"{root}: neither a model package (no {MANIFEST}) nor a repository directory")
+    inside = root.resolve()
     found: dict[str, dict[str, Path]] = {}
     for version_dir in sorted(root.glob(f"*/*/{MANIFEST}")):
         package = version_dir.parent
+        if not package.resolve().is_relative_to(inside):
+            log.warning("skipped %s: it links outside the repository", package.relative_to(root))
+            continue
         found.setdefault(package.parent.name, {})[package.name] = package
     if not found:
         hint = f" — did you mean {root / 'package'}?" if (root / "package" / MANIFEST).is_file() else ""
         raise RepositoryError(f"{root}: no packages found (expected a package with {MANIFEST}, or "
                               f"{root}/<model>/<version>/{MANIFEST}){hint}")
     return found
+
+
+def _manifest_json(root: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RepositoryError(f"{root / MANIFEST}: not readable JSON ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("name"), str) or not manifest["name"]:
+        raise RepositoryError(f"{root / MANIFEST}: needs a \"name\" string (is this a dlforge package?)")
+    return manifest
+
+
+def _manifest_name(root: Path) -> str:
+    return str(_manifest_json(root)["name"])
+
+
+def _manifest_version(root: Path) -> str:
+    return str(_manifest_json(root).get("version", "1"))
 
 
 class Repository:
@@ -116,34 +142,63 @@ class Repository:
         for name in self.discover():
             try:
                 await self.load(name)
-            except Exception as exc:  # one broken package must not keep the others down
-                log.error("model %s failed to load: %s", name, exc)
+            except ModelLoadFailed as exc:  # one broken package must not keep the others down
+                log.error("%s", exc)
 
     async def load(self, name: str) -> None:
-        """(Re)load every version of `name` on disk; the old instances drain after the swap."""
+        """(Re)load every version of `name` on disk; the old instances drain after the swap.
+
+        Versions load independently: a broken v2 is UNAVAILABLE with its reason while v1 serves. A reload
+        in which every version fails keeps the versions that were serving."""
         async with self._lock:
-            on_disk = self.discover()
+            on_disk = self._on_disk()
             versions = on_disk.get(name)
             if versions is None:
-                raise ModelNotFound(f"no model '{name}' in {self.root}{suggest(name, list(on_disk))}")
+                short = shorten(name)
+                raise ModelNotFound(f"no model '{short}' in the repository{suggest(short, list(on_disk))}")
             fresh = {v: _Entry(p) for v, p in versions.items()}
-            try:
-                for version, entry in fresh.items():
-                    entry.instance = await self.loader(name, version, entry.path)
-            except Exception as exc:
-                await _close_all(fresh)
-                self._mark_failed(name, fresh, exc)
-                raise ModelLoadFailed(f"failed to load model '{name}': {type(exc).__name__}: {exc}") from exc
+            reasons = {v: await self._load_one(name, v, e) for v, e in fresh.items()}
+            failed = [f"version {v}: {reason}" for v, reason in reasons.items() if reason]
+            serving = any(e.instance for e in self._models.get(name, {}).values())
+            if len(failed) == len(fresh) and serving:
+                raise ModelLoadFailed(f"failed to load model '{name}' ({'; '.join(failed)}); "
+                                      "the versions loaded before keep serving")
             old, self._models[name] = self._models.get(name, {}), fresh
             await _close_all(old)
-            log.info("loaded %s versions %s", name, sorted(fresh, key=version_key))
+            loaded = sorted((v for v, e in fresh.items() if e.instance), key=version_key)
+            log.info("loaded %s versions %s", name, loaded)
+            if failed:
+                raise ModelLoadFailed(f"failed to load model '{name}' ({'; '.join(failed)})")
+
+    async def _load_one(self, name: str, version: str, entry: _Entry) -> str:
+        """Load one version into `entry`; returns why it failed ('' when it loaded)."""
+        try:
+            entry.instance = await self.loader(name, version, entry.path)
+        except Exception as exc:
+            entry.reason, entry.failed = f"load failed: {self.public(exc)}", True
+            log.error("model %s version %s failed to load: %s", name, version, exc)
+            return entry.reason
+        return ""
+
+    def public(self, exc: BaseException) -> str:
+        """An error message fit for clients: paths relative to the repository, never the server's layout."""
+        text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+        for root in {str(self.root.resolve()), str(self.root.absolute()), str(self.root)}:
+            text = text.replace(root + "/", "").replace(root, ".")
+        return shorten(text, 300)
+
+    def _on_disk(self) -> dict[str, dict[str, Path]]:
+        try:
+            return self.discover()
+        except RepositoryError as exc:
+            raise ModelLoadFailed(self.public(exc)) from None
 
     async def unload(self, name: str) -> None:
         """Stop routing to `name`, then let its queued requests finish."""
         async with self._lock:
             entries = self._models.get(name)
             if entries is None:
-                raise ModelNotFound(f"no model '{name}'{suggest(name, list(self._models))}")
+                raise ModelNotFound(f"no model '{shorten(name)}'{suggest(shorten(name), list(self._models))}")
             self._models[name] = {v: _Entry(e.path, reason="unloaded") for v, e in entries.items()}
             await _close_all(entries)
 
@@ -152,13 +207,6 @@ class Repository:
         async with self._lock:
             models, self._models = self._models, {}
             await asyncio.gather(*(_close_all(entries) for entries in models.values()))
-
-    def _mark_failed(self, name: str, fresh: dict[str, _Entry], exc: Exception) -> None:
-        if any(e.instance for e in self._models.get(name, {}).values()):
-            return  # a failed reload keeps the versions that are serving
-        for entry in fresh.values():
-            entry.instance, entry.reason, entry.failed = None, f"load failed: {exc}", True
-        self._models[name] = fresh
 
     # --- request path ---------------------------------------------------------------------------
 
@@ -173,7 +221,7 @@ class Repository:
         entry = entries.get(version)
         if entry is None:
             known = ", ".join(self.versions(name))
-            raise ModelNotFound(f"model '{name}' has no version '{version}' (versions: {known})")
+            raise ModelNotFound(f"model '{name}' has no version '{shorten(version)}' (versions: {known})")
         if entry.instance is None:
             raise ModelNotReady(f"model '{name}' version {version} is not loaded ({entry.reason})")
         return entry.instance
@@ -184,17 +232,19 @@ class Repository:
     def _entries(self, name: str) -> dict[str, _Entry]:
         entries = self._models.get(name)
         if entries is None:
-            raise ModelNotFound(unknown_model(name, list(self._models)))
+            raise ModelNotFound(unknown_model(shorten(name), list(self._models)))
         return entries
 
     def ready(self) -> bool:
-        """Serving: something is loaded and nothing failed to load."""
-        entries = [e for versions in self._models.values() for e in versions.values()]
-        return any(e.instance for e in entries) and not any(e.failed for e in entries)
+        """Serving: something is loaded, and no model failed in every version (one bad version of several
+        is reported in the index, while its siblings serve)."""
+        loaded = [any(e.instance for e in versions.values()) for versions in self._models.values()]
+        broken = [all(e.failed for e in versions.values()) for versions in self._models.values()]
+        return any(loaded) and not any(broken)
 
     def index(self) -> list[RepositoryIndexItem]:
         """Every model version on disk or known, with its state."""
-        on_disk = self.discover()
+        on_disk = self._on_disk()
         items = []
         for name in sorted(set(on_disk) | set(self._models)):
             known = self._models.get(name, {})

@@ -6,9 +6,11 @@ Handlers take the raw `Request` (no FastAPI parameter parsing, so no 422s) and t
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import numpy as np
 from fastapi.responses import JSONResponse
@@ -18,40 +20,46 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dlforge import __version__
+from dlforge.export.inputs import check_values
 from dlforge.serve import playground as pg
-from dlforge.serve.app import error_response, status_of
 from dlforge.serve.images import preprocess_image, top_k
 from dlforge.serve.metrics import CONTENT_TYPE
+from dlforge.serve.openapi import docs_page, openapi_document
 from dlforge.serve.protocol import (
     HEADER_LENGTH,
     ModelMetadata,
     ProtocolError,
     RepositoryIndexRequest,
-    check_outputs,
-    check_rows,
     encode_response,
-    match_inputs,
     parse_header_length,
-    parse_request_body,
+    shorten,
     wants_binary,
 )
 from dlforge.serve.repository import ModelInstance
-from dlforge.serve.security import check_bearer
-from dlforge.serve.state import ServeState, submit
+from dlforge.serve.security import RequestTimeout, check_bearer
+from dlforge.serve.state import ServeState, error_response, status_of, submit
+from dlforge.serve.validate import parse_infer, to_graph
 
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
+# Bodies above this are decoded on a worker thread, so the event loop keeps answering (health, small
+# requests) meanwhile; below it the thread hop would cost more than the decode.
+DECODE_INLINE_BYTES = 64 << 10
 MODEL = "/v2/models/{model}"
 VERSIONED = "/v2/models/{model}/versions/{version}"
 
 
-def routes(admin: bool, playground: bool = True) -> list[tuple[str, list[str], Handler]]:
-    """(path, methods, handler) for the server; the repository API only with an admin token."""
+def routes(admin: bool, docs: bool = False, playground: bool = True) -> list[tuple[str, list[str], Handler]]:
+    """(path, methods, handler) for the server; the repository API only with an admin token.
+
+    openapi.py describes each of these paths (a test checks the two agree)."""
     table: list[tuple[str, list[str], Handler]] = [(f"{MODEL}/infer", ["POST"], infer)]  # matched first: hot
     table += [
         ("/v2/health/live", ["GET"], live),
         ("/v2/health/ready", ["GET"], ready),
         ("/v2", ["GET"], server_metadata),
         ("/metrics", ["GET"], metrics),
+        ("/openapi.json", ["GET"], openapi),
         (f"{VERSIONED}/infer", ["POST"], infer),
         ("/v2/models", ["GET"], pg.list_models),
     ]
@@ -65,6 +73,8 @@ def routes(admin: bool, playground: bool = True) -> list[tuple[str, list[str], H
         table += [("/v2/repository/index", ["POST"], repository_index),
                   ("/v2/repository/models/{model}/load", ["POST"], repository_load),
                   ("/v2/repository/models/{model}/unload", ["POST"], repository_unload)]
+    if docs:
+        table.append(("/docs", ["GET"], docs_route))
     return [(path, methods, _json_errors(handler)) for path, methods, handler in table]
 
 
@@ -115,6 +125,15 @@ async def metrics(request: Request) -> Response:
     return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
+async def openapi(request: Request) -> Response:
+    s = _state(request).settings
+    return JSONResponse(openapi_document(admin=s.admin_token is not None, playground=s.playground, docs=s.docs))
+
+
+async def docs_route(request: Request) -> Response:
+    return docs_page()
+
+
 async def model_metadata(request: Request) -> Response:
     state, instance = _model(request)
     codec = instance.codec  # what clients send and get: the task's view of the graph
@@ -147,19 +166,44 @@ async def infer(request: Request) -> Response:
 
 
 async def _infer(state: ServeState, request: Request, started: float) -> Response:
-    body = await request.body()
-    request_, arrays = parse_request_body(body, parse_header_length(request.headers.get(HEADER_LENGTH)))
-    binary_default = wants_binary(request_.parameters, "binary_data_output", False)
+    # Overloaded? Say so before reading (and paying for) the body.
+    _, instance = _model(request, auth=False)
+    instance.batcher.admit(1, started + state.settings.request_timeout_s)
+    body = await _read_body(state, request, started)
+    header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
     # Look the instance up again after the body read: a reload may have swapped it meanwhile.
     _, instance = _model(request, auth=False)
-    codec = instance.codec
-    inputs = match_inputs(codec.inputs, request_, arrays, getattr(codec, "optional", frozenset()))
-    check_outputs([o.name for o in codec.outputs], request_.outputs)
-    check_rows(inputs)
-    outputs = codec.encode(await submit(state, instance, codec.decode(inputs), started))
-    body, headers = encode_response(instance.name, instance.version, request_.id, outputs,
-                                    request_.outputs, binary_default)
-    return Response(body, headers=headers)
+    big = len(body) > DECODE_INLINE_BYTES
+    limit = state.settings.max_json_bytes
+    if big:
+        request_, inputs = await asyncio.to_thread(parse_infer, body, header_length, instance.signature, limit)
+    else:
+        request_, inputs = parse_infer(body, header_length, instance.signature, limit)
+    del body  # the decoded arrays are all that is needed from here on
+    binary_default = wants_binary(request_.parameters, "binary_data_output", False)
+    codec = instance.codec  # the task's codec: client tensors → graph tensors and back (e.g. text → token ids)
+    outputs = codec.encode(await submit(state, instance, to_graph(codec, instance.signature, inputs), started))
+    encode = functools.partial(encode_response, instance.name, instance.version, request_.id, outputs,
+                               request_.outputs, binary_default)
+    payload, headers = await asyncio.to_thread(encode) if big else encode()
+    return Response(payload, headers=headers)
+
+
+async def _read_body(state: ServeState, request: Request, started: float) -> bytes:
+    """The whole body, within what is left of the request deadline (a slow upload gets 408)."""
+    return await _in_time(state, started, request.body())
+
+
+async def _in_time(state: ServeState, started: float, reading: Awaitable[T]) -> T:
+    """Await a body read within the request deadline, but no less than the header timeout: a client is
+    not refused for a deadline it cannot see, while a body trickling in byte by byte still ends in 408."""
+    s = state.settings
+    allowed = max(s.request_timeout_s, s.header_timeout_s)
+    try:
+        async with asyncio.timeout(started + allowed - time.monotonic()):
+            return await reading
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {allowed:g} s") from None
 
 
 async def classify(request: Request) -> Response:
@@ -177,7 +221,7 @@ async def classify(request: Request) -> Response:
 
 async def _classify(state: ServeState, instance: ModelInstance, request: Request, started: float) -> Response:
     k = _int_param(request, "top_k", 5)
-    form = await request.form(max_files=1, max_fields=8)
+    form = await _in_time(state, started, request.form(max_files=1, max_fields=8))
     texts = [v for key, v in form.multi_items() if key == "text" and isinstance(v, str)]
     upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
     batch = _classify_text(instance, texts) if texts else None
@@ -185,9 +229,12 @@ async def _classify(state: ServeState, instance: ModelInstance, request: Request
         if upload is None:
             raise ProtocolError("send the image as a multipart/form-data file field, e.g. curl -F file=@digit.png"
                                 " (text models: a text field, e.g. curl -F text='guten morgen')")
-        batch = preprocess_image(await upload.read(), getattr(instance.manifest, "preprocessing", None))
+        data = await upload.read()
+        preprocessing = getattr(instance.manifest, "preprocessing", None)
+        batch = await asyncio.to_thread(preprocess_image, data, preprocessing)  # decoding can take a while
     _, instance = _model(request, auth=False)
     name = instance.runtime.metadata.inputs[0].name
+    check_values(f"input '{name}'", batch, instance.signature.rules)
     outputs = await submit(state, instance, {name: batch}, started)
     probabilities = outputs.get("probabilities", _softmax(next(iter(outputs.values()))))[0]
     predictions = top_k(probabilities, list(getattr(instance.manifest, "labels", []) or []), k)
@@ -210,8 +257,10 @@ def _int_param(request: Request, key: str, default: int) -> int:
     raw = request.query_params.get(key)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ProtocolError(f"query parameter {key} must be a positive integer, got {raw!r} (e.g. ?{key}=3)")
+    # isdigit() alone accepts '²' and other digits int() refuses; ASCII digits only, and a sane length.
+    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 6) or int(raw) < 1:
+        raise ProtocolError(f"query parameter {key} must be a positive integer, got {shorten(repr(raw))} "
+                            f"(e.g. ?{key}=3)")
     return int(raw)
 
 

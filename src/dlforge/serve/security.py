@@ -30,6 +30,10 @@ class BodyTooLarge(UserError):
     """The request body is over the configured limit (413)."""
 
 
+class RequestTimeout(UserError):
+    """The request body did not arrive within the request deadline (408)."""
+
+
 def check_bearer(request: Request, tokens: Iterable[str]) -> None:
     """Raise AuthError unless the request carries one of `tokens` (no tokens: open)."""
     check_authorization(request.headers.get("authorization", ""), tokens)

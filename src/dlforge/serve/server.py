@@ -9,9 +9,12 @@ accepting, lets open requests finish, then runs our lifespan shutdown, which dra
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
 import math
 import os
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -19,17 +22,30 @@ from types import FrameType
 
 import uvicorn
 
+from dlforge.errors import UserError
+from dlforge.serve.http import GuardedHttpToolsProtocol
 from dlforge.serve.settings import ENV_VAR, Settings
+
+log = logging.getLogger("dlforge.serve")
+PARENT_VAR = "DLFORGE_SERVE_PARENT"  # the pid --workers children must outlive no longer
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 
 LOG_CONFIG_LEVEL = "info"
 METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode
 
 
+class PortInUse(UserError):
+    """A port the server was told to listen on is taken (or not allowed)."""
+
+
 def run_server(settings: Settings) -> None:
     """Block serving until SIGINT/SIGTERM; returns after a graceful drain."""
+    check_ports(settings)
     os.environ[ENV_VAR] = settings.to_env()
+    os.environ[PARENT_VAR] = str(os.getpid())
     # uvicorn drains on SIGTERM, then re-raises the signal; this handler turns that into exit status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    _raise_fd_limit()
     with _shared_metrics_dir(settings.workers):
         uvicorn.run(
             "dlforge.serve.app:app_from_env",
@@ -40,7 +56,69 @@ def run_server(settings: Settings) -> None:
             log_level=LOG_CONFIG_LEVEL,
             access_log=False,  # our AccessLog middleware writes one JSON line per request instead
             timeout_graceful_shutdown=math.ceil(settings.request_timeout_s) + 5,
+            # The limits uvicorn has: connections + requests in flight (503 above), idle keep-alive, and the
+            # time a (re)started worker may take to answer the supervisor's health ping (model loading).
+            http=GuardedHttpToolsProtocol,  # adds header size and header time limits to the httptools protocol
+            limit_concurrency=settings.limit_concurrency,
+            timeout_keep_alive=settings.keep_alive_s,
+            timeout_worker_healthcheck=settings.worker_start_timeout_s,
+            h11_max_incomplete_event_size=settings.max_header_bytes,  # if uvicorn ever falls back to h11
         )
+
+
+def check_ports(settings: Settings) -> None:
+    """Say that a port is taken before any model loads: one error line, not a worker's traceback later.
+
+    The gRPC port is bound by each worker after its models load (inside the app's lifespan), so without
+    this a taken --grpc-port surfaced as a startup traceback. A port taken in the moment between this
+    check and the real bind still fails there (GrpcBindError, or uvicorn's own message)."""
+    if settings.grpc_port and settings.grpc_port == settings.port:
+        raise PortInUse(f"--grpc-port {settings.grpc_port}: the same as --port; give gRPC a port of its own")
+    for flag, port in (("--port", settings.port), ("--grpc-port", settings.grpc_port)):
+        if port:  # None: gRPC off; 0: the system picks a free port
+            _try_bind(flag, settings.host, port)
+
+
+def _try_bind(flag: str, host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(f"{flag} {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); choose another "
+                            "port or stop the process that holds it") from None
+
+
+def configure_process(settings: Settings) -> None:
+    """In each serving process: the header limits, and with workers, die with the parent process."""
+    GuardedHttpToolsProtocol.configure(settings.max_header_bytes, settings.header_timeout_s)
+    parent = os.environ.get(PARENT_VAR)
+    if settings.workers > 1 and parent is not None and int(parent) != os.getpid():
+        _die_with_parent(int(parent))
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM (a graceful drain) when the parent dies, even by SIGKILL, so no orphan keeps the port."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("could not ask to be stopped with the parent process (prctl failed)")
+    if os.getppid() != parent:  # the parent died before the request above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _raise_fd_limit() -> None:
+    """Many idle clients need many file descriptors: lift the soft limit to the hard one (as servers do)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 @contextlib.contextmanager

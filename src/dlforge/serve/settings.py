@@ -39,15 +39,26 @@ class Settings(BaseModel):
     tokens: tuple[str, ...] = ()  # bearer tokens for inference; empty = open
     admin_token: str | None = None  # enables the repository API; None = the API is off
     max_body_bytes: int = Field(64 << 20, ge=1)
-    # Batching: None = the package manifest's `serving` section (then the built-in default).
+    max_json_bytes: int = Field(16 << 20, ge=1)  # the JSON part of a body; bigger tensors go binary (413 above)
+    # Batching and admission: None = the package manifest's `serving` section, then a value derived from
+    # the model's measured latency (see policy.py, the one place these are resolved).
     max_batch_size: int | None = Field(None, ge=1)
     max_queue_delay_ms: float | None = Field(None, ge=0)
-    max_queue_size: int = Field(256, ge=1)
-    request_timeout_s: float = Field(30.0, gt=0)  # queue + compute deadline → 504
+    max_queue: int | None = Field(None, ge=1)  # requests waiting per model version; 503 above
+    max_batch_rows: int | None = Field(None, ge=1)  # rows one request may carry; 400 above
+    request_timeout_s: float = Field(30.0, gt=0)  # body read + queue + compute deadline → 504
     intra_op_threads: int | None = Field(None, ge=1)  # None: cores // workers
     # Batches run on the event loop when the model's measured full-batch latency is below this (a hop to an
     # inference thread and back costs more); 0 = always use the inference threads.
     inline_max_ms: float = Field(2.0, ge=0)
+    allow_nonfinite: bool = False  # NaN/Inf float inputs are refused (400) unless allowed
+    docs: bool = False  # serve the interactive /docs page (the /openapi.json document is always served)
+    # Connection limits, enforced by the HTTP server itself (server.py).
+    limit_concurrency: int = Field(1024, ge=1)  # open connections + requests; over it every request gets 503
+    max_header_bytes: int = Field(64 << 10, ge=1024)  # request line + headers; 431 and close above it
+    header_timeout_s: float = Field(10.0, gt=0)  # a request's headers must arrive within this; else closed
+    keep_alive_s: int = Field(5, ge=1)  # idle keep-alive connections are closed after this
+    worker_start_timeout_s: int = Field(120, ge=5)  # --workers: time a (re)started worker has to load models
     server_name: str = "dlforge"
 
     def threads(self) -> int:

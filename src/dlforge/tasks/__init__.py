@@ -112,11 +112,13 @@ class Codec(Protocol):
     `inputs`/`outputs` are what clients see in the model metadata and send/receive; `decode` turns one
     request's checked inputs into the graph's inputs (rows on axis 0) and `encode` one request's graph
     outputs into the response tensors. Bad input raises `dlforge.serve.protocol.ProtocolError` (400).
+    `optional` names client inputs a request may leave out (a generator takes `seed` or `latent`).
     `pad` gives, per graph input, the value that pads axis 1 so requests of different lengths can share a
     batch (empty: only equal shapes batch together)."""
 
     inputs: list[MetadataTensor]
     outputs: list[MetadataTensor]
+    optional: frozenset[str]
     pad: dict[str, int | float]
 
     def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

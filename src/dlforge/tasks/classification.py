@@ -121,7 +121,8 @@ class ClassificationTask:
         diff = check_parity(net, root / "model.onnx", x_val, tolerance)
         inputs, outputs = signature(info)
         fields: dict[str, Any] = {
-            "inputs": inputs, "outputs": outputs, "labels": info.labels, "preprocessing": info.preprocessing,
+            "inputs": inputs, "outputs": outputs, "labels": info.labels,
+            "preprocessing": _with_vocab_size(info.preprocessing, net),
             "onnx": {"opset": cfg.export.opset, "parity_max_abs_diff": diff, "tolerance": tolerance,
                      "parity_samples": len(x_val)},
         }
@@ -131,6 +132,17 @@ class ClassificationTask:
             x_train, (x_test, y_test) = bundle.train.tensors[0], bundle.test.tensors
             fields["quantized"] = quantize_package(net, root, x_train[:CALIBRATION_SAMPLES], x_test, y_test)
         return fields
+
+
+def _with_vocab_size(preprocessing: dict[str, Any], net: nn.Module) -> dict[str, Any]:
+    """The run's preprocessing plus the size of the embedding table the token ids go into (the first one):
+    the server refuses other ids with 400 instead of letting the engine fail or read garbage."""
+    prep = dict(preprocessing)
+    rows = next((m.num_embeddings for m in net.modules() if isinstance(m, nn.Embedding)), None)
+    if rows is not None:
+        known = prep.get("vocab_size")
+        prep["vocab_size"] = min(rows, known) if isinstance(known, int) else rows
+    return prep
 
 
 def trim_padding(x: Tensor, pad_id: int | None) -> Tensor:

@@ -27,6 +27,7 @@ class TensorCodec:
     def __init__(self, manifest: Any) -> None:
         self.inputs = _specs(manifest.inputs)
         self.outputs = _specs(manifest.outputs)
+        self.optional: frozenset[str] = frozenset()
         self.pad: dict[str, int | float] = {}
 
     def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -49,6 +50,7 @@ class TextCodec:
         self.inputs = [MetadataTensor(name=TEXT, datatype="BYTES", shape=[-1])]
         self.outputs = [MetadataTensor(name=LABEL, datatype="BYTES", shape=[-1]),
                         MetadataTensor(name=PROBABILITIES, datatype="FP32", shape=[-1, len(self.labels)])]
+        self.optional: frozenset[str] = frozenset()
         self.pad: dict[str, int | float] = {self.graph_input: PAD_ID}  # any lengths share a batch
 
     def texts(self, array: np.ndarray) -> list[str]:

@@ -25,6 +25,7 @@ from dlforge.serve.protocol import (
     datatype_of,
     decode_tensor,
     get_datatype,
+    shorten,
 )
 from dlforge.serve.tensors import encode_binary
 
@@ -50,30 +51,42 @@ def decode_request(
     request: pb.ModelInferRequest, max_elements: int = MAX_ELEMENTS
 ) -> tuple[InferenceRequest, list[np.ndarray], bool]:
     """The request as the protocol's wire type, one array per input (request order), and whether it was raw."""
+    wire = request_header(request)
+    return wire, decode_inputs(request, max_elements), bool(request.raw_input_contents)
+
+
+def request_header(request: pb.ModelInferRequest) -> InferenceRequest:
+    """The request as the protocol's wire type, tensor data not yet decoded: names, datatypes and shapes
+    can be checked against the model (validate.check_request) before any array is built."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise ProtocolError(f"raw_input_contents has {len(raw)} entries but the request has "
                             f"{len(request.inputs)} inputs (one entry per input, in the same order)")
     check_unique("input", [i.name for i in request.inputs])
     check_unique("output", [o.name for o in request.outputs])
-    arrays = []
-    for index, tensor in enumerate(request.inputs):
-        what = f"input '{tensor.name}'"
-        if raw and tensor.HasField("contents"):
-            raise ProtocolError(f"{what}: has typed contents although the request uses raw_input_contents")
-        if raw:
-            arrays.append(decode_tensor(what, tensor.datatype, list(tensor.shape), None, raw[index], max_elements))
-        else:
-            arrays.append(decode_contents(what, tensor.datatype, list(tensor.shape), tensor.contents, max_elements))
-    # model_construct: the fields were typed by protobuf already; the checks that matter follow in match_inputs
-    wire = InferenceRequest.model_construct(
+    # model_construct: the fields were typed by protobuf already; the checks that matter follow in validate.py
+    return InferenceRequest.model_construct(
         id=request.id or None,
         parameters=None,
         inputs=[RequestInput.model_construct(name=t.name, shape=list(t.shape), datatype=t.datatype, parameters=None,
                                              data=None) for t in request.inputs],
         outputs=[RequestOutput.model_construct(name=o.name, parameters=None) for o in request.outputs] or None,
     )
-    return wire, arrays, bool(raw)
+
+
+def decode_inputs(request: pb.ModelInferRequest, max_elements: int = MAX_ELEMENTS) -> list[np.ndarray]:
+    """One array per input, in request order, from raw_input_contents or each tensor's typed contents."""
+    raw = request.raw_input_contents
+    arrays = []
+    for index, tensor in enumerate(request.inputs):
+        what = f"input '{shorten(tensor.name)}'"
+        if raw and tensor.HasField("contents"):
+            raise ProtocolError(f"{what}: has typed contents although the request uses raw_input_contents")
+        if raw:
+            arrays.append(decode_tensor(what, tensor.datatype, list(tensor.shape), None, raw[index], max_elements))
+        else:
+            arrays.append(decode_contents(what, tensor.datatype, list(tensor.shape), tensor.contents, max_elements))
+    return arrays
 
 
 def decode_contents(what: str, datatype: str, shape: list[int], contents: pb.InferTensorContents,

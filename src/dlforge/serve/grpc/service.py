@@ -1,10 +1,11 @@
 """The KServe V2 gRPC service (`inference.GRPCInferenceService`): thin handlers over the shared state.
 
 The same repository, batchers, tokens, limits and metrics as the HTTP routes: both front doors run on
-one event loop and call the same protocol checks (match_inputs, check_outputs, check_rows) and the
-same `submit`. Authorization comes from the `authorization: Bearer <token>` metadata entry, with the
-HTTP side's scope: health and server metadata are open, models need a token, the repository RPCs the
-admin token. Every failure becomes one gRPC status through status.py's table.
+one event loop and call the same checks (validate.py: the codec's inputs, optional inputs, row and
+element caps, token ids, NaN/Inf) and the same `submit`. Authorization comes from the
+`authorization: Bearer <token>` metadata entry, with the HTTP side's scope: health and server metadata
+are open, models need a token, the repository RPCs the admin token. Every failure becomes one gRPC
+status through status.py's table.
 """
 
 from __future__ import annotations
@@ -12,19 +13,21 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from dlforge import __version__
-from dlforge.serve.grpc.codec import decode_request, encode_response
+from dlforge.serve.grpc.codec import decode_inputs, encode_response, request_header
 from dlforge.serve.grpc.proto import grpc_predict_v2_pb2 as pb
 from dlforge.serve.grpc.status import Unimplemented, code_of
-from dlforge.serve.protocol import ProtocolError, check_outputs, check_rows, match_inputs
+from dlforge.serve.protocol import ProtocolError
 from dlforge.serve.repository import ModelInstance, ModelNotReady
 from dlforge.serve.security import check_authorization
 from dlforge.serve.state import ServeState, submit
+from dlforge.serve.validate import check_inputs, check_request, to_graph
 
 log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"  # the protocol's name; our proto package differs (see the .proto)
@@ -82,13 +85,14 @@ class InferenceService:
 
     async def _infer(self, instance: ModelInstance, request: pb.ModelInferRequest, context: Context,
                      started: float) -> pb.ModelInferResponse:
-        wire, arrays, raw = decode_request(request)
-        codec = instance.codec  # the task's serving codec, as on the HTTP side (e.g. raw text → token ids)
-        inputs = match_inputs(codec.inputs, wire, arrays)
-        check_outputs([o.name for o in codec.outputs], wire.outputs)
-        check_rows(inputs)
-        outputs = codec.encode(await submit(self.state, instance, codec.decode(inputs), started,
-                                            context.time_remaining()))
+        wire = request_header(request)
+        signature, codec = instance.signature, instance.codec  # as on the HTTP side (e.g. raw text → token ids)
+        check_request(wire, signature)  # names, datatypes, shapes, optional inputs, the row cap: before decoding
+        inputs = {t.name: array for t, array in zip(wire.inputs, decode_inputs(request), strict=True)}
+        check_inputs(inputs, signature)
+        graph = to_graph(codec, signature, inputs)
+        outputs = codec.encode(await submit(self.state, instance, graph, started, context.time_remaining()))
+        raw = bool(request.raw_input_contents)
         return encode_response(instance.name, instance.version, request.id, outputs, wire.outputs, raw)
 
     def _observe(self, instance: ModelInstance, code: grpc.StatusCode, started: float) -> None:
@@ -164,9 +168,10 @@ def _guard(method: Handler) -> Handler:
         except Exception as exc:
             code = code_of(exc)
             message = str(exc)
-            if code == grpc.StatusCode.INTERNAL:
-                log.error("unexpected error in %s: %r", method.__name__, exc, exc_info=exc)
-                message = f"internal error ({type(exc).__name__}: {exc}); the server is still running"
+            if code == grpc.StatusCode.INTERNAL:  # the client gets a reference to the log line, not the exception
+                ref = uuid.uuid4().hex[:12]
+                log.error("unexpected error in %s (ref %s): %r", method.__name__, ref, exc, exc_info=exc)
+                message = f"internal error (ref {ref} in the server log); the server is still running"
             await context.abort(code, message)
 
     return call

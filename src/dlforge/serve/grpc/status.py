@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import grpc
 
+from dlforge.export.inputs import InputError
 from dlforge.serve.batcher import BatcherStopped, DeadlineExceeded, QueueFull
 from dlforge.serve.protocol import ProtocolError
 from dlforge.serve.repository import ModelLoadFailed, ModelNotFound, ModelNotReady
 from dlforge.serve.security import AuthError
 
 _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
-    (ProtocolError, grpc.StatusCode.INVALID_ARGUMENT), (ModelLoadFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    (ProtocolError, grpc.StatusCode.INVALID_ARGUMENT), (InputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ModelLoadFailed, grpc.StatusCode.FAILED_PRECONDITION),
     (ModelNotFound, grpc.StatusCode.NOT_FOUND), (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ModelNotReady, grpc.StatusCode.UNAVAILABLE), (BatcherStopped, grpc.StatusCode.UNAVAILABLE),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
