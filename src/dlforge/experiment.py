@@ -1,33 +1,20 @@
-"""Loading an experiment completely: the YAML schema plus every registry-backed component.
+"""Loading an experiment completely: the YAML schema, the task, and every registry-backed component.
 
-`load_config` checks structure; this also checks each layer's and augmentation's settings and the
-dataset's, so every mistake in the file is reported at load time with its key path.
+`load_config` checks structure; this also checks the task, the dataset's settings and what the task
+accepts (model spec, monitor…), so every mistake in the file is reported at load time with its key path.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from dlforge.config import ConfigError, ExperimentConfig, load_config
-from dlforge.config.components import resolve
 from dlforge.config.errors import problems_from
 from dlforge.data.datasets import DATASETS
-from dlforge.nn import LAYERS, MODELS
 from dlforge.registry import RegistryError
-
-
-def _check_layers(specs: list[Any], path: str, problems: list[str]) -> None:
-    for i, spec in enumerate(specs):
-        try:
-            _, params = resolve(LAYERS, spec, f"{path}[{i}]")
-        except ConfigError as exc:
-            problems += exc.problems
-            continue
-        if spec.type == "residual":
-            _check_layers(params.layers, f"{path}[{i}].layers", problems)  # type: ignore[attr-defined]
+from dlforge.tasks import TASKS, get_task
 
 
 def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> None:
@@ -40,23 +27,17 @@ def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> None:
         problems += problems_from(exc, entry.params, prefix="data.params")
 
 
-def _check_model(cfg: ExperimentConfig, problems: list[str]) -> None:
-    if cfg.model.layers is not None:
-        _check_layers(cfg.model.layers, "model.layers", problems)
-        return
-    try:
-        component = MODELS.get(cfg.model.arch or "")
-        component.params.model_validate(cfg.model.params)
-    except RegistryError as exc:
-        problems.append(f"model.arch: {exc}")
-    except ValidationError as exc:
-        problems += problems_from(exc, component.params, prefix="model.params")
-
-
 def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The validated experiment with the task's defaults filled in (e.g. `train.monitor`)."""
+    if cfg.task not in TASKS:
+        try:
+            TASKS.get(cfg.task)
+        except RegistryError as exc:
+            raise ConfigError([f"task: {exc}"]) from None
+    task = get_task(cfg.task)
     problems: list[str] = []
     _check_dataset(cfg, problems)
-    _check_model(cfg, problems)
+    problems += task.check(cfg)
     if cfg.augment:
         from dlforge.data.augment import validate_augment
         from dlforge.data.splits import peek_input_shape
@@ -67,6 +48,8 @@ def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
             problems += exc.problems
     if problems:
         raise ConfigError(problems)
+    if cfg.train.monitor is None:
+        cfg.train.monitor = task.default_monitor
     return cfg
 
 

@@ -55,6 +55,7 @@ class DatasetEntry:
     load: Callable[[Any, int], RawData]
     doc: str
     shape: Callable[[Any], tuple[int, ...]]  # one sample's shape from the params alone
+    tasks: tuple[str, ...] = ("classification",)  # the tasks whose data this is (checked at load)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")

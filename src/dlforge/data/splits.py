@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ class DataBundle:
     input_shape: tuple[int, ...]
     integer_input: bool
     preprocessing: dict[str, Any]  # how raw inputs become model inputs, incl. mean/std
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # files the run and the package keep (tokenizer.json)
 
     @property
     def num_classes(self) -> int:
@@ -61,12 +63,13 @@ def make_bundle(raw: RawData, cfg: DataConfig, seed: int) -> DataBundle:
                       integer_input=raw.integer_input, preprocessing=prep)
 
 
-def load_data(cfg: DataConfig, seed: int) -> DataBundle:
-    """Load `cfg.dataset` and split it; raises DataError with the offending key on bad data."""
+def load_data(cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBundle:
+    """Load `cfg.dataset` and split it; raises DataError with the offending key on bad data.
+
+    `reuse`: a run directory whose artifacts (e.g. a trained tokenizer) are used as they are."""
     entry = DATASETS.get(cfg.dataset)
     params = entry.params.model_validate(cfg.params)
     return make_bundle(entry.load(params, seed), cfg, seed)
-
 
 
 def peek_input_shape(cfg: DataConfig) -> tuple[int, ...]:

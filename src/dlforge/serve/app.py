@@ -31,6 +31,7 @@ from dlforge.serve.repository import ModelInstance, ModelLoadFailed, ModelNotFou
 from dlforge.serve.runtime import batch_latency, load_runtime
 from dlforge.serve.security import AuthError, BodyLimit, BodyTooLarge
 from dlforge.serve.settings import Settings
+from dlforge.tasks import get_codec
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH, DEFAULT_DELAY_MS = 32, 5.0
@@ -103,6 +104,7 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
 
     s = state.settings
     package = await asyncio.to_thread(load_package, path)
+    codec = get_codec(package)
     runtime = await asyncio.to_thread(load_runtime, s.runtime, package, s.threads())
     serving = getattr(package.manifest, "serving", None)
     max_batch = s.max_batch_size or getattr(serving, "max_batch_size", None) or DEFAULT_BATCH
@@ -125,7 +127,7 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
              name, version, one_row * 1000, max_batch, batcher.max_queue_delay * 1000,
              "on the event loop" if batcher.inline else "on the inference threads")
     await batcher.start()
-    return ModelInstance(name, version, package.manifest, runtime, batcher)
+    return ModelInstance(name, version, package.manifest, runtime, batcher, codec)
 
 
 def _first(*values: float | None) -> float:

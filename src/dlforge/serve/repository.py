@@ -20,6 +20,7 @@ from dlforge.registry import suggest
 from dlforge.serve.batcher import Batcher
 from dlforge.serve.protocol import RepositoryIndexItem
 from dlforge.serve.runtime import Runtime
+from dlforge.tasks import Codec
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -39,13 +40,14 @@ class ModelLoadFailed(RuntimeError):
 
 @dataclass
 class ModelInstance:
-    """One loaded version: its package facts, its engine and the batcher in front of it."""
+    """One loaded version: its package facts, its engine, the batcher in front of it and the task's codec."""
 
     name: str
     version: str
     manifest: Any  # dlforge.export.package.Manifest
     runtime: Runtime
     batcher: Batcher
+    codec: Codec  # client tensors ↔ graph tensors (dlforge.tasks)
 
     async def close(self) -> None:
         await self.batcher.stop(drain=True)

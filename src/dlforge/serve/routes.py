@@ -114,9 +114,9 @@ async def metrics(request: Request) -> Response:
 
 async def model_metadata(request: Request) -> Response:
     state, instance = _model(request)
-    meta = instance.runtime.metadata
+    codec = instance.codec  # what clients send and get: the task's view of the graph
     body = ModelMetadata(name=instance.name, versions=state.repository.versions(instance.name),
-                         platform=meta.platform, inputs=meta.inputs, outputs=meta.outputs)
+                         platform=instance.runtime.metadata.platform, inputs=codec.inputs, outputs=codec.outputs)
     return JSONResponse(body.model_dump(exclude_none=True))
 
 
@@ -149,11 +149,11 @@ async def _infer(state: ServeState, request: Request, started: float) -> Respons
     binary_default = wants_binary(request_.parameters, "binary_data_output", False)
     # Look the instance up again after the body read: a reload may have swapped it meanwhile.
     _, instance = _model(request, auth=False)
-    meta = instance.runtime.metadata
-    inputs = match_inputs(meta.inputs, request_, arrays)
-    check_outputs([o.name for o in meta.outputs], request_.outputs)
+    codec = instance.codec
+    inputs = match_inputs(codec.inputs, request_, arrays)
+    check_outputs([o.name for o in codec.outputs], request_.outputs)
     _check_rows(inputs)
-    outputs = await _submit(state, instance, inputs, started)
+    outputs = codec.encode(await _submit(state, instance, codec.decode(inputs), started))
     body, headers = encode_response(instance.name, instance.version, request_.id, outputs,
                                     request_.outputs, binary_default)
     return Response(body, headers=headers)
