@@ -35,6 +35,9 @@ class RawData:
     labels: list[str]
     preprocessing: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # unreadable files, by path
+    texts: list[str] | None = None  # text datasets: raw strings, tokenized after the split (data/text.py)
+    tokenizer: Any = None  # their dlforge.text.TokenizerConfig
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # files runs and packages keep (tokenizer.json)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -53,14 +53,18 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
     return x.mean(dim=dims).flatten().tolist(), std.flatten().tolist()
 
 
-def make_bundle(raw: RawData, cfg: DataConfig, seed: int) -> DataBundle:
+def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBundle:
     train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed)
+    if raw.texts is not None:  # the tokenizer learns from the train split only
+        from dlforge.data.text import tokenize_splits
+
+        raw = tokenize_splits(raw, train_idx, reuse)
     prep = dict(raw.preprocessing)
     if not raw.integer_input:
         prep["mean"], prep["std"] = channel_stats(raw.x[train_idx])
     train, val, test = (TensorDataset(raw.x[i], raw.y[i]) for i in (train_idx, val_idx, test_idx))
     return DataBundle(train, val, test, labels=raw.labels, input_shape=raw.input_shape,
-                      integer_input=raw.integer_input, preprocessing=prep)
+                      integer_input=raw.integer_input, preprocessing=prep, artifacts=raw.artifacts)
 
 
 def load_data(cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBundle:
@@ -69,7 +73,7 @@ def load_data(cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBund
     `reuse`: a run directory whose artifacts (e.g. a trained tokenizer) are used as they are."""
     entry = DATASETS.get(cfg.dataset)
     params = entry.params.model_validate(cfg.params)
-    return make_bundle(entry.load(params, seed), cfg, seed)
+    return make_bundle(entry.load(params, seed), cfg, seed, reuse)
 
 
 def peek_input_shape(cfg: DataConfig) -> tuple[int, ...]:

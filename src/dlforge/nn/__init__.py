@@ -3,5 +3,8 @@
 from dlforge.nn.archs import MODELS, arch_layers
 from dlforge.nn.build import ModelBuildError, Net, build_model, count_parameters
 from dlforge.nn.layers import LAYERS
+from dlforge.nn.sequence import register as _register_sequence_layers
+
+_register_sequence_layers()
 
 __all__ = ["LAYERS", "MODELS", "ModelBuildError", "Net", "arch_layers", "build_model", "count_parameters"]

@@ -122,6 +122,7 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
         executor=state.executor,
         on_batch=state.metrics.on_batch(name, version),
         inline=full is not None and full * 1000 < s.inline_max_ms,
+        pad=codec.pad,
     )
     log.info("loaded %s version %s: %.3f ms at batch 1; max batch %d; queue delay %.3f ms; batches run %s",
              name, version, one_row * 1000, max_batch, batcher.max_queue_delay * 1000,
