@@ -36,7 +36,8 @@ def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
             raise ConfigError([f"task: {exc}"]) from None
     task = get_task(cfg.task)
     problems: list[str] = []
-    _check_dataset(cfg, problems)
+    if getattr(task, "datasets", None) is None:  # tasks with their own dataset registry check it themselves
+        _check_dataset(cfg, problems)
     problems += task.check(cfg)
     if cfg.augment:
         from dlforge.data.augment import validate_augment

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dlforge.decoding.search import SearchSettings
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -112,6 +114,8 @@ class TrainConfig(Strict):
 class EvalConfig(Strict):
     batch_size: int = Field(256, ge=1)
     plots: bool = True
+    decode: SearchSettings = Field(default_factory=SearchSettings,
+                                   description="seq2seq: beam search for test metrics and the package (greedy too)")
 
 
 class ExportConfig(Strict):
@@ -124,7 +128,7 @@ class ExportConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
-    task: str = Field("classification", description="what the model does (see dlforge/tasks): classification")
+    task: str = Field("classification", description="what the model does (see dlforge/tasks): classification | seq2seq")
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(arch="cnn_small"))

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dlforge.data.datasets import DataError
 from dlforge.registry import Registry
+from dlforge.text import TokenizerConfig
 
 Pair = tuple[str, str]
 
@@ -40,7 +41,13 @@ class ParallelSplits:
 
 
 class Params(BaseModel):
+    """Settings every parallel dataset shares: how each side is tokenized (trained on the train split)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    source_tokenizer: TokenizerConfig = Field(default_factory=lambda: TokenizerConfig(kind="bpe", vocab_size=1000))
+    target_tokenizer: TokenizerConfig = Field(default_factory=lambda: TokenizerConfig(kind="bpe", vocab_size=1000))
+    shared_tokenizer: bool = Field(False, description="one tokenizer (source_tokenizer's settings) for both sides")
 
 
 @dataclass(frozen=True)
@@ -182,11 +189,12 @@ def split_pairs(pairs: list[Pair], val_fraction: float, test_fraction: float, se
     return ParallelSplits(pick(train), pick(val), pick(test))
 
 
-def load_parallel(dataset: str, params: dict[str, Any], val_fraction: float, test_fraction: float,
+def load_parallel(dataset: str, params: dict[str, Any] | Params, val_fraction: float, test_fraction: float,
                   seed: int) -> ParallelSplits:
     """Load a registered parallel dataset and split it; DataError names the offending key."""
     entry = PARALLEL.get(dataset)
-    pairs = entry.load(entry.params.model_validate(params), seed)
+    validated = params if isinstance(params, Params) else entry.params.model_validate(params)
+    pairs = entry.load(validated, seed)
     splits = split_pairs(pairs, val_fraction, test_fraction, seed)
     return ParallelSplits(splits.train, splits.val, splits.test, entry.doc)
 

@@ -136,6 +136,8 @@ class TaskEntry:
 TASKS: Registry[TaskEntry] = Registry("task")
 TASKS.add("classification", TaskEntry("dlforge.tasks.classification", "dlforge.tasks.classification_codec",
                                       "inputs (images, sequences, text) → one label"))
+TASKS.add("seq2seq", TaskEntry("dlforge.tasks.seq2seq", "dlforge.tasks.seq2seq_codec",
+                               "text → text (translation): encoder-decoder, greedy / beam search"))
 
 
 def get_task(name: str) -> Task:
