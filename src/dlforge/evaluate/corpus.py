@@ -21,10 +21,11 @@ class SentencePairs(Metric):
 
     def update(self, hypotheses: list[str], references: list[str]) -> None:  # type: ignore[override]
         text = "".join(f"{h}{_FIELD}{r}{_ROW}" for h, r in zip(hypotheses, references, strict=True))
-        self.pairs.append(torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8).to(self.device))
+        chunk = torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8).to(self.device)
+        self.pairs.append(chunk)  # type: ignore[union-attr,operator]
 
     def compute(self) -> tuple[list[str], list[str]]:  # type: ignore[override]
-        chunks = self.pairs if isinstance(self.pairs, list) else [self.pairs]
-        text = b"".join(c.cpu().numpy().tobytes() for c in chunks).decode()
+        chunks = self.pairs if isinstance(self.pairs, list) else [self.pairs]  # type: ignore[operator]
+        text = b"".join(c.cpu().numpy().tobytes() for c in chunks).decode()  # type: ignore[operator]
         rows = [row.split(_FIELD) for row in text.split(_ROW) if row]
         return [h for h, _ in rows], [r for _, r in rows]

@@ -73,7 +73,7 @@ def load_seq2seq_data(cfg: ExperimentConfig, reuse: Path | None = None) -> DataB
     params = entry.params.model_validate(cfg.data.params)
     splits = load_parallel(cfg.data.dataset, params, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
     source, target = tokenizers(params, splits.train, reuse)
-    sets = [_dataset(getattr(splits, name), source, target, params) for name in ("train", "val", "test")]
+    train, val, test = (_dataset(getattr(splits, name), source, target, params) for name in ("train", "val", "test"))
     prep: dict[str, Any] = {
         "kind": "translation", "source_tokenizer": SOURCE_FILE, "target_tokenizer": TARGET_FILE,
         "pad_id": PAD_ID, "bos_id": target.token_to_id(BOS), "eos_id": target.token_to_id(EOS),
@@ -83,5 +83,5 @@ def load_seq2seq_data(cfg: ExperimentConfig, reuse: Path | None = None) -> DataB
         "decoding": cfg.eval.decode.model_dump(),
     }
     artifacts = {SOURCE_FILE: tokenizer_to_bytes(source), TARGET_FILE: tokenizer_to_bytes(target)}
-    return DataBundle(*sets, labels=[], input_shape=(-1,), integer_input=True, preprocessing=prep,
+    return DataBundle(train, val, test, labels=[], input_shape=(-1,), integer_input=True, preprocessing=prep,
                       artifacts=artifacts)

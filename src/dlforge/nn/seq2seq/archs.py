@@ -5,6 +5,7 @@ Vocabulary sizes come from the tokenizers, never from the user.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -80,13 +81,14 @@ def transformer(p: TransformerParams, vocab: Vocab) -> Seq2SeqModel:
                               p.norm_first, p.max_positions)
 
 
-for name, params, build, doc in [
+_ENTRIES: list[tuple[str, type[Params], Callable[..., Seq2SeqModel], str]] = [
     ("gru_attention", RnnParams, rnn, "bidirectional GRU encoder, GRU decoder, Bahdanau attention"),
     ("lstm_attention", LstmParams, rnn, "bidirectional LSTM encoder, LSTM decoder, Luong attention (input feeding)"),
     ("rnn_attention_tiny", TinyRnnParams, rnn, "a few-thousand-parameter GRU with attention, for tests"),
     ("transformer", TransformerParams, transformer, "nn.Transformer encoder-decoder, sinusoidal positions"),
     ("transformer_tiny", TinyTransformerParams, transformer, "a one-layer Transformer, for tests"),
-]:
+]
+for name, params, build, doc in _ENTRIES:
     SEQ2SEQ_MODELS.add(name, Component(params, build, None, doc))
 
 
