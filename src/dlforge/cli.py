@@ -218,18 +218,24 @@ def _print_quantized(q: Any) -> None:
 @app.command()
 @user_errors
 def predict(package: PackageArg,
-            files: Annotated[list[Path], typer.Argument(help="images (.png, .jpg, …) or .npy arrays")],
+            files: Annotated[list[Path] | None, typer.Argument(
+                help="images (.png, .jpg, …), .npy arrays, or .txt files (one text each) for text models")] = None,
+            text: Annotated[list[str] | None, typer.Option(
+                "--text", "-t", help="a text to classify (repeatable), for text models")] = None,
             top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="labels to show per sample")] = 3,
             int8: Annotated[bool, typer.Option(help="use model.int8.onnx")] = False,
             as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
     """Classify files with a package's ONNX model (preprocessed exactly as in training).
 
-    Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`
+    Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`,
+    `dlforge predict runs/text_langid/package --text "wie geht es dir" --text "come stai"`
     """
-    from dlforge.export.package import load_package
+    from dlforge.export.package import PackageError, load_package
     from dlforge.export.predict import predict_files
 
-    results = predict_files(load_package(package), files, top_k, int8)
+    if not files and not text:
+        raise PackageError("nothing to predict: pass files (images, .npy, .txt) or --text \"some text\"")
+    results = predict_files(load_package(package), files or [], top_k, int8, text)
     if as_json:
         rows = [{"file": r.source, "top": [{"label": lb, "probability": p} for lb, p in r.top]} for r in results]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")

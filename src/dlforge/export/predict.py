@@ -1,4 +1,6 @@
-"""Inference from a package: files (images, .npy) → model inputs exactly as in training → top-k labels."""
+"""Inference from a package: files (images, .npy, .txt) or strings → model inputs exactly as in training → top-k.
+
+Text goes through the package's own tokenizer.json (hash-verified), the file training and the server use."""
 
 from __future__ import annotations
 
@@ -43,6 +45,29 @@ def load_image(path: Path, package: ModelPackage) -> np.ndarray:
     return read_image(path, tuple(prep["size"]), int(prep["channels"]))[None]  # type: ignore[arg-type]
 
 
+def tokenize(texts: list[str], sources: list[str], package: ModelPackage) -> np.ndarray:
+    """Right-padded token ids of `texts`; texts the model cannot take (empty, too long) are refused."""
+    from dlforge.text import TokenizerError, encode, tokenizer_from_bytes
+
+    prep = package.manifest.preprocessing
+    if prep.get("kind") != "text":
+        raise PackageError(f"this model takes {prep.get('kind')} inputs, not text; pass "
+                           f"{'images' if prep.get('kind') == 'image' else '.npy files'}")
+    tok = tokenizer_from_bytes(package.path(prep["tokenizer"]).read_bytes())
+    try:
+        return encode(tok, texts, int(prep["max_length"]), truncate=False)[0]
+    except TokenizerError as exc:
+        where = sources[exc.index] if exc.index is not None else "text"
+        raise PackageError(f"{where}: {exc.reason}") from None
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise PackageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
 def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, list[str]]:
     """Stack every file's samples into one batch; returns it and a source name per sample."""
     arrays, sources = [], []
@@ -71,9 +96,18 @@ def probabilities(package: ModelPackage, x: np.ndarray, int8: bool = False) -> n
     return run_onnx(session(path), x)[1]
 
 
-def predict_files(package: ModelPackage, files: list[Path], top_k: int = 3, int8: bool = False) -> list[Prediction]:
-    """Top-k (label, probability) for every sample in `files`."""
-    x, sources = load_inputs(files, package)
+def predict_files(package: ModelPackage, files: list[Path], top_k: int = 3, int8: bool = False,
+                  texts: list[str] | None = None) -> list[Prediction]:
+    """Top-k (label, probability) for every sample in `files` (.txt: one text each) and every string in `texts`."""
+    texts = texts or []
+    if texts or package.manifest.preprocessing.get("kind") == "text":
+        missing = [p for p in files if not p.is_file()]
+        if missing:
+            raise PackageError(f"{missing[0]}: no such file")
+        sources = [*map(str, files), *(f"--text {i + 1}" for i in range(len(texts)))]
+        x = tokenize([*map(read_text, files), *texts], sources, package)
+    else:
+        x, sources = load_inputs(files, package)
     probs = probabilities(package, x, int8)
     labels = package.manifest.labels
     k = max(1, min(top_k, len(labels)))

@@ -151,21 +151,23 @@ class Net(nn.Module):
         return self.body(self.normalize(x))
 
 
-def layer_specs(cfg: ModelConfig, input_shape: Shape, num_classes: int) -> tuple[list[ComponentSpec], str]:
+def layer_specs(cfg: ModelConfig, input_shape: Shape, num_classes: int,
+                facts: dict[str, Any] | None = None) -> tuple[list[ComponentSpec], str]:
     """The layer list for `cfg` (a named architecture expands to one) and the path for errors."""
     if cfg.layers is not None:
         return cfg.layers, "model.layers"
     from dlforge.nn.archs import arch_layers  # archs import this module's registry
 
-    return arch_layers(cfg.arch or "", cfg.params, input_shape, num_classes), f"model (arch {cfg.arch})"
+    return arch_layers(cfg.arch or "", cfg.params, input_shape, num_classes, facts), f"model (arch {cfg.arch})"
 
 
 def build_model(cfg: ModelConfig, input_shape: Shape, num_classes: int, integer_input: bool = False,
-                pad_id: int | None = None) -> Net:
+                pad_id: int | None = None, vocab_size: int | None = None) -> Net:
     """Build the network for inputs of `input_shape` (batch excluded) and `num_classes` outputs.
 
-    `pad_id`: token inputs padded with this id; padding-aware layers then ignore those steps."""
-    specs, path = layer_specs(cfg, input_shape, num_classes)
+    `pad_id`: token inputs padded with this id; padding-aware layers then ignore those steps.
+    `vocab_size`: the tokenizer's, for architectures that leave it unset."""
+    specs, path = layer_specs(cfg, input_shape, num_classes, {"vocab_size": vocab_size})
     dtype = torch.long if integer_input else torch.float32
     body, out = build_layers(specs, tuple(input_shape), path, dtype)
     if out != (num_classes,):

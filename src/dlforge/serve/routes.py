@@ -192,16 +192,32 @@ async def classify(request: Request) -> Response:
 async def _classify(state: ServeState, instance: ModelInstance, request: Request, started: float) -> Response:
     k = _int_param(request, "top_k", 5)
     form = await request.form(max_files=1, max_fields=8)
+    texts = [v for key, v in form.multi_items() if key == "text" and isinstance(v, str)]
     upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
-    if upload is None:
-        raise ProtocolError("send the image as a multipart/form-data file field, e.g. curl -F file=@digit.png")
-    batch = preprocess_image(await upload.read(), getattr(instance.manifest, "preprocessing", None))
+    batch = _classify_text(instance, texts) if texts else None
+    if batch is None:
+        if upload is None:
+            raise ProtocolError("send the image as a multipart/form-data file field, e.g. curl -F file=@digit.png"
+                                " (text models: a text field, e.g. curl -F text='guten morgen')")
+        batch = preprocess_image(await upload.read(), getattr(instance.manifest, "preprocessing", None))
     _, instance = _model(request, auth=False)
     name = instance.runtime.metadata.inputs[0].name
     outputs = await _submit(state, instance, {name: batch}, started)
     probabilities = outputs.get("probabilities", _softmax(next(iter(outputs.values()))))[0]
     predictions = top_k(probabilities, list(getattr(instance.manifest, "labels", []) or []), k)
     return JSONResponse({"model_name": instance.name, "model_version": instance.version, "predictions": predictions})
+
+
+def _classify_text(instance: ModelInstance, texts: list[str]) -> np.ndarray:
+    """One `text` form field → the model's token ids, tokenized by the package's codec."""
+    if len(texts) > 1:
+        raise ProtocolError(f"send one text field per request (got {len(texts)}); /infer takes a batch as a "
+                            "BYTES tensor")
+    tokenize = getattr(instance.codec, "tokenize", None)
+    if tokenize is None:
+        raise ProtocolError("this model takes no text; send an image file (curl -F file=@digit.png) or use /infer")
+    ids: np.ndarray = tokenize(texts)
+    return ids
 
 
 def _int_param(request: Request, key: str, default: int) -> int:

@@ -107,20 +107,24 @@ class OnnxRuntime:
 
 
 class TorchRuntime:
-    """The trained network itself, rebuilt from model.safetensors + config.yaml via build_model."""
+    """The trained network itself, rebuilt by its task from the package's recipe (config.yaml + data facts)."""
 
     def __init__(self, package: ModelPackage, threads: int) -> None:
         import torch
         from safetensors.torch import load_file
 
         from dlforge.config import load_config
-        from dlforge.nn import build_model
+        from dlforge.rundir import RunInfo
+        from dlforge.tasks import get_task
 
         torch.set_num_threads(threads)
         manifest = package.manifest
         cfg = load_config(package.path("config.yaml"))
-        input_shape = tuple(manifest.inputs[0].shape[1:])
-        net = build_model(cfg.model, input_shape, len(manifest.labels))
+        if "run_info" in manifest.task_info:
+            info = RunInfo(**manifest.task_info["run_info"])
+        else:  # packages exported before the data facts travelled with them: fixed-shape float inputs
+            info = RunInfo(list(manifest.inputs[0].shape[1:]), manifest.labels, False, manifest.preprocessing, "")
+        net = get_task(manifest.task).build_model(cfg, info)
         net.load_state_dict(load_file(str(package.path("model.safetensors"))))
         self.net = net.eval()
         self._torch: Any = torch

@@ -8,6 +8,7 @@ recall, F1 with a confusion matrix, an ONNX graph returning logits and softmax p
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,15 +64,17 @@ class ClassificationTask:
 
     def create_model(self, cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker
+        prep = bundle.preprocessing
         net = build_model(cfg.model, bundle.input_shape, bundle.num_classes, bundle.integer_input,
-                          pad_id=bundle.preprocessing.get("pad_id"))
+                          pad_id=prep.get("pad_id"), vocab_size=prep.get("vocab_size"))
         if isinstance(net.normalize, InputNormalize):
             net.normalize.set_stats(bundle.preprocessing["mean"], bundle.preprocessing["std"])
         return net
 
     def build_model(self, cfg: ExperimentConfig, info: RunInfo) -> nn.Module:
+        prep = info.preprocessing
         return build_model(cfg.model, tuple(info.input_shape), len(info.labels), info.integer_input,
-                           pad_id=info.preprocessing.get("pad_id"))
+                           pad_id=prep.get("pad_id"), vocab_size=prep.get("vocab_size"))
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -80,6 +83,7 @@ class ClassificationTask:
 
     def train_step(self, tr: Trainer, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
         x, y = batch
+        x = trim_padding(x, tr.info.preprocessing.get("pad_id"))
         if tr.augmenter is not None:
             x, y = tr.augmenter(x, y)
         with tr.sync_gradients(optimizer_step):  # DDP all-reduces only on the stepping micro-batch
@@ -93,7 +97,8 @@ class ClassificationTask:
     # --- evaluation -------------------------------------------------------------------------------
 
     def evaluate(self, model: nn.Module, batches: Any, info: RunInfo, device: torch.device) -> dict[str, Any]:
-        return evaluate_model(model, batches, info.labels, device)
+        pad_id = info.preprocessing.get("pad_id")
+        return evaluate_model(model, ((trim_padding(x, pad_id), y) for x, y in batches), info.labels, device)
 
     def write_report(self, run_dir: Path, metrics: dict[str, Any], info: RunInfo, plots: bool) -> None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -120,6 +125,7 @@ class ClassificationTask:
             "inputs": inputs, "outputs": outputs, "labels": info.labels, "preprocessing": info.preprocessing,
             "onnx": {"opset": cfg.export.opset, "parity_max_abs_diff": diff, "tolerance": tolerance,
                      "parity_samples": len(x_val)},
+            "task_info": {"run_info": asdict(info)},  # the recipe's data facts: the torch runtime rebuilds from them
         }
         if quantize:
             from dlforge.export.quantize import quantize_package
@@ -127,6 +133,15 @@ class ClassificationTask:
             x_train, (x_test, y_test) = bundle.train.tensors[0], bundle.test.tensors
             fields["quantized"] = quantize_package(net, root, x_train[:CALIBRATION_SAMPLES], x_test, y_test)
         return fields
+
+
+def trim_padding(x: Tensor, pad_id: int | None) -> Tensor:
+    """Token ids without the columns that are padding in every row: padding changes no prediction
+    (the model masks it), it only costs time — a batch of short texts runs at its own length."""
+    if pad_id is None:
+        return x
+    used = (x != pad_id).any(dim=0).nonzero()
+    return x[:, : int(used.max()) + 1 if len(used) else 1]
 
 
 def signature(info: RunInfo) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -21,7 +21,13 @@ TOKENIZER_FILE = "tokenizer.json"
 
 
 class TokenizerError(ValueError):
-    """Text that cannot be tokenized as asked (empty, too long, not a tokenizer file)."""
+    """Text that cannot be tokenized as asked (empty, too long, not a tokenizer file).
+
+    `index` is the position of the text at fault in the batch, `reason` the problem without it."""
+
+    def __init__(self, reason: str, index: int | None = None) -> None:
+        self.reason, self.index = reason, index
+        super().__init__(reason if index is None else f"text {index} {reason}")
 
 
 class TokenizerConfig(BaseModel):
@@ -105,11 +111,11 @@ def encode(tok: Tokenizer, texts: list[str], max_length: int, truncate: bool) ->
 def check_lengths(lengths: np.ndarray, max_length: int) -> None:
     empty = np.flatnonzero(lengths == 0)
     if len(empty):
-        raise TokenizerError(f"text {int(empty[0])} has no tokens (empty or only spaces); send some text")
+        raise TokenizerError("has no tokens (empty or only spaces); send some text", int(empty[0]))
     long = np.flatnonzero(lengths > max_length)
     if len(long):
-        raise TokenizerError(f"text {int(long[0])} has {int(lengths[long[0]])} tokens; this model takes at most "
-                             f"{max_length} (shorten it)")
+        raise TokenizerError(f"has {int(lengths[long[0]])} tokens; this model takes at most {max_length} "
+                             "(shorten it)", int(long[0]))
 
 
 def decode(tok: Tokenizer, ids: list[int]) -> str:
