@@ -62,6 +62,7 @@ def test_config_mistakes_are_reported_with_their_keys() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the module's first test also trains and exports the model
 def test_run_directory_holds_scores_samples_and_tokenizers(trained: Path) -> None:
     metrics = json.loads((trained / "metrics.json").read_text())
     for key in ("bleu", "chrf", "exact_match", "token_accuracy", "beam_bleu", "beam_exact_match", "loss"):
@@ -76,6 +77,7 @@ def test_run_directory_holds_scores_samples_and_tokenizers(trained: Path) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the module's first test also trains and exports the model
 def test_package_decodes_identically_in_onnx_runtime_torch_and_the_cli(trained: Path) -> None:
     package = load_package(trained / "package")
     m = package.manifest
@@ -100,6 +102,7 @@ def _binary_bytes_request(items: list[bytes]) -> tuple[bytes, dict[str, str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the module's first test also trains and exports the model
 @pytest.mark.serve
 def test_server_translates_bytes_and_refuses_bad_text(trained: Path) -> None:
     expected = translate_lines(load_package(trained / "package"), SENTENCES)
