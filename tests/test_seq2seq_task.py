@@ -106,7 +106,7 @@ def _binary_bytes_request(items: list[bytes]) -> tuple[bytes, dict[str, str]]:
 @pytest.mark.serve
 def test_server_translates_bytes_and_refuses_bad_text(trained: Path) -> None:
     expected = translate_lines(load_package(trained / "package"), SENTENCES)
-    with running(Settings(path=trained / "package")) as (base, _):
+    with running(Settings(path=trained / "package", grpc_port=0)) as (base, server):
         meta = httpx.get(f"{base}/v2/models/tiny_s2s").json()
         assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
         assert meta["outputs"] == [{"name": "translation", "datatype": "BYTES", "shape": [-1]}]
@@ -126,3 +126,25 @@ def test_server_translates_bytes_and_refuses_bad_text(trained: Path) -> None:
             {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["1" * 40]}]})
         assert long.status_code == 400 and "at most 8" in long.json()["error"]
         assert np.all([r.status_code == 200 for r in singles])
+        _check_grpc(f"127.0.0.1:{server.state.serve.grpc_port}", expected)
+
+
+def _check_grpc(target: str, expected: list[str]) -> None:
+    """The gRPC service goes through the same codec: BYTES in, BYTES out, bad UTF-8 is INVALID_ARGUMENT."""
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+
+    def text(items: list[bytes]) -> tc.InferInput:
+        tensor = tc.InferInput("text", [len(items)], "BYTES")
+        tensor.set_data_from_numpy(np.array(items, dtype=object))
+        return tensor
+
+    client = tc.InferenceServerClient(target)
+    try:
+        result = client.infer("tiny_s2s", [text([s.encode() for s in SENTENCES])])
+        assert [b.decode() for b in result.as_numpy("translation").tolist()] == expected
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("tiny_s2s", [text([b"12", b"\xff\xfe"])])
+        assert "INVALID_ARGUMENT" in str(err.value.status()) and "not valid UTF-8" in str(err.value.message())
+    finally:
+        client.close()

@@ -17,14 +17,18 @@ from dlforge.registry import RegistryError
 from dlforge.tasks import TASKS, get_task
 
 
-def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> None:
+def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> bool:
+    """Whether the dataset and its params are valid (only then can its input shape be known)."""
     try:
         entry = DATASETS.get(cfg.data.dataset)
         entry.params.model_validate(cfg.data.params)
     except RegistryError as exc:
         problems.append(f"data.dataset: {exc}")
+        return False
     except ValidationError as exc:
         problems += problems_from(exc, entry.params, prefix="data.params")
+        return False
+    return True
 
 
 def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -36,10 +40,10 @@ def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
             raise ConfigError([f"task: {exc}"]) from None
     task = get_task(cfg.task)
     problems: list[str] = []
-    if getattr(task, "datasets", None) is None:  # tasks with their own dataset registry check it themselves
-        _check_dataset(cfg, problems)
+    # tasks with their own dataset registry (seq2seq) check data.dataset themselves
+    data_ok = _check_dataset(cfg, problems) if getattr(task, "datasets", None) is None else False
     problems += task.check(cfg)
-    if cfg.augment:
+    if cfg.augment and data_ok:
         from dlforge.data.augment import validate_augment
         from dlforge.data.splits import peek_input_shape
 

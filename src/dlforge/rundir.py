@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from dlforge.config import ExperimentConfig, load_config
+from dlforge.errors import UserError
 from dlforge.tasks import get_task
 
 if TYPE_CHECKING:
@@ -49,8 +50,8 @@ class RunInfo:
         return cls(**json.loads((run_dir / RUN_INFO).read_text()))
 
 
-class RunDirError(FileNotFoundError):
-    pass
+class RunDirError(UserError, FileNotFoundError):
+    """A run directory that is missing files, or that a command must not write into."""
 
 
 def require(run_dir: Path, *names: str) -> None:

@@ -136,3 +136,10 @@ class ExperimentConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    gan: GanConfig | None = Field(None, description="task: gan — discriminator, loss, EMA, FID classifier")
+    denoise: DenoiseConfig | None = Field(None, description="task: denoise — the noise models")
+
+
+from dlforge.config.generative import DenoiseConfig, GanConfig  # noqa: E402  (sections refer to the models above)
+
+ExperimentConfig.model_rebuild()

@@ -17,12 +17,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from dlforge.errors import UserError
 from dlforge.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Data that cannot be loaded (missing folder, no images, too few samples per class)."""
 
 
@@ -151,9 +152,10 @@ def load_synthetic(p: SyntheticParams, seed: int) -> RawData:
     return RawData(x, y, [f"class_{i}" for i in range(p.num_classes)], {"kind": "tensor", "shape": p.shape})
 
 
+IMAGE_TASKS = ("classification", "gan", "denoise")  # labelled images serve all three
 DATASETS.add("digits", DatasetEntry(DigitsParams, load_digits_data, "scikit-learn's 8x8 digits (1,797 images)",
-                                    lambda p: (1, 8, 8)))
+                                    lambda p: (1, 8, 8), IMAGE_TASKS))
 DATASETS.add("image_folder", DatasetEntry(ImageFolderParams, load_image_folder, "path/<class>/<image> files",
-                                          lambda p: (p.channels, *p.image_size)))
+                                          lambda p: (p.channels, *p.image_size), IMAGE_TASKS))
 DATASETS.add("synthetic", DatasetEntry(SyntheticParams, load_synthetic, "random learnable tensors",
                                        lambda p: tuple(p.shape)))

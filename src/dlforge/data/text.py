@@ -177,6 +177,9 @@ def tokenize_splits(raw: RawData, train_idx: Tensor, reuse: Path | None) -> RawD
     else:
         tok = train_tokenizer([raw.texts[i] for i in train_idx.tolist()], cfg)
     ids, _ = encode(tok, raw.texts, cfg.max_length, truncate=True)
+    # every sample is max_length wide, so models sized from the input (positions) take any request the
+    # server accepts; training and evaluation cut each batch to its longest text (tasks/classification.py)
+    ids = np.pad(ids, [(0, 0), (0, cfg.max_length - ids.shape[1])], constant_values=PAD_ID)
     prep: dict[str, Any] = {"kind": "text", "tokenizer": TOKENIZER_FILE, "tokenizer_kind": cfg.kind,
                             "vocab_size": tok.get_vocab_size(), "max_length": cfg.max_length,
                             "lowercase": cfg.lowercase, "pad_id": PAD_ID}

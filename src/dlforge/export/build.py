@@ -14,7 +14,7 @@ from dlforge.export.errors import PackageError
 from dlforge.rundir import CONFIG, METRICS, WEIGHTS, load_run
 from dlforge.tasks import get_task
 
-METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "loss")
+METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "loss", "samples", "confusion_matrix")  # the model card
 
 
 def _test_metrics(run_dir: Path, keys: tuple[str, ...]) -> dict[str, Any]:

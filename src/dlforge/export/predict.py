@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from dlforge.data.datasets import IMAGE_SUFFIXES, read_image
-from dlforge.export.errors import PackageError
+from dlforge.export.errors import InputFileError, PackageError
 from dlforge.export.onnx import run_onnx, session
 from dlforge.export.package import ModelPackage
 
@@ -28,12 +28,15 @@ def _sample_rank(package: ModelPackage) -> int:
 def load_npy(path: Path, package: ModelPackage) -> np.ndarray:
     """One sample or a batch, raw [0, 1]-scaled floats or token ids (never unpickled)."""
     spec = package.manifest.inputs[0]
-    arr = np.load(path, allow_pickle=False)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputFileError(f"{path}: not a readable .npy array ({exc})") from None
     if arr.ndim == _sample_rank(package):
         arr = arr[None]
     if arr.ndim != len(spec.shape) or any(d not in (-1, a) for d, a in zip(spec.shape[1:], arr.shape[1:], strict=True)):
-        raise PackageError(f"{path}: shape {list(arr.shape)} does not fit the model input {spec.shape} "
-                           "(one sample without the batch axis, or a batch)")
+        raise InputFileError(f"{path}: shape {list(arr.shape)} does not fit the model input {spec.shape} "
+                             "(one sample without the batch axis, or a batch)")
     return arr.astype(np.int64 if spec.datatype == "INT64" else np.float32)
 
 
@@ -41,8 +44,11 @@ def load_image(path: Path, package: ModelPackage) -> np.ndarray:
     """Decoded like training data: read_image gives pixel/255, the [0, 1] scale models are trained on."""
     prep = package.manifest.preprocessing
     if prep.get("kind") != "image":
-        raise PackageError(f"{path}: this model takes {prep.get('kind')} inputs, not images; pass a .npy file")
-    return read_image(path, tuple(prep["size"]), int(prep["channels"]))[None]  # type: ignore[arg-type]
+        raise InputFileError(f"{path}: this model takes {prep.get('kind')} inputs, not images; pass a .npy file")
+    try:
+        return read_image(path, tuple(prep["size"]), int(prep["channels"]))[None]  # type: ignore[arg-type]
+    except Exception as exc:  # PIL raises many kinds for broken files
+        raise InputFileError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
 
 
 def tokenize(texts: list[str], sources: list[str], package: ModelPackage) -> np.ndarray:
@@ -73,19 +79,19 @@ def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, l
     arrays, sources = [], []
     for path in files:
         if not path.is_file():
-            raise PackageError(f"{path}: no such file")
+            raise InputFileError(f"{path}: no such file")
         suffix = path.suffix.lower()
         if suffix == ".npy":
             arr = load_npy(path, package)
         elif suffix in IMAGE_SUFFIXES:
             arr = load_image(path, package)
         else:
-            raise PackageError(f"{path}: unsupported file type (use .npy or {', '.join(IMAGE_SUFFIXES)})")
+            raise InputFileError(f"{path}: unsupported file type (use .npy or {', '.join(IMAGE_SUFFIXES)})")
         arrays.append(arr)
         sources += [str(path)] if len(arr) == 1 else [f"{path}[{i}]" for i in range(len(arr))]
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) > 1:
-        raise PackageError(f"inputs have different shapes {sorted(shapes)}; predict them separately")
+        raise InputFileError(f"inputs have different shapes {sorted(shapes)}; predict them separately")
     return np.concatenate(arrays), sources
 
 

@@ -14,10 +14,11 @@ from torch import Tensor, nn
 
 from dlforge.config import ComponentSpec, ConfigError, ModelConfig
 from dlforge.config.components import Component, resolve
+from dlforge.errors import UserError
 from dlforge.nn.layers import LAYERS, LayerShapeError, Params, Shape
 
 
-class ModelBuildError(ValueError):
+class ModelBuildError(UserError, ValueError):
     """A spec that cannot be built, with the failing layer's path and the shapes involved."""
 
 

@@ -21,7 +21,7 @@ def check_layers(specs: list[Any], path: str, problems: list[str]) -> None:
         except ConfigError as exc:
             problems += exc.problems
             continue
-        if spec.type == "residual":
+        if spec.type in ("residual", "concat_skip"):
             check_layers(params.layers, f"{path}[{i}].layers", problems)  # type: ignore[attr-defined]
 
 

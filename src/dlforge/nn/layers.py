@@ -12,13 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from dlforge.config.components import Component
+from dlforge.errors import UserError
 from dlforge.registry import Registry
 
 LAYERS: Registry[Component[Any]] = Registry("layer")
 Shape = tuple[int, ...]
 
 
-class LayerShapeError(ValueError):
+class LayerShapeError(UserError, ValueError):
     """A layer cannot take the shape its predecessor produces."""
 
 

@@ -6,7 +6,6 @@ Handlers take the raw `Request` (no FastAPI parameter parsing, so no 422s) and t
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -19,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dlforge import __version__
-from dlforge.serve.app import ServeState, error_response, status_of
-from dlforge.serve.batcher import DeadlineExceeded
+from dlforge.serve import playground as pg
+from dlforge.serve.app import error_response, status_of
 from dlforge.serve.images import preprocess_image, top_k
 from dlforge.serve.metrics import CONTENT_TYPE
 from dlforge.serve.protocol import (
@@ -29,6 +28,7 @@ from dlforge.serve.protocol import (
     ProtocolError,
     RepositoryIndexRequest,
     check_outputs,
+    check_rows,
     encode_response,
     match_inputs,
     parse_header_length,
@@ -37,13 +37,14 @@ from dlforge.serve.protocol import (
 )
 from dlforge.serve.repository import ModelInstance
 from dlforge.serve.security import check_bearer
+from dlforge.serve.state import ServeState, submit
 
 Handler = Callable[[Request], Awaitable[Response]]
 MODEL = "/v2/models/{model}"
 VERSIONED = "/v2/models/{model}/versions/{version}"
 
 
-def routes(admin: bool) -> list[tuple[str, list[str], Handler]]:
+def routes(admin: bool, playground: bool = True) -> list[tuple[str, list[str], Handler]]:
     """(path, methods, handler) for the server; the repository API only with an admin token."""
     table: list[tuple[str, list[str], Handler]] = [(f"{MODEL}/infer", ["POST"], infer)]  # matched first: hot
     table += [
@@ -52,10 +53,14 @@ def routes(admin: bool) -> list[tuple[str, list[str], Handler]]:
         ("/v2", ["GET"], server_metadata),
         ("/metrics", ["GET"], metrics),
         (f"{VERSIONED}/infer", ["POST"], infer),
+        ("/v2/models", ["GET"], pg.list_models),
     ]
     for base in (MODEL, VERSIONED):
         table += [(base, ["GET"], model_metadata), (f"{base}/ready", ["GET"], model_ready),
-                  (f"{base}/classify", ["POST"], classify)]
+                  (f"{base}/classify", ["POST"], classify), (f"{base}/card", ["GET"], pg.card)]
+    if playground:
+        table += [("/", ["GET"], pg.page), ("/playground/{model}", ["GET"], pg.page),
+                  ("/playground/assets/{name}", ["GET"], pg.asset)]
     if admin:
         table += [("/v2/repository/index", ["POST"], repository_index),
                   ("/v2/repository/models/{model}/load", ["POST"], repository_load),
@@ -95,17 +100,15 @@ async def live(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     state = _state(request)
-    if not (state.accepting and state.repository.ready()):
+    if not state.ready():
         return JSONResponse({"error": "not ready"}, status_code=503, headers={"Retry-After": "1"})
     return JSONResponse({"ready": True})
 
 
 async def server_metadata(request: Request) -> Response:
     state = _state(request)
-    extensions = ["binary_tensor_data", "classification"]
-    if state.settings.admin_token is not None:
-        extensions.append("model_repository")
-    return JSONResponse({"name": state.settings.server_name, "version": __version__, "extensions": extensions})
+    return JSONResponse({"name": state.settings.server_name, "version": __version__,
+                         "extensions": state.extensions()})
 
 
 async def metrics(request: Request) -> Response:
@@ -150,30 +153,13 @@ async def _infer(state: ServeState, request: Request, started: float) -> Respons
     # Look the instance up again after the body read: a reload may have swapped it meanwhile.
     _, instance = _model(request, auth=False)
     codec = instance.codec
-    inputs = match_inputs(codec.inputs, request_, arrays)
+    inputs = match_inputs(codec.inputs, request_, arrays, getattr(codec, "optional", frozenset()))
     check_outputs([o.name for o in codec.outputs], request_.outputs)
-    _check_rows(inputs)
-    outputs = codec.encode(await _submit(state, instance, codec.decode(inputs), started))
+    check_rows(inputs)
+    outputs = codec.encode(await submit(state, instance, codec.decode(inputs), started))
     body, headers = encode_response(instance.name, instance.version, request_.id, outputs,
                                     request_.outputs, binary_default)
     return Response(body, headers=headers)
-
-
-def _check_rows(inputs: dict[str, np.ndarray]) -> None:
-    for name, array in inputs.items():
-        if array.ndim == 0 or array.shape[0] == 0:
-            raise ProtocolError(f"input '{name}': needs at least one row on the first (batch) dimension")
-
-
-async def _submit(state: ServeState, instance: ModelInstance, inputs: dict[str, np.ndarray],
-                  started: float) -> dict[str, np.ndarray]:
-    """Queue on the instance's batcher; past the request deadline the caller gets a 504."""
-    timeout = state.settings.request_timeout_s
-    try:
-        async with asyncio.timeout(timeout):
-            return await instance.batcher.submit(inputs, deadline=started + timeout)
-    except TimeoutError:
-        raise DeadlineExceeded(f"the request did not finish within {timeout:g} s") from None
 
 
 async def classify(request: Request) -> Response:
@@ -202,7 +188,7 @@ async def _classify(state: ServeState, instance: ModelInstance, request: Request
         batch = preprocess_image(await upload.read(), getattr(instance.manifest, "preprocessing", None))
     _, instance = _model(request, auth=False)
     name = instance.runtime.metadata.inputs[0].name
-    outputs = await _submit(state, instance, {name: batch}, started)
+    outputs = await submit(state, instance, {name: batch}, started)
     probabilities = outputs.get("probabilities", _softmax(next(iter(outputs.values()))))[0]
     predictions = top_k(probabilities, list(getattr(instance.manifest, "labels", []) or []), k)
     return JSONResponse({"model_name": instance.name, "model_version": instance.version, "predictions": predictions})

@@ -14,13 +14,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from dlforge.errors import UserError
+
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1
 SPECIAL = [PAD, UNK]
 TOKENIZER_FILE = "tokenizer.json"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError, ValueError):
     """Text that cannot be tokenized as asked (empty, too long, not a tokenizer file).
 
     `index` is the position of the text at fault in the batch, `reason` the problem without it."""

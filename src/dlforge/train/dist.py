@@ -21,6 +21,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from dlforge.errors import UserError
+
 F = TypeVar("F", bound=Callable[..., Any])
 TIMEOUT_ENV = "DLFORGE_DIST_TIMEOUT"  # seconds a collective may wait for a silent peer
 DEFAULT_TIMEOUT_S = 300
@@ -47,7 +49,7 @@ class DistContext:
         return self.world_size > 1
 
 
-class UnsupportedSetup(ValueError):
+class UnsupportedSetup(UserError, ValueError):
     """The configuration asks for something the chosen device cannot do (said before any work starts)."""
 
 
@@ -167,7 +169,8 @@ def check_sync_batchnorm(sync_batchnorm: bool, device: torch.device) -> None:
                                "share of the batch) or train on GPUs")
 
 
-def wrap_model(model: nn.Module, ctx: DistContext, strategy: str = "ddp", sync_batchnorm: bool = False) -> nn.Module:
+def wrap_model(model: nn.Module, ctx: DistContext, strategy: str = "ddp", sync_batchnorm: bool = False,
+               find_unused_parameters: bool = False) -> nn.Module:
     """DDP (one device per process) or FSDP2 when distributed, the model itself otherwise."""
     if not ctx.distributed:
         return model
@@ -177,7 +180,8 @@ def wrap_model(model: nn.Module, ctx: DistContext, strategy: str = "ddp", sync_b
     if strategy == "fsdp":
         return shard_model(model, ctx)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                               find_unused_parameters=find_unused_parameters)
 
 
 def shard_model(model: nn.Module, ctx: DistContext) -> nn.Module:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from dlforge.config import ExperimentConfig
+from dlforge.config.schema import OptimizerConfig
 from dlforge.data.loaders import eval_loader, train_loader
 from dlforge.data.splits import DataBundle
 from dlforge.rundir import RunInfo
@@ -89,12 +91,25 @@ class Trainer:
         """Unscale, clip, step, zero and advance the schedule of the main optimizer."""
         optimizer_update(self)
 
+    def make_optimizer(self, params: Iterable[nn.Parameter], settings: OptimizerConfig | None = None
+                       ) -> tuple[Optimizer, LRScheduler]:
+        """An optimizer (default settings: train.optimizer) with train.scheduler over the same steps — for
+        tasks that train several models (a GAN's discriminator) or only part of one."""
+        t = self.cfg.train
+        settings = settings or t.optimizer
+        optimizer = build_optimizer(params, settings)
+        steps = math.ceil(len(self.train_batches) / t.accumulate)
+        return optimizer, build_scheduler(optimizer, t.scheduler, settings.lr, steps, t.epochs)
+
 
 def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx: DistContext,
                   info: RunInfo | None = None) -> Trainer:
     t = cfg.train
+    task = get_task(cfg.task)
     net.to(ctx.device)
-    model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm)
+    # a task whose passes each update one of several models (GAN) leaves parameters unused per pass
+    unused = getattr(task, "unused_parameters", False)
+    model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm, find_unused_parameters=unused)
     net = dist.unwrap(model)  # FSDP shards in place; sync_batchnorm swaps layers
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
@@ -111,7 +126,6 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
             augmenter = augmenter.to(ctx.device)
     scaler = grad_scaler(t.precision, ctx.device)
     val = eval_loader(bundle.val, cfg.eval.batch_size, ctx.rank, ctx.world_size)
-    task = get_task(cfg.task)
     info = info or RunInfo.from_bundle(bundle, cfg.data.dataset)
     trainer = Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, task, info, augmenter, scaler)
     task.setup(trainer)
@@ -194,6 +208,9 @@ def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
             shown = {*(f"train_{name}" for name in tr.task.losses), "val_loss", tr.monitor}
             bar.end({k: v for k, v in state.history[-1].items() if k in shown})
             save(tr, state, run_dir)
+            epoch_end = getattr(tr.task, "on_epoch_end", None)  # optional: per-epoch artifacts (GAN grids)
+            if epoch_end is not None and tr.ctx.is_main:
+                epoch_end(tr.model, run_dir, state.epoch)
     if tr.cfg.train.keep_best and tr.best_state is not None:
         dist.load_model_state(tr.net, tr.best_state)
     return state
