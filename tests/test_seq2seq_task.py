@@ -19,6 +19,7 @@ from dlforge.export.package import load_package
 from dlforge.serve.settings import Settings
 from dlforge.tasks.seq2seq_codec import translate_lines
 from tests.serve_helpers import running
+from tests.test_serve_playground import CHROMIUM, CHROMIUM_FLAGS
 
 SENTENCES = ["12", "345", "7", "908"]
 
@@ -30,7 +31,9 @@ def seq2seq_config(**train: object) -> dict:
                 "source_tokenizer": {"kind": "char", "max_length": 8},
                 "target_tokenizer": {"kind": "bpe", "vocab_size": 60}}},
             "model": {"arch": "rnn_attention_tiny"},
-            "train": {"epochs": 2, "batch_size": 32, "progress": False, "optimizer": {"lr": 0.01}, **train},
+            # lr and epochs so the tiny model emits real (wrong) words of varying length: parity over empty
+            # strings would prove nothing
+            "train": {"epochs": 4, "batch_size": 32, "progress": False, "optimizer": {"lr": 0.03}, **train},
             "eval": {"plots": True, "decode": {"beam_size": 2, "max_length": 10}}}
 
 
@@ -72,7 +75,7 @@ def test_run_directory_holds_scores_samples_and_tokenizers(trained: Path) -> Non
     assert (trained / "report/samples.md").read_text().startswith("| source | reference | greedy | beam |")
     assert (trained / "report/learning_curves.png").is_file()
     history = [json.loads(line) for line in (trained / "history.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [1, 2] and "val_bleu" in history[0]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and "val_bleu" in history[0]
     assert {"source_tokenizer.json", "target_tokenizer.json"} <= {p.name for p in trained.iterdir()}
 
 
@@ -85,6 +88,7 @@ def test_package_decodes_identically_in_onnx_runtime_torch_and_the_cli(trained: 
     assert m.task_info["parity"] == {"identical_greedy": 36, "identical_beam": 36}
     assert {"source_tokenizer.json", "target_tokenizer.json", "encoder.onnx", "decoder_step.onnx"} <= set(m.files)
     onnx = translate_lines(package, SENTENCES)
+    assert any(onnx), "the tiny model should emit words, or parity is checked on empty strings"
     assert onnx == translate_lines(package, SENTENCES, runtime="torch") and len(onnx) == 4
     assert translate_lines(package, SENTENCES, beam=1) == translate_lines(package, SENTENCES, "torch", beam=1)
     result = CliRunner().invoke(app, ["translate", str(trained / "package"), *SENTENCES])
@@ -127,6 +131,8 @@ def test_server_translates_bytes_and_refuses_bad_text(trained: Path) -> None:
         assert long.status_code == 400 and "at most 8" in long.json()["error"]
         assert np.all([r.status_code == 200 for r in singles])
         _check_grpc(f"127.0.0.1:{server.state.serve.grpc_port}", expected)
+        ranked = httpx.post(f"{base}/v2/models/tiny_s2s/classify", data={"text": "12"})
+        assert ranked.status_code == 400 and "a seq2seq model has no labels to rank" in ranked.json()["error"]
 
 
 def _check_grpc(target: str, expected: list[str]) -> None:
@@ -148,3 +154,29 @@ def _check_grpc(target: str, expected: list[str]) -> None:
         assert "INVALID_ARGUMENT" in str(err.value.status()) and "not valid UTF-8" in str(err.value.message())
     finally:
         client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # the module's first test also trains and exports the model
+@pytest.mark.serve
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (CI installs it: apt-get install chromium)")
+def test_the_playground_translates_typed_lines_in_chromium(trained: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    expected = translate_lines(load_package(trained / "package"), SENTENCES[:2])
+    assert any(expected)
+    with running(Settings(path=trained / "package")) as (base, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            expect.set_options(timeout=30_000)  # a loaded 2-core CI machine, not a hang
+            page.goto(f"{base}/playground/tiny_s2s")
+            expect(page.locator("#classify-text")).to_have_text("Translate")
+            page.fill("#text", "\n".join(SENTENCES[:2]))
+            page.click("#classify-text")
+            expect(page.locator("#topk li .translation")).to_have_text(expected)
+            expect(page.locator("#topk li .source")).to_have_text(SENTENCES[:2])
+            assert page.locator("#status").inner_text() == ""
+        finally:
+            browser.close()
