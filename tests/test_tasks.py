@@ -58,6 +58,7 @@ def test_a_task_module_trains_through_the_shared_loop_and_resumes_its_extra_stat
 
 
 def test_serving_codecs_never_import_torch() -> None:
-    code = ("import sys, dlforge.tasks.classification_codec, dlforge.serve.app, dlforge.tasks; "
+    code = ("import sys, dlforge.tasks.classification_codec, dlforge.tasks.seq2seq_codec, dlforge.serve.app, "
+            "dlforge.tasks; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})

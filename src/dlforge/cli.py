@@ -61,8 +61,9 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    shown = ("accuracy", "precision", "recall", "f1", "fid", "class_accuracy", "diversity", "psnr", "psnr_noisy",
-             "psnr_gain", "ssim", "ssim_noisy", "loss")
+    shown = ("accuracy", "precision", "recall", "f1", "bleu", "chrf", "exact_match", "token_accuracy", "beam_bleu",
+             "beam_chrf", "beam_exact_match", "fid", "class_accuracy", "diversity", "psnr", "psnr_noisy", "psnr_gain",
+             "ssim", "ssim_noisy", "loss")
     for key in shown:
         if isinstance(metrics.get(key), float | int):
             table.add_row(key, f"{metrics[key]:.4f}")
@@ -260,6 +261,35 @@ def predict(package: PackageArg,
         for rank, (label, p) in enumerate(r.top):
             table.add_row(r.source if rank == 0 else "", label, f"{p:.4f}")
     console.print(table)
+
+
+@app.command()
+def translate(package: PackageArg,
+              texts: Annotated[list[str] | None, typer.Argument(help="sentences to translate")] = None,
+              file: Annotated[Path | None, typer.Option("--file", "-f",
+                                                        help="a UTF-8 file, one sentence a line")] = None,
+              beam: Annotated[int | None, typer.Option(min=1, max=64,
+                                                       help="beam size (1 = greedy); default: the package's")] = None,
+              runtime: Annotated[str, typer.Option(help="onnx (ONNX Runtime) or torch")] = "onnx") -> None:
+    """Translate sentences with a seq2seq package, one translation a line (the server's decoding, no server).
+
+    Examples: `dlforge translate runs/translate_numbers/package "four hundred and twenty-one"`,
+    `dlforge translate PKG --file sentences.txt --beam 1`
+    """
+    from dlforge.export.errors import PackageError
+    from dlforge.export.package import load_package
+    from dlforge.tasks.seq2seq_codec import translate_lines
+
+    lines = list(texts or [])
+    if file is not None:
+        try:
+            lines += file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PackageError(f"--file {file}: cannot read it as UTF-8 text ({exc})") from None
+    if not lines:
+        raise PackageError('nothing to translate: give sentences or --file FILE, e.g. dlforge translate PKG "one"')
+    for line in translate_lines(load_package(package), lines, runtime, beam):
+        sys.stdout.write(line + "\n")
 
 
 @app.command()

@@ -48,7 +48,8 @@ def component_problems(cfg: ExperimentConfig) -> list[str]:
     """Every problem the registries and the task find in a structurally valid config, in file order."""
     problems: list[str] = []
     task = _check_task(cfg, problems)
-    data_ok = _check_dataset(cfg, problems)
+    # tasks with their own dataset registry (seq2seq) check data.dataset themselves
+    data_ok = _check_dataset(cfg, problems) if getattr(task, "datasets", None) is None else False
     problems += task.check(cfg) if task is not None else check_model(cfg.model)
     if cfg.augment and data_ok:
         from dlforge.data.augment import validate_augment

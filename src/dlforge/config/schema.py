@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dlforge.config.finetune import Freeze, ParamGroupConfig, PretrainedConfig, check_finetune
+from dlforge.decoding.search import SearchSettings
 
 
 class Strict(BaseModel):
@@ -128,6 +129,8 @@ class TrainConfig(Strict):
 class EvalConfig(Strict):
     batch_size: int = Field(256, ge=1)
     plots: bool = True
+    decode: SearchSettings = Field(default_factory=SearchSettings,
+                                   description="seq2seq: beam search for test metrics and the package (greedy too)")
 
 
 class ServingConfig(Strict):
@@ -149,7 +152,7 @@ class ExportConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
-    task: str = Field("classification", description="what the model does (see dlforge/tasks): classification")
+    task: str = Field("classification", description="what the model does (see dlforge/tasks): classification | seq2seq")
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(arch="cnn_small"))

@@ -65,3 +65,21 @@ def plot_confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_translation_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    """Loss (train, val) and validation BLEU / chrF / exact match per epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="val")
+    ax_loss.set(title="loss", xlabel="epoch")
+    ax_loss.legend()
+    for key, scale in (("val_bleu", 1.0), ("val_chrf", 1.0), ("val_exact_match", 100.0)):
+        ax_score.plot(epochs, [h[key] * scale for h in history], label=key + (" (%)" if scale != 1 else ""))
+    ax_score.set(title="validation (greedy)", xlabel="epoch", ylim=(0, 102))
+    ax_score.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -220,6 +220,10 @@ async def classify(request: Request) -> Response:
 
 
 async def _classify(state: ServeState, instance: ModelInstance, request: Request, started: float) -> Response:
+    task = getattr(instance.manifest, "task", "classification")
+    if task != "classification":  # top-k labels mean nothing for a translation or an image generator
+        raise ProtocolError(f"a {task} model has no labels to rank; POST /v2/models/{instance.name}/infer "
+                            f"with its inputs ({', '.join(t.name for t in instance.codec.inputs)})")
     k = _int_param(request, "top_k", 5)
     form = await _in_time(state, started, request.form(max_files=1, max_fields=8))
     texts = [v for key, v in form.multi_items() if key == "text" and isinstance(v, str)]

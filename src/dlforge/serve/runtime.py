@@ -45,7 +45,8 @@ RUNTIMES: Registry[RuntimeFactory] = Registry("runtime")
 
 def load_runtime(kind: str, package: ModelPackage, threads: int) -> Runtime:
     """Build the engine, then run one warm-up batch so the first request is not the slow one."""
-    runtime = RUNTIMES.get(kind)(package, threads)
+    task_kind = f"{package.manifest.task}:{kind}"  # a task's own engine (e.g. seq2seq's decoding loop) first
+    runtime = RUNTIMES.get(task_kind if task_kind in RUNTIMES else kind)(package, threads)
     runtime.infer(warmup_batch(runtime.metadata.inputs))
     return runtime
 
@@ -136,5 +137,17 @@ class TorchRuntime:
         return {"logits": logits.numpy(), "probabilities": probabilities.numpy()}
 
 
+def _seq2seq(kind: str) -> RuntimeFactory:
+    def factory(package: ModelPackage, threads: int) -> Runtime:
+        from dlforge.tasks import seq2seq_codec  # torch-free; its torch runtime imports torch when built
+
+        return seq2seq_codec.Seq2SeqRuntime(package, threads) if kind == "onnx" else \
+            seq2seq_codec.torch_runtime(package, threads)
+
+    return factory
+
+
 RUNTIMES.add("onnx", OnnxRuntime)
 RUNTIMES.add("torch", TorchRuntime)
+RUNTIMES.add("seq2seq:onnx", _seq2seq("onnx"))
+RUNTIMES.add("seq2seq:torch", _seq2seq("torch"))

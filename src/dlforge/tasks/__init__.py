@@ -138,6 +138,8 @@ class TaskEntry:
 TASKS: Registry[TaskEntry] = Registry("task")
 TASKS.add("classification", TaskEntry("dlforge.tasks.classification", "dlforge.tasks.classification_codec",
                                       "inputs (images, sequences, text) → one label"))
+TASKS.add("seq2seq", TaskEntry("dlforge.tasks.seq2seq", "dlforge.tasks.seq2seq_codec",
+                               "text → text (translation): encoder-decoder, greedy / beam search"))
 TASKS.add("gan", TaskEntry("dlforge.tasks.gan", "dlforge.tasks.gan_codec",
                            "noise [+ class] → image (generator + discriminator, EMA)"))
 TASKS.add("denoise", TaskEntry("dlforge.tasks.denoise", "dlforge.tasks.denoise_codec", "noisy image → clean image"))

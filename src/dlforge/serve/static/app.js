@@ -1,6 +1,8 @@
-// dlforge playground: pick a model, give it an image / text / WAV, see the top-k labels and the model card.
+// dlforge playground: pick a model, give it an image / text / WAV, see the top-k labels (or the translations)
+// and the model card.
 // Plain JS, no build step. It calls the server's own routes: GET /v2/models, GET .../card and
-// POST .../classify (the same preprocessing as `dlforge predict`), with the bearer token if one is set.
+// POST .../classify (the same preprocessing as `dlforge predict`; seq2seq models: POST .../infer), with the
+// bearer token if one is set.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -48,6 +50,7 @@ async function loadModel(name) {
 
 function inputKind(card) {
   const kind = (card.preprocessing || {}).kind;
+  if (kind === "translation") return "text";
   if (kind) return kind;
   return card.inputs.length === 1 && card.inputs[0].datatype === "BYTES" ? "text" : "tensor";
 }
@@ -56,6 +59,7 @@ function showInput(kind) {
   const panels = { image: "image-input", text: "text-input", audio: "audio-input" };
   for (const id of ["image-input", "text-input", "audio-input", "other-input"]) $(id).hidden = true;
   $(panels[kind] || "other-input").hidden = false;
+  $("classify-text").textContent = state.card && state.card.task === "seq2seq" ? "Translate" : "Classify text";
 }
 
 function row(cells, tag = "td") {
@@ -119,6 +123,33 @@ async function classify(form) {
     const body = await api(path, { method: "POST", body: form });
     $("latency").textContent = `round trip ${(performance.now() - started).toFixed(1)} ms`;
     renderTopK(body.predictions);
+  } catch (error) {
+    setStatus(error.message);
+  }
+}
+
+// --- translate (seq2seq models): one sentence a line → a V2 BYTES tensor → one translation a line ----
+
+async function translate(text) {
+  const card = state.card;
+  const lines = text.split("\n").map((line) => line.trim()).filter((line) => line);
+  if (!lines.length) { setStatus("type a sentence to translate"); return; }
+  const base = `/v2/models/${encodeURIComponent(card.name)}/versions/${encodeURIComponent(card.version)}`;
+  setStatus("");
+  const started = performance.now();
+  try {
+    const meta = await api(base);  // what clients send (the codec's `text`), not the graph's token ids
+    const input = { name: meta.inputs[0].name, datatype: "BYTES", shape: [lines.length], data: lines };
+    const body = await api(`${base}/infer`, { method: "POST", headers: { "Content-Type": "application/json" },
+                                   body: JSON.stringify({ inputs: [input] }) });
+    $("latency").textContent = `round trip ${(performance.now() - started).toFixed(1)} ms`;
+    $("topk").replaceChildren(...body.outputs[0].data.map((translation, i) => {
+      const li = document.createElement("li");
+      const source = document.createElement("span"); source.className = "source"; source.textContent = lines[i];
+      const target = document.createElement("span"); target.className = "translation"; target.textContent = translation;
+      li.append(source, target);
+      return li;
+    }));
   } catch (error) {
     setStatus(error.message);
   }
@@ -191,6 +222,7 @@ function setupUploads() {
     if (e.dataTransfer.files[0]) show(e.dataTransfer.files[0]);
   });
   $("classify-text").addEventListener("click", () => {
+    if (state.card.task === "seq2seq") { translate($("text").value); return; }
     const form = new FormData();
     form.append("text", $("text").value);
     classify(form);

@@ -1,0 +1,87 @@
+"""Parallel text → tokenizers (trained on the train split) → padded id tensors for seq2seq training.
+
+The target tokenizer gets [BOS] and [EOS]; targets are stored as `[BOS] ids [EOS]` right-padded with
+[PAD] (id 0), so `tgt[:, :-1]` is the decoder input and `tgt[:, 1:]` what it must predict. Both
+tokenizers travel as artifacts: the run directory and the package keep them, hashed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import TensorDataset
+
+from dlforge.config import ExperimentConfig
+from dlforge.data.datasets import DataError
+from dlforge.data.parallel import PARALLEL, Pair, Params, load_parallel
+from dlforge.data.splits import DataBundle
+from dlforge.text import PAD_ID, TokenizerConfig, encode, tokenizer_from_bytes, tokenizer_to_bytes, train_tokenizer
+
+BOS, EOS = "[BOS]", "[EOS]"
+SOURCE_FILE, TARGET_FILE = "source_tokenizer.json", "target_tokenizer.json"
+
+
+def _train(texts: list[str], cfg: TokenizerConfig, target: bool) -> Tokenizer:
+    tok = train_tokenizer(texts, cfg)
+    if target:
+        tok.add_special_tokens([BOS, EOS])  # appended after the vocabulary: ids vocab, vocab + 1
+    return tok
+
+
+def _reuse(run_dir: Path, name: str) -> Tokenizer:
+    path = run_dir / name
+    if not path.is_file():
+        raise DataError(f"{path}: missing; the run directory's tokenizer is needed to reuse its vocabulary")
+    return tokenizer_from_bytes(path.read_bytes(), str(path))
+
+
+def tokenizers(p: Params, train: list[Pair], reuse: Path | None) -> tuple[Tokenizer, Tokenizer]:
+    """(source, target) tokenizers: the run's own when `reuse` is given, else trained on `train` only."""
+    if reuse is not None:
+        return _reuse(reuse, SOURCE_FILE), _reuse(reuse, TARGET_FILE)
+    sources, targets = [s for s, _ in train], [t for _, t in train]
+    if p.shared_tokenizer:
+        tok = _train(sources + targets, p.source_tokenizer, target=True)
+        return tok, tok
+    return _train(sources, p.source_tokenizer, False), _train(targets, p.target_tokenizer, True)
+
+
+def encode_targets(tok: Tokenizer, texts: list[str], max_length: int) -> np.ndarray:
+    """[BOS] ids [EOS] per text, right-padded (int64)."""
+    ids, lengths = encode(tok, texts, max_length, truncate=True)
+    bos, eos = tok.token_to_id(BOS), tok.token_to_id(EOS)
+    out = np.full((len(texts), ids.shape[1] + 2), PAD_ID, dtype=np.int64)
+    out[:, 0] = bos
+    for row, n in enumerate(lengths.tolist()):
+        out[row, 1:n + 1] = ids[row, :n]
+        out[row, n + 1] = eos
+    return out
+
+
+def _dataset(pairs: list[Pair], source: Tokenizer, target: Tokenizer, p: Params) -> TensorDataset:
+    src = encode(source, [s for s, _ in pairs], p.source_tokenizer.max_length, truncate=True)[0]
+    tgt = encode_targets(target, [t for _, t in pairs], p.target_tokenizer.max_length)
+    return TensorDataset(torch.from_numpy(src), torch.from_numpy(tgt))
+
+
+def load_seq2seq_data(cfg: ExperimentConfig, reuse: Path | None = None) -> DataBundle:
+    entry = PARALLEL.get(cfg.data.dataset)
+    params = entry.params.model_validate(cfg.data.params)
+    splits = load_parallel(cfg.data.dataset, params, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    source, target = tokenizers(params, splits.train, reuse)
+    train, val, test = (_dataset(getattr(splits, name), source, target, params) for name in ("train", "val", "test"))
+    prep: dict[str, Any] = {
+        "kind": "translation", "source_tokenizer": SOURCE_FILE, "target_tokenizer": TARGET_FILE,
+        "pad_id": PAD_ID, "bos_id": target.token_to_id(BOS), "eos_id": target.token_to_id(EOS),
+        "source_vocab": source.get_vocab_size(), "target_vocab": target.get_vocab_size(),
+        "max_source_tokens": params.source_tokenizer.max_length,
+        "max_target_tokens": params.target_tokenizer.max_length,
+        "decoding": cfg.eval.decode.model_dump(),
+    }
+    artifacts = {SOURCE_FILE: tokenizer_to_bytes(source), TARGET_FILE: tokenizer_to_bytes(target)}
+    return DataBundle(train, val, test, labels=[], input_shape=(-1,), integer_input=True, preprocessing=prep,
+                      artifacts=artifacts)
