@@ -30,6 +30,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override 
 def user_errors(fn: F) -> F:
     """Show bad input as a short red message and exit 2, never a traceback."""
     from dlforge.data.datasets import DataError
+    from dlforge.data.spoken_digits import SynthError
     from dlforge.export.errors import PackageError
     from dlforge.nn import ModelBuildError
     from dlforge.rundir import RunDirError
@@ -39,7 +40,8 @@ def user_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, ModelBuildError, DataError, RunDirError, PackageError, UnsupportedSetup) as exc:
+        except (ConfigError, ModelBuildError, DataError, RunDirError, PackageError, UnsupportedSetup,
+                SynthError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
             raise typer.Exit(2) from None
 
@@ -217,13 +219,15 @@ def _print_quantized(q: Any) -> None:
 @app.command()
 @user_errors
 def predict(package: PackageArg,
-            files: Annotated[list[Path], typer.Argument(help="images (.png, .jpg, …) or .npy arrays")],
+            files: Annotated[list[Path], typer.Argument(
+                help="images (.png, .jpg, …), audio clips (.wav, .flac, .ogg) or .npy arrays")],
             top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="labels to show per sample")] = 3,
             int8: Annotated[bool, typer.Option(help="use model.int8.onnx")] = False,
             as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
     """Classify files with a package's ONNX model (preprocessed exactly as in training).
 
-    Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`
+    Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`,
+    `dlforge predict runs/spoken_digits/package clip.wav`
     """
     from dlforge.export.package import load_package
     from dlforge.export.predict import predict_files
@@ -279,6 +283,29 @@ def _print_components(title: str, rows: list[tuple[str, str, str]]) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Make built-in demo data sets (offline, seeded).")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("spoken-digits")
+@user_errors
+def spoken_digits(out: Annotated[Path, typer.Option("--out", "-o", help="new folder for the clips")],
+                  voices: Annotated[int, typer.Option(help="eSpeak NG voice variants (speakers)")] = 60,
+                  takes: Annotated[int, typer.Option(help="renditions of each digit per voice")] = 5,
+                  sample_rate: Annotated[int, typer.Option(help="Hz of the written WAV files")] = 16000,
+                  seed: Annotated[int, typer.Option(help="the same seed writes the same files")] = 0) -> None:
+    """Synthesize "zero" … "nine" with eSpeak NG (offline): voices × takes × 10 WAV clips in
+    audio_folder layout, `<digit>/<voice>__<take>.wav`, plus voices.csv (each clip's settings).
+
+    Example: `dlforge data spoken-digits --out data/spoken_digits && dlforge run examples/spoken_digits.yaml`
+    """
+    from dlforge.data.spoken_digits import GROUP_BY, generate
+
+    count = generate(out, voices, takes, seed, sample_rate)
+    console.print(f"wrote {count} clips ({voices} voices × {takes} takes × 10 digits) to {out}; "
+                  f"split by voice with data.params.group_by: '{GROUP_BY}'", highlight=False)
 
 
 @app.command()

@@ -16,6 +16,7 @@ from dlforge.config.components import resolve
 from dlforge.config.errors import problems_from
 from dlforge.data.datasets import DATASETS
 from dlforge.nn import LAYERS, MODELS
+from dlforge.nn.audio import frontend_rate
 from dlforge.registry import RegistryError
 
 
@@ -53,10 +54,26 @@ def _check_model(cfg: ExperimentConfig, problems: list[str]) -> None:
         problems += problems_from(exc, component.params, prefix="model.params")
 
 
+def _check_sample_rate(cfg: ExperimentConfig, problems: list[str]) -> None:
+    """An audio front-end's filterbank is built for one rate: it must be the rate the data is resampled to."""
+    rate = cfg.data.params.get("sample_rate", 16000) if cfg.data.dataset == "audio_folder" else None
+    if cfg.model.layers is not None:
+        model_rate, where = frontend_rate(cfg.model.layers), "model.layers[0].sample_rate"
+    else:
+        model_rate, where = cfg.model.params.get("sample_rate"), "model.params.sample_rate"
+        if model_rate is None and (cfg.model.arch or "").startswith("audio_"):
+            model_rate = 16000
+    if rate is not None and model_rate is not None and int(model_rate) != int(rate):
+        problems.append(f"{where}: {model_rate} Hz, but data.params.sample_rate is {rate} Hz; "
+                        f"set both to the same rate (e.g. {where}: {rate})")
+
+
 def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
     problems: list[str] = []
     _check_dataset(cfg, problems)
     _check_model(cfg, problems)
+    if not problems:
+        _check_sample_rate(cfg, problems)
     if cfg.augment:
         from dlforge.data.augment import validate_augment
         from dlforge.data.splits import peek_input_shape

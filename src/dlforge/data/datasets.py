@@ -35,6 +35,7 @@ class RawData:
     labels: list[str]
     preprocessing: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # unreadable files, by path
+    groups: list[str] | None = None  # e.g. the speaker of each sample: splits keep a group together
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -1,12 +1,14 @@
-"""Seeded stratified train/val/test splits and train-split normalisation statistics."""
+"""Seeded train/val/test splits (stratified by class, or by group such as speaker) and train-split
+normalisation statistics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
@@ -25,6 +27,7 @@ class DataBundle:
     input_shape: tuple[int, ...]
     integer_input: bool
     preprocessing: dict[str, Any]  # how raw inputs become model inputs, incl. mean/std
+    split_groups: dict[str, list[str]] | None = None  # split name → its groups (speakers), when split by group
 
     @property
     def num_classes(self) -> int:
@@ -44,6 +47,21 @@ def split_indices(y: Tensor, val: float, test: float, seed: int) -> tuple[Tensor
     return tuple(torch.from_numpy(i).sort().values for i in (train_idx, val_idx, test_idx))  # type: ignore[return-value]
 
 
+def group_split_indices(groups: list[str], val: float, test: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Whole groups (e.g. speakers) go to one split each, so test measures unseen speakers; seeded."""
+    codes = np.unique(np.asarray(groups), return_inverse=True)[1]
+    n_groups = int(codes.max()) + 1
+    if n_groups < 3 or min(val, test) * n_groups < 1:
+        need = max(3, int(np.ceil(1 / min(val, test))))
+        raise DataError(f"data.params.group_by: {n_groups} group(s) found, but a split by group with "
+                        f"val_fraction={val} and test_fraction={test} needs at least {need}")
+    idx = np.arange(len(groups))
+    rest, test_idx = next(GroupShuffleSplit(1, test_size=test, random_state=seed).split(idx, groups=codes))
+    inner = GroupShuffleSplit(1, test_size=val / (1 - test), random_state=seed)
+    train_pos, val_pos = next(inner.split(rest, groups=codes[rest]))
+    return tuple(torch.from_numpy(np.sort(i)) for i in (rest[train_pos], rest[val_pos], test_idx))  # type: ignore[return-value]
+
+
 def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean/std over the train split (per feature for flat inputs)."""
     dims = [0, *range(2, x.dim())] if x.dim() >= 3 else [0]
@@ -52,13 +70,19 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
 
 
 def make_bundle(raw: RawData, cfg: DataConfig, seed: int) -> DataBundle:
-    train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed)
+    if raw.groups is not None:
+        train_idx, val_idx, test_idx = group_split_indices(raw.groups, cfg.val_fraction, cfg.test_fraction, seed)
+    else:
+        train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed)
     prep = dict(raw.preprocessing)
-    if not raw.integer_input:
+    groups = None if raw.groups is None else {
+        name: sorted({raw.groups[i] for i in idx.tolist()})
+        for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
+    if not raw.integer_input and prep.get("kind") != "audio":  # waveforms: the front-end layer scales them
         prep["mean"], prep["std"] = channel_stats(raw.x[train_idx])
     train, val, test = (TensorDataset(raw.x[i], raw.y[i]) for i in (train_idx, val_idx, test_idx))
     return DataBundle(train, val, test, labels=raw.labels, input_shape=raw.input_shape,
-                      integer_input=raw.integer_input, preprocessing=prep)
+                      integer_input=raw.integer_input, preprocessing=prep, split_groups=groups)
 
 
 def load_data(cfg: DataConfig, seed: int) -> DataBundle:

@@ -1,4 +1,4 @@
-"""Inference from a package: files (images, .npy) → model inputs exactly as in training → top-k labels."""
+"""Inference from a package: files (images, audio clips, .npy) → model inputs exactly as in training → top-k labels."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlforge.audio_io import AUDIO_SUFFIXES, AudioError, AudioFormat, load_clip
 from dlforge.data.datasets import IMAGE_SUFFIXES, read_image
 from dlforge.export.errors import PackageError
 from dlforge.export.onnx import run_onnx, session
@@ -43,6 +44,18 @@ def load_image(path: Path, package: ModelPackage) -> np.ndarray:
     return read_image(path, tuple(prep["size"]), int(prep["channels"]))[None]  # type: ignore[arg-type]
 
 
+def load_audio(path: Path, package: ModelPackage) -> np.ndarray:
+    """Decoded like training data (mono mix, soxr resampling, zero padding); longer clips are refused."""
+    prep = package.manifest.preprocessing
+    if prep.get("kind") != "audio":
+        raise PackageError(f"{path}: this model takes {prep.get('kind')} inputs, not audio")
+    fmt = AudioFormat.from_preprocessing(prep)
+    try:
+        return load_clip(path, fmt, max_duration=fmt.duration)[None]
+    except AudioError as exc:
+        raise PackageError(str(exc)) from None
+
+
 def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, list[str]]:
     """Stack every file's samples into one batch; returns it and a source name per sample."""
     arrays, sources = [], []
@@ -54,8 +67,11 @@ def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, l
             arr = load_npy(path, package)
         elif suffix in IMAGE_SUFFIXES:
             arr = load_image(path, package)
+        elif suffix in AUDIO_SUFFIXES:
+            arr = load_audio(path, package)
         else:
-            raise PackageError(f"{path}: unsupported file type (use .npy or {', '.join(IMAGE_SUFFIXES)})")
+            known = ", ".join(IMAGE_SUFFIXES + AUDIO_SUFFIXES)
+            raise PackageError(f"{path}: unsupported file type (use .npy, {known})")
         arrays.append(arr)
         sources += [str(path)] if len(arr) == 1 else [f"{path}[{i}]" for i in range(len(arr))]
     shapes = {a.shape[1:] for a in arrays}

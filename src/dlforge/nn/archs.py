@@ -105,6 +105,33 @@ def rnn(p: RnnParams, shape: Shape, num_classes: int) -> list[Any]:
     return [*embed, cell, {"dense": num_classes}]
 
 
+class AudioCnnParams(Params):
+    frontend: Literal["melspectrogram", "mfcc"] = "melspectrogram"
+    sample_rate: int = Field(16000, ge=1000, description="Hz; must equal data.params.sample_rate")
+    n_fft: int = Field(512, ge=16)
+    hop: int = Field(160, ge=1)
+    n_mels: int = Field(40, ge=1)
+    n_mfcc: int = Field(20, ge=1, description="mfcc front-end only")
+    stft: Literal["conv", "onnx"] = "conv"
+    channels: list[int] = Field([16, 32, 64], min_length=1, description="conv channels per stage")
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+def audio_cnn(p: AudioCnnParams, shape: Shape, num_classes: int) -> list[Any]:
+    """Waveform → log-mel (or MFCC) → batchnorm (learned input scaling) → conv stages → global pool → dense."""
+    front = {k: getattr(p, k) for k in ("sample_rate", "n_fft", "hop", "n_mels", "stft")}
+    if p.frontend == "mfcc":
+        front["n_mfcc"] = p.n_mfcc
+    layers: list[Any] = [{p.frontend: front}, "batchnorm2d"]
+    size = p.n_mfcc if p.frontend == "mfcc" else p.n_mels
+    for ch in p.channels:
+        layers += [{"conv2d": {"channels": ch, "kernel": 3, "bias": False}}, "batchnorm2d", "relu"]
+        if size >= 4:
+            layers.append({"maxpool2d": 2})
+            size //= 2
+    return [*layers, "adaptive_avgpool2d", "flatten", {"dropout": p.dropout}, {"dense": num_classes}]
+
+
 def _tiny(expand: Callable[[Any, Shape, int], list[Any]], **small: Any) -> Callable[[Any, Shape, int], list[Any]]:
     """A preset: the same expansion with some settings forced small (for tests)."""
     return lambda p, shape, n: expand(p.model_copy(update=small), shape, n)
@@ -118,10 +145,13 @@ def _register() -> None:
     add("resnet18", Component(ResNetParams, resnet18, None, "ResNet-18 (basic blocks 2-2-2-2)"))
     add("resnet34", Component(ResNetParams, resnet34, None, "ResNet-34 (basic blocks 3-4-6-3)"))
     add("rnn", Component(RnnParams, rnn, None, "LSTM/GRU classifier over sequences (optionally of tokens)"))
+    add("audio_cnn", Component(AudioCnnParams, audio_cnn, None, "audio: log-mel/MFCC front-end and a small CNN"))
     add("cnn_tiny", Component(CnnParams, _tiny(cnn, channels=[4], hidden=16), None, "cnn_small, 4 channels"))
     add("mlp_tiny", Component(MlpParams, _tiny(mlp, hidden=[16]), None, "mlp with one hidden layer of 16"))
     add("resnet18_tiny", Component(ResNetParams, _tiny(resnet18, width=4), None, "resnet18 at width 4"))
     add("resnet34_tiny", Component(ResNetParams, _tiny(resnet34, width=4), None, "resnet34 at width 4"))
+    add("audio_cnn_tiny", Component(AudioCnnParams, _tiny(audio_cnn, channels=[4], n_mels=16, n_mfcc=8), None,
+                                    "audio_cnn with 4 channels and 16 mels"))
     add("rnn_tiny", Component(RnnParams, _tiny(rnn, hidden=8, embedding_dim=8), None, "rnn with 8 hidden units"))
 
 

@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from dlforge import __version__
 from dlforge.serve.app import ServeState, error_response, status_of
+from dlforge.serve.audio import preprocess_audio
 from dlforge.serve.batcher import DeadlineExceeded
 from dlforge.serve.images import preprocess_image, top_k
 from dlforge.serve.metrics import CONTENT_TYPE
@@ -177,7 +178,7 @@ async def _submit(state: ServeState, instance: ModelInstance, inputs: dict[str, 
 
 
 async def classify(request: Request) -> Response:
-    """Multipart image upload (field `file`) → top-k labels, via the package's preprocessing."""
+    """Multipart image or audio upload (field `file`) → top-k labels, via the package's preprocessing."""
     started = time.monotonic()
     state, instance = _model(request)  # 401/403/404/503 before reading the body
     try:
@@ -194,8 +195,13 @@ async def _classify(state: ServeState, instance: ModelInstance, request: Request
     form = await request.form(max_files=1, max_fields=8)
     upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
     if upload is None:
-        raise ProtocolError("send the image as a multipart/form-data file field, e.g. curl -F file=@digit.png")
-    batch = preprocess_image(await upload.read(), getattr(instance.manifest, "preprocessing", None))
+        raise ProtocolError("send the image or audio clip as a multipart/form-data file field, "
+                            "e.g. curl -F file=@digit.png or -F file=@clip.wav")
+    preprocessing = getattr(instance.manifest, "preprocessing", None)
+    if isinstance(preprocessing, dict) and preprocessing.get("kind") == "audio":
+        batch = preprocess_audio(await upload.read(), preprocessing)
+    else:
+        batch = preprocess_image(await upload.read(), preprocessing)
     _, instance = _model(request, auth=False)
     name = instance.runtime.metadata.inputs[0].name
     outputs = await _submit(state, instance, {name: batch}, started)

@@ -76,6 +76,7 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
 
         augmenter = build_augmenter(cfg.augment, bundle.input_shape, bundle.num_classes)
         if augmenter is not None:
+            augmenter.attach(net)  # SpecAugment masks hook onto the model's front-end
             augmenter = augmenter.to(ctx.device)
     scaler = grad_scaler(t.precision, ctx.device)
     val = eval_loader(bundle.val, cfg.eval.batch_size, ctx.rank, ctx.world_size)

@@ -31,7 +31,7 @@ FAIL_RANK_ENV = "DLFORGE_TEST_FAIL_RANK"  # test hook: this rank raises a data e
 def make_model(cfg: ExperimentConfig, bundle: DataBundle) -> Net:
     torch.manual_seed(cfg.seed)  # identical initial weights on every worker
     net = build_model(cfg.model, bundle.input_shape, bundle.num_classes, bundle.integer_input)
-    if isinstance(net.normalize, InputNormalize):
+    if isinstance(net.normalize, InputNormalize) and "mean" in bundle.preprocessing:
         net.normalize.set_stats(bundle.preprocessing["mean"], bundle.preprocessing["std"])
     return net
 
