@@ -2,7 +2,7 @@
 
 eSpeak NG comes from the `espeakng-loader` wheel (libespeak-ng plus its voice data); it offers only the
 library's path, so we call the C API through ctypes. A *voice* is one of eSpeak's voice variants
-(m1…m7, f1…f5, klatt, Alex, …, 104 in all); every take of a voice gets a seeded random English accent,
+(m1…m8, f1…f5, klatt, Alex, …: the 89 of its 104 that are not whispered or robotic); every take of a voice gets a seeded random English accent,
 rate, pitch, gain, silence and background noise. Files are `<digit>/<voice>__<take>.wav`, so
 `group_by: '^(.+?)__'` keeps each voice in one split. torch-free; the same seed writes the same bytes.
 """
@@ -21,6 +21,7 @@ DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
            "en-us-nyc")
 GROUP_BY = r"^(.+?)__"
+NOT_SPEECH_LIKE = re.compile(r"whisper|[Rr]obo|Demonic|croak")  # whispered and robotic variants are left out
 _RETRIEVAL, _SYNCHRONOUS, _UTF8, _RATE, _PITCH, _RANGE = 1, 2, 1, 1, 3, 4  # espeak_*.h constants
 
 
@@ -69,7 +70,8 @@ class ESpeak:
 
     def variants(self) -> list[str]:
         folder = self.data_path / "voices" / "!v"
-        return sorted(p.name for p in folder.iterdir() if p.is_file() and re.fullmatch(r"[A-Za-z0-9-]+", p.name))
+        return sorted(p.name for p in folder.iterdir() if p.is_file() and re.fullmatch(r"[A-Za-z0-9-]+", p.name)
+                      and not NOT_SPEECH_LIKE.search(p.name))
 
     def say(self, text: str, take: Take) -> np.ndarray:
         """int16 samples at `self.rate` Hz."""

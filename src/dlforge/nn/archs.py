@@ -113,23 +113,28 @@ class AudioCnnParams(Params):
     n_mels: int = Field(40, ge=1)
     n_mfcc: int = Field(20, ge=1, description="mfcc front-end only")
     stft: Literal["conv", "onnx"] = "conv"
+    normalize: bool = Field(True, description="per-clip mean/variance normalisation of the features")
     channels: list[int] = Field([16, 32, 64], min_length=1, description="conv channels per stage")
     dropout: float = Field(0.2, ge=0, lt=1)
 
 
 def audio_cnn(p: AudioCnnParams, shape: Shape, num_classes: int) -> list[Any]:
-    """Waveform → log-mel (or MFCC) → batchnorm (learned input scaling) → conv stages → global pool → dense."""
-    front = {k: getattr(p, k) for k in ("sample_rate", "n_fft", "hop", "n_mels", "stft")}
+    """Waveform → log-mel (or MFCC) → batchnorm → conv stages → average over time → dense.
+
+    Pooling over time only keeps which frequency bands are active (formants tell digits apart)
+    while any position of the word in the clip gives the same features.
+    """
+    front = {k: getattr(p, k) for k in ("sample_rate", "n_fft", "hop", "n_mels", "stft", "normalize")}
     if p.frontend == "mfcc":
         front["n_mfcc"] = p.n_mfcc
     layers: list[Any] = [{p.frontend: front}, "batchnorm2d"]
-    size = p.n_mfcc if p.frontend == "mfcc" else p.n_mels
+    bins = p.n_mfcc if p.frontend == "mfcc" else p.n_mels
     for ch in p.channels:
         layers += [{"conv2d": {"channels": ch, "kernel": 3, "bias": False}}, "batchnorm2d", "relu"]
-        if size >= 4:
+        if bins >= 4:
             layers.append({"maxpool2d": 2})
-            size //= 2
-    return [*layers, "adaptive_avgpool2d", "flatten", {"dropout": p.dropout}, {"dense": num_classes}]
+            bins //= 2
+    return [*layers, {"adaptive_avgpool2d": [bins, 1]}, "flatten", {"dropout": p.dropout}, {"dense": num_classes}]
 
 
 def _tiny(expand: Callable[[Any, Shape, int], list[Any]], **small: Any) -> Callable[[Any, Shape, int], list[Any]]:

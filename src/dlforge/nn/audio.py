@@ -33,6 +33,8 @@ class MelParams(Params):
     f_max: float | None = Field(None, gt=0, description="default: sample_rate / 2")
     log: bool = Field(True, description="log(mel + eps)")
     eps: float = Field(1e-6, gt=0)
+    normalize: bool = Field(False, description="per-clip mean/variance normalisation of the output (CMVN): "
+                                               "invariant to gain and channel")
     stft: Literal["conv", "onnx"] = Field("conv", description="conv: fixed DFT as conv1d; onnx: torch.stft")
 
     @model_validator(mode="after")
@@ -86,6 +88,7 @@ class MelSpectrogram(nn.Module):
     def __init__(self, p: MelParams) -> None:
         super().__init__()
         self.n_fft, self.hop, self.log, self.eps, self.stft = p.n_fft, p.hop, p.log, p.eps, p.stft
+        self.normalize = p.normalize
         window = torch.hann_window(p.n_fft, periodic=True)
         filters = mel_filters(p.sample_rate, p.n_fft, p.n_mels, p.f_min, p.f_max or p.sample_rate / 2)
         self.window: Tensor
@@ -105,9 +108,13 @@ class MelSpectrogram(nn.Module):
         spec = torch.stft(x[:, 0], self.n_fft, self.hop, window=self.window, center=False, return_complex=True)
         return torch.view_as_real(spec).pow(2).sum(-1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
+        """(N, n_mels, frames) (log-)mel power."""
         mel = torch.matmul(self.filters, self.power(x))
-        return (torch.log(mel + self.eps) if self.log else mel).unsqueeze(1)
+        return torch.log(mel + self.eps) if self.log else mel
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _cmvn(self.features(x), self.normalize).unsqueeze(1)
 
 
 class Mfcc(MelSpectrogram):
@@ -122,7 +129,16 @@ class Mfcc(MelSpectrogram):
         self.register_buffer("dct", torch.from_numpy(basis), persistent=False)  # (n_mfcc, mels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.matmul(self.dct, super().forward(x)[:, 0]).unsqueeze(1)
+        return _cmvn(torch.matmul(self.dct, self.features(x)), self.normalize).unsqueeze(1)
+
+
+def _cmvn(features: Tensor, normalize: bool) -> Tensor:
+    """Per-clip mean/variance normalisation over all bins and frames."""
+    if not normalize:
+        return features
+    mean = features.mean(dim=(1, 2), keepdim=True)
+    std = (features - mean).pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+    return (features - mean) / (std + 1e-5)
 
 
 def _check_waveform(name: str, p: MelParams, shape: Shape) -> None:
