@@ -132,7 +132,7 @@ def test_spec_masks_run_inside_the_model_in_training_only() -> None:
 
 
 def test_audio_and_image_ops_refuse_the_other_modality() -> None:
-    with pytest.raises(ConfigError, match=r"augment\[0\]: rotate is an image augmentation.*audios"):
+    with pytest.raises(ConfigError, match=r"augment\[0\]: rotate is an image augmentation.*waveforms"):
         validate_augment([ComponentSpec.model_validate({"rotate": 10})], (RATE,))
     with pytest.raises(ConfigError, match=r"augment\[0\]: gain is an audio augmentation"):
         validate_augment([ComponentSpec.model_validate({"gain": [-3, 3]})], (1, 8, 8))

@@ -97,8 +97,9 @@ def _resolve_all(specs: list[ComponentSpec], input_shape: tuple[int, ...]) -> li
             problems += exc.problems
             continue
         if params.modality != modality:
+            inputs = {"image": "images", "audio": "waveforms"}[modality or "image"]
             problems.append(f"{path}: {spec.type} is an {params.modality} augmentation, but the inputs are "
-                            f"{modality}s of shape {shape}; see `dlforge augmentations`")
+                            f"{inputs} of shape {shape}; see `dlforge augmentations`")
             continue
         problems += [f"{path}.{field}: {text}" for field, text in params.problems(shape)]  # type: ignore[arg-type]
         resolved.append((i, spec.type, params))

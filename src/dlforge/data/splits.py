@@ -56,9 +56,12 @@ def group_split_indices(groups: list[str], val: float, test: float, seed: int) -
         raise DataError(f"data.params.group_by: {n_groups} group(s) found, but a split by group with "
                         f"val_fraction={val} and test_fraction={test} needs at least {need}")
     idx = np.arange(len(groups))
-    rest, test_idx = next(GroupShuffleSplit(1, test_size=test, random_state=seed).split(idx, groups=codes))
     inner = GroupShuffleSplit(1, test_size=val / (1 - test), random_state=seed)
-    train_pos, val_pos = next(inner.split(rest, groups=codes[rest]))
+    try:
+        rest, test_idx = next(GroupShuffleSplit(1, test_size=test, random_state=seed).split(idx, groups=codes))
+        train_pos, val_pos = next(inner.split(rest, groups=codes[rest]))
+    except ValueError as exc:
+        raise DataError(f"data.params.group_by: cannot split {n_groups} groups into train/val/test: {exc}") from None
     return tuple(torch.from_numpy(np.sort(i)) for i in (rest[train_pos], rest[val_pos], test_idx))  # type: ignore[return-value]
 
 

@@ -2,9 +2,10 @@
 
 eSpeak NG comes from the `espeakng-loader` wheel (libespeak-ng plus its voice data); it offers only the
 library's path, so we call the C API through ctypes. A *voice* is one of eSpeak's voice variants
-(m1…m8, f1…f5, klatt, Alex, …: the 89 of its 104 that are not whispered or robotic); every take of a voice gets a seeded random English accent,
-rate, pitch, gain, silence and background noise. Files are `<digit>/<voice>__<take>.wav`, so
-`group_by: '^(.+?)__'` keeps each voice in one split. torch-free; the same seed writes the same bytes.
+(m1…m8, f1…f5, klatt, Alex, …: the 89 of its 104 that are not whispered or robotic); every take of a
+voice gets a seeded random English accent, rate, pitch, gain, silence and background noise. Files are
+`<digit>/<voice>__<take>.wav`, so `group_by: '^(.+?)__'` keeps each voice in one split. torch-free;
+the same seed writes the same bytes.
 """
 
 from __future__ import annotations
