@@ -10,6 +10,9 @@ def test_every_tiny_preset_builds_and_runs(arch: str) -> None:
     if arch == "rnn_tiny":
         net = build_model(ModelConfig(arch=arch), (12, 5), 3)
         x = torch.rand(4, 12, 5)
+    elif arch.startswith("audio_"):
+        net = build_model(ModelConfig(arch=arch), (4000,), 3)  # raw waveforms
+        x = torch.randn(4, 4000) * 0.1
     else:
         net = build_model(ModelConfig(arch=arch), (3, 16, 16), 3)
         x = torch.rand(4, 3, 16, 16)
@@ -37,7 +40,8 @@ def test_short_forms_and_inferred_sizes() -> None:
 def test_every_registered_layer_builds_somewhere() -> None:
     inputs = {(3, 8, 8): ["conv2d", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d"],
               (6, 5): ["conv1d", "batchnorm1d", "layernorm", "lstm", "gru", "dense", "linear"],
-              (7,): ["dropout", "flatten", "relu", "gelu", "sigmoid", "tanh", "silu", "elu", "leaky_relu", "softmax"]}
+              (7,): ["dropout", "flatten", "relu", "gelu", "sigmoid", "tanh", "silu", "elu", "leaky_relu", "softmax"],
+              (1600,): ["melspectrogram", "mfcc"]}
     params = {"conv2d": {"channels": 2}, "conv1d": {"channels": 2}, "lstm": {"hidden": 3}, "gru": {"hidden": 3},
               "dense": {"units": 3}, "linear": {"units": 3}}
     covered = {"embedding", "residual"}

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import multiprocessing
 import re
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,12 +128,19 @@ def choose_voices(variants: list[str], count: int, seed: int) -> list[str]:
 
 def generate(out: Path, voices: int = 60, takes: int = 5, seed: int = 0, sample_rate: int = 16000) -> int:
     """Write `voices` × `takes` × 10 clips under `out` (which must be empty or absent); returns the count."""
-    import soundfile as sf
-
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SynthError(f"--out {out} exists and is not an empty folder; choose a new one (nothing was written)")
     if takes < 1:
         raise SynthError(f"--takes must be at least 1, got {takes}")
+    # libespeak-ng carries state from one synthesis to the next (the same calls give the same samples
+    # only from a fresh library), so every generate() runs in a new process: the same seed, the same bytes.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_write_all, out, voices, takes, seed, sample_rate).result()
+
+
+def _write_all(out: Path, voices: int, takes: int, seed: int, sample_rate: int) -> int:
+    import soundfile as sf
+
     engine = ESpeak()
     rows = []
     for v, voice in enumerate(choose_voices(engine.variants(), voices, seed)):
