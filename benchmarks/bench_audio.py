@@ -124,7 +124,8 @@ def main() -> None:
     for name, acc in base.items():
         print(f"  {name}: {acc:.4f}")
     print(f"  CNN - best baseline: {metrics['accuracy'] - max(base.values()):+.4f}")
-    print("\nconfusion matrix (rows: true, columns: predicted):", ", ".join(metrics.get("labels", [])))
+    labels = json.loads((args.run / "run.json").read_text())["labels"]
+    print("\nconfusion matrix (rows: true, columns: predicted):", ", ".join(labels))
     for row in metrics["confusion_matrix"]:
         print("  " + " ".join(f"{v:4d}" for v in row))
     print(f"\nbatch-1 latency, front-end + model, {args.threads} thread(s), median of {args.repeats}")
