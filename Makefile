@@ -4,16 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,ray]'
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/dlforge run
+	$(BIN)/dlforge run --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -27,6 +27,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
+
+# Regenerate the gRPC message code from the .proto (committed; tests check it matches this output).
+PROTO := src/dlforge/serve/grpc/proto/grpc_predict_v2.proto
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src $(PROTO)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -32,6 +32,29 @@ def test_layers_never_import_upwards(folder: str, forbidden: str) -> None:
         assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
 
 
+def runtime_imports_of(path: Path) -> set[str]:
+    """Imports outside `if TYPE_CHECKING:` blocks (type hints may name any layer)."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+            for child in node.body for n in ast.walk(child)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("forbidden", ["dlforge.train", "dlforge.serve.app", "dlforge.serve.routes", "dlforge.cli"])
+def test_tasks_sit_below_train_and_serve(forbidden: str) -> None:
+    for path in modules_under("tasks"):
+        bad = [m for m in runtime_imports_of(path) if m == forbidden or m.startswith(forbidden + ".")]
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
 def test_nothing_imports_the_cli() -> None:
     for path in modules_under(""):
         if path.name not in {"cli.py", "__main__.py"}:

@@ -150,3 +150,24 @@ def test_sync_batchnorm_on_cpu_is_refused_before_any_worker_starts(tmp_path: Pat
     assert code == 2, stderr
     assert "train.sync_batchnorm" in stderr and "CUDA devices only" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_worker_error_file_is_whole_json_that_torchrun_parses(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent reads a failed worker's error file; a half-written one made it end the job instead of restarting."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from dlforge.train.dist import record_errors
+
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+
+    @record_errors
+    def worker() -> None:
+        raise RuntimeError("gloo: connection closed by peer")
+
+    with pytest.raises(RuntimeError):
+        worker()
+    failure = ProcessFailure(local_rank=0, pid=1, exitcode=1, error_file=str(error_file))
+    assert failure.message["message"] == "RuntimeError: gloo: connection closed by peer"
+    assert [p.name for p in tmp_path.iterdir()] == ["error.json"]  # no partial file left beside it

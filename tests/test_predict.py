@@ -9,19 +9,23 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from dlforge.cli import app
 from dlforge.data.splits import load_data
+from dlforge.export.onnx import run_onnx, session
 from dlforge.export.package import load_package
 from dlforge.export.predict import predict_files
+from dlforge.export.quantize import accuracy
 from dlforge.rundir import load_run
 
 runner = CliRunner()
-# enough capacity and epochs that int8 vs fp32 accuracy is a meaningful comparison
-RUN_ARGS = ["--set", "model.arch=cnn_small", "--set", "model.params.channels=[8,16]", "--set", "model.params.hidden=32",
-            "--set", "train.epochs=4", "--set", "train.progress=false", "--set", "eval.plots=false",
-            "--set", "export.quantize=int8"]
+# Enough capacity and epochs to land far from any threshold (test accuracy 0.97-0.99 over seeds 0-4): with
+# [8, 16] channels, 4 epochs and lr 0.002 fp32 reached exactly 0.9 on one machine and int8 lost 3 samples on another.
+RUN_ARGS = ["--set", "model.arch=cnn_small", "--set", "model.params.channels=[16,32]",
+            "--set", "model.params.hidden=64", "--set", "train.epochs=6", "--set", "train.optimizer.lr=0.01",
+            "--set", "train.progress=false", "--set", "eval.plots=false", "--set", "export.quantize=int8"]
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +54,24 @@ def _predict_json(package: Path, *files: Path, extra: tuple[str, ...] = ()) -> l
 
 @pytest.mark.slow
 def test_int8_accuracy_within_one_point_of_fp32(run_dir: Path) -> None:
-    q = load_package(run_dir / "package").manifest.quantized
+    """The manifest's int8 numbers are the real ones, and int8 keeps fp32's accuracy within one point.
+
+    The point is judged on all 1,797 digits (a point is 18 samples there, 2.7 on the 270-sample test
+    split), so one borderline sample flipping on some CPU cannot decide the outcome."""
+    package = load_package(run_dir / "package")
+    q = package.manifest.quantized
     assert q is not None and q.method.startswith("static QDQ")
-    assert q.fp32_accuracy > 0.9 and abs(q.accuracy - q.fp32_accuracy) <= 0.01
     assert q.latency_ms_batch1 > 0 and q.fp32_latency_ms_batch1 > 0
+    cfg, _, _ = load_run(run_dir)
+    x_test, y_test = load_data(cfg.data, cfg.seed).test.tensors
+    onnx_fp32, onnx_int8 = session(package.onnx_path), session(package.int8_path)  # type: ignore[arg-type]
+    assert q.fp32_accuracy == accuracy(package.onnx_path, x_test.numpy(), y_test.numpy())
+    assert q.accuracy == accuracy(package.int8_path, x_test.numpy(), y_test.numpy())  # type: ignore[arg-type]
+    digits = load_digits()
+    x, y = (digits.images[:, None] / 16.0).astype(np.float32), digits.target
+    fp32, int8 = (run_onnx(s, x)[0].argmax(1) for s in (onnx_fp32, onnx_int8))
+    assert (fp32 == y).mean() >= 0.9  # the model learned (0.98-0.998 over seeds 0-4)
+    assert abs((int8 == y).mean() - (fp32 == y).mean()) <= 0.01  # observed <= 0.001
 
 
 def test_round_trip_equals_torch(run_dir: Path, test_split: tuple[torch.Tensor, np.ndarray], tmp_path: Path) -> None:

@@ -88,3 +88,15 @@ def test_a_package_that_fails_to_load_is_a_400_naming_the_problem(
         assert c.get("/v2/health/live").status_code == 200  # the server stays up and keeps serving
         assert c.post("/v2/models/digits/infer", json=body()).status_code == 200
         assert c.post("/v2/models/broken/infer", json=body()).status_code == 503
+
+
+def test_a_server_restricted_to_one_model_serves_all_its_versions_and_nothing_else(repo: Path) -> None:
+    # What each Ray Serve replica runs (Settings.models): one model of the repository.
+    with running(Settings(path=repo, models=("digits",), admin_token="admin")) as (url, _), \
+            httpx.Client(base_url=url) as c:
+        assert c.get("/v2/models/digits").json()["versions"] == ["1", "2"]
+        assert c.post("/v2/models/digits/infer", json=body()).json()["model_version"] == "2"
+        missing = c.post("/v2/models/other/infer", json=body())
+        assert missing.status_code == 404 and missing.json() == {"error": "unknown model 'other' (models: digits)"}
+        index = c.post("/v2/repository/index", headers=ADMIN).json()
+        assert [(i["name"], i["version"]) for i in index] == [("digits", "1"), ("digits", "2")]

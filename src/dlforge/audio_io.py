@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from dlforge.errors import UserError
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 MIN_RATE, MAX_RATE = 1_000, 384_000  # anything outside is a broken header, not audio
 SOXR_QUALITY = "HQ"
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """Audio that cannot become a model input; the message says what is wrong and what to send."""
 
 

@@ -4,48 +4,47 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
-from dlforge.config import ConfigError, ExperimentConfig
+from dlforge.config import ExperimentConfig
 from dlforge.config.components import describe
+from dlforge.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
-                  help="From a YAML model description to a trained, evaluated and exported model.")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-ConfigArg = Annotated[Path | None, typer.Argument(help="experiment YAML; built-in digits CNN if omitted")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<name>)")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a key: --set train.epochs=5")]
 
 
-def user_errors(fn: F) -> F:
-    """Show bad input as a short red message and exit 2, never a traceback."""
-    from dlforge.data.datasets import DataError
-    from dlforge.data.spoken_digits import SynthError
-    from dlforge.export.errors import PackageError
-    from dlforge.nn import ModelBuildError
-    from dlforge.rundir import RunDirError
-    from dlforge.train.dist import UnsupportedSetup
+def print_error(message: object) -> None:
+    """The one `error:` line (plus the message's own lines), never parsed as rich markup."""
+    err.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False)
 
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+
+class _Commands(TyperGroup):
+    """Every command runs inside this: a UserError becomes one `error:` line and exit status 2."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context (typer vendors its own click)
         try:
-            return fn(*args, **kwargs)
-        except (ConfigError, ModelBuildError, DataError, RunDirError, PackageError, UnsupportedSetup,
-                SynthError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            return super().invoke(ctx)
+        except UserError as exc:
+            print_error(exc)
             raise typer.Exit(2) from None
 
-    return wrapper  # type: ignore[return-value]
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="From a YAML model description to a trained, evaluated and exported model.")
+
+ConfigArg = Annotated[Path | None, typer.Argument(help="experiment YAML; built-in digits CNN if omitted")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default `runs/<name>`)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a key: --set train.epochs=5")]
+OverwriteOpt = Annotated[bool, typer.Option(help="replace the run already in --out (its files are removed first)")]
 
 
 def _load(config: Path | None, overrides: list[str] | None) -> ExperimentConfig:
@@ -62,15 +61,16 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("accuracy", "precision", "recall", "f1", "loss"):
-        if key in metrics:
+    shown = ("accuracy", "precision", "recall", "f1", "fid", "class_accuracy", "diversity", "psnr", "psnr_noisy",
+             "psnr_gain", "ssim", "ssim_noisy", "loss")
+    for key in shown:
+        if isinstance(metrics.get(key), float | int):
             table.add_row(key, f"{metrics[key]:.4f}")
     console.print(table)
 
 
 @app.command()
-@user_errors
-def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None) -> None:
+def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Train → evaluate → export in one go.
 
     Examples: `dlforge run` (the built-in digits CNN), `dlforge run examples/digits_cnn.yaml --set train.epochs=5`
@@ -79,7 +79,7 @@ def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None) -> No
 
     cfg = _load(config, set_)
     run_dir = _run_dir(cfg, out)
-    metrics = train_run(cfg, run_dir)
+    metrics = train_run(cfg, run_dir, overwrite=overwrite)
     print_metrics(metrics, f"{cfg.name}: test split")
     if cfg.export.enabled:
         from dlforge.export.package import export_run
@@ -95,10 +95,9 @@ RestartsOpt = Annotated[int, typer.Option("--max-restarts", min=0,
 
 
 @app.command()
-@user_errors
 def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
           resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --out")] = False,
-          nproc: NprocOpt = None, max_restarts: RestartsOpt = 0) -> None:
+          overwrite: OverwriteOpt = False, nproc: NprocOpt = None, max_restarts: RestartsOpt = 0) -> None:
     """Train (and evaluate on the test split); writes the run directory.
 
     `train.batch_size` is the GLOBAL batch, split evenly across workers; the learning rate keeps its meaning.
@@ -111,8 +110,9 @@ def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
     run_dir = _run_dir(cfg, out)
     if nproc is not None or max_restarts > 0:
         nproc = nproc or 1
-        _check_before_launch(cfg, nproc)
-        _launch_workers(config, run_dir, set_, resume, nproc, max_restarts)
+        _check_before_launch(cfg, nproc, run_dir, resume, overwrite)
+        _launch_workers(config, run_dir, set_, ["--resume"] * resume + ["--overwrite"] * overwrite, nproc,
+                        max_restarts)
         from dlforge.rundir import METRICS
 
         print_metrics(json.loads((run_dir / METRICS).read_text()), f"{cfg.name}: test split ({nproc} workers)")
@@ -120,38 +120,40 @@ def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
     from dlforge.train.dist import reports_to_user
     from dlforge.train.run import train_run
 
-    metrics = train_run(cfg, run_dir, resume)
+    metrics = train_run(cfg, run_dir, resume, overwrite)
     if reports_to_user():
         print_metrics(metrics, f"{cfg.name}: test split")
 
 
-def _check_before_launch(cfg: ExperimentConfig, nproc: int) -> None:
+def _check_before_launch(cfg: ExperimentConfig, nproc: int, run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse what every worker would refuse, before starting any."""
+    from dlforge.data.loaders import per_worker_batch
+    from dlforge.rundir import prepare_run_dir
     from dlforge.train.dist import check_sync_batchnorm, pick_device
 
+    per_worker_batch(cfg.train.batch_size, nproc)
     check_sync_batchnorm(cfg.train.sync_batchnorm and nproc > 1, pick_device(cfg.train.device))
+    prepare_run_dir(run_dir, cfg, resume, overwrite)
 
 
-def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | None, resume: bool,
+def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | None, flags: list[str],
                     nproc: int, max_restarts: int) -> None:
     """Re-run this command in `nproc` workers under torchrun; a failed worker becomes a clear error (exit 1)."""
     from dlforge.train.dist import WorkerFailed, launch, under_launcher
 
     if under_launcher():
-        err.print("[bold red]error:[/] --nproc/--max-restarts given inside torchrun; drop them there")
-        raise typer.Exit(2)
+        raise UserError("--nproc/--max-restarts given inside torchrun; drop them there")
     worker_args = ["train", *([str(config)] if config else []), "--out", str(run_dir.resolve())]
     worker_args += [arg for value in overrides or [] for arg in ("--set", value)]
-    worker_args += ["--resume"] if resume else []
+    worker_args += flags
     try:
         launch(nproc, max_restarts, worker_args)
-    except WorkerFailed as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+    except WorkerFailed as exc:  # not the user's input: exit status 1, but still one readable line
+        print_error(exc)
         raise typer.Exit(1) from None
 
 
 @app.command()
-@user_errors
 def evaluate(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")]) -> None:
     """Recompute test metrics and plots of a run directory in one process.
 
@@ -165,7 +167,6 @@ def evaluate(run_dir: Annotated[Path, typer.Argument(help="a finished run direct
 
 
 @app.command("augment-preview")
-@user_errors
 def augment_preview(config: ConfigArg = None, set_: SetOpt = None,
                     out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write")] = Path("preview.png"),
                     images: Annotated[int, typer.Option(min=1, max=32)] = 8,
@@ -192,7 +193,6 @@ PackageArg = Annotated[Path, typer.Argument(help="a model package folder (e.g. r
 
 
 @app.command()
-@user_errors
 def export(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
            quantize: Annotated[str | None, typer.Option(help="int8: also write model.int8.onnx")] = None,
            out: Annotated[Path | None, typer.Option("--out", "-o", help="package folder (default RUN_DIR/package)")]
@@ -217,22 +217,38 @@ def _print_quantized(q: Any) -> None:
 
 
 @app.command()
-@user_errors
 def predict(package: PackageArg,
-            files: Annotated[list[Path], typer.Argument(
-                help="images (.png, .jpg, …), audio clips (.wav, .flac, .ogg) or .npy arrays")],
+            files: Annotated[list[Path] | None, typer.Argument(
+                help="images (.png, .jpg, …), audio clips (.wav, .flac, .ogg), .npy arrays, or .txt files "
+                     "(one text each) for text models")] = None,
+            text: Annotated[list[str] | None, typer.Option(
+                "--text", "-t", help="a text to classify (repeatable), for text models")] = None,
             top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="labels to show per sample")] = 3,
             int8: Annotated[bool, typer.Option(help="use model.int8.onnx")] = False,
-            as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
-    """Classify files with a package's ONNX model (preprocessed exactly as in training).
+            as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+            out: Annotated[Path, typer.Option("--out", "-o", help="denoisers: folder for the denoised PNGs")]
+            = Path("denoised")) -> None:
+    """Classify files with a package's ONNX model (preprocessed exactly as in training); a denoiser's
+    package writes denoised PNGs instead.
 
     Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`,
+    `dlforge predict runs/text_langid/package --text "wie geht es dir" --text "come stai"`,
+    `dlforge predict runs/digits_denoise/package noisy.png --out clean/`,
     `dlforge predict runs/spoken_digits/package clip.wav`
     """
-    from dlforge.export.package import load_package
+    from dlforge.export.package import PackageError, load_package
     from dlforge.export.predict import predict_files
 
-    results = predict_files(load_package(package), files, top_k, int8)
+    if not files and not text:
+        raise PackageError("nothing to predict: pass files (images, audio clips, .npy, .txt) or --text \"some text\"")
+    loaded = load_package(package)
+    if loaded.manifest.task == "denoise":
+        from dlforge.export.generate import denoise_files
+
+        for path in denoise_files(loaded, files or [], out):
+            console.print(f"wrote {path}")
+        return
+    results = predict_files(loaded, files or [], top_k, int8, text)
     if as_json:
         rows = [{"file": r.source, "top": [{"label": lb, "probability": p} for lb, p in r.top]} for r in results]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
@@ -247,7 +263,26 @@ def predict(package: PackageArg,
 
 
 @app.command()
-@user_errors
+def generate(package: PackageArg,
+             n: Annotated[int, typer.Option("--n", help="how many images (1…1024)")] = 64,
+             label: Annotated[int | None, typer.Option("--class", help="class index (conditional GANs); "
+                                                       "default: cycle through the classes")] = None,
+             seed: Annotated[int, typer.Option(help="image i uses seed + i: the same seed, the same images")] = 0,
+             out: Annotated[Path, typer.Option("--out", "-o", help="grid PNG to write")] = Path("samples.png"),
+             ) -> None:
+    """Sample images from a GAN package (ONNX Runtime) into a grid PNG.
+
+    Examples: `dlforge generate runs/digits_gan/package --n 64 --out grid.png`,
+    `dlforge generate PKG --n 16 --class 7 --seed 42`
+    """
+    from dlforge.export.generate import write_generated
+    from dlforge.export.package import load_package
+
+    path = write_generated(load_package(package), n, label, seed, out)
+    console.print(f"wrote {n} samples to {path}")
+
+
+@app.command()
 def inspect(package: PackageArg) -> None:
     """Verify a package (every sha256) and summarise it: signature, parity, files, int8, metrics.
 
@@ -290,7 +325,6 @@ app.add_typer(data_app, name="data")
 
 
 @data_app.command("spoken-digits")
-@user_errors
 def spoken_digits(out: Annotated[Path, typer.Option("--out", "-o", help="new folder for the clips")],
                   voices: Annotated[int, typer.Option(help="eSpeak NG voice variants (speakers)")] = 60,
                   takes: Annotated[int, typer.Option(help="renditions of each digit per voice")] = 5,
@@ -331,7 +365,7 @@ def schema() -> None:
     sys.stdout.write("\n")
 
 
-PathArg = Annotated[Path, typer.Argument(help="a model package, or a repository REPO/<model>/<version>/")]
+PathArg = Annotated[Path, typer.Argument(help="a model package, or a repository `REPO/<model>/<version>/`")]
 
 
 @app.command()
@@ -339,6 +373,8 @@ def serve(
     path: PathArg,
     host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 exposes it to the network")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    grpc_port: Annotated[int | None, typer.Option(help="also serve the KServe V2 gRPC API on this port")] = None,
+    playground: Annotated[bool, typer.Option(help="serve the browser playground at GET /")] = True,
     workers: Annotated[int, typer.Option(help="server processes behind the one port")] = 1,
     max_batch_size: Annotated[int | None, typer.Option(help="override the manifest's serving.max_batch_size")] = None,
     max_queue_delay_ms: Annotated[float | None, typer.Option(help="override serving.max_queue_delay_ms")] = None,
@@ -351,37 +387,81 @@ def serve(
     threads: Annotated[int | None, typer.Option(help="inference threads per worker (default: cores / workers)")] = None,
     inline_max_ms: Annotated[float, typer.Option(
         help="run batches on the event loop if the model's full-batch latency is below this; 0: never")] = 2.0,
+    backend: Annotated[str, typer.Option(help="uvicorn (this machine) or ray (Ray Serve: replicas, autoscaling)")]
+    = "uvicorn",
+    ray_address: Annotated[str | None, typer.Option(help="ray: HOST:PORT of an existing cluster's head")] = None,
+    replicas: Annotated[int | None, typer.Option(help="ray: replicas per model (fixed)")] = None,
+    min_replicas: Annotated[int | None, typer.Option(help="ray: autoscaling lower bound")] = None,
+    max_replicas: Annotated[int | None, typer.Option(help="ray: autoscale up to this many replicas per model")] = None,
+    target_ongoing_requests: Annotated[float | None, typer.Option(help="ray: autoscaling target per replica")] = None,
+    replica_cpus: Annotated[float | None, typer.Option(help="ray: CPUs per replica (also its threads)")] = None,
+    replica_gpus: Annotated[float | None, typer.Option(help="ray: GPUs per replica")] = None,
 ) -> None:
     """Serve a model package (or a repository of them) over the Open Inference Protocol (KServe V2).
 
-    Examples: `dlforge serve runs/digits_cnn/package`, `dlforge serve models/ --workers 2 --token-file /run/token`
+    Examples: `dlforge serve runs/digits_cnn/package` (then open http://127.0.0.1:8000/),
+    `dlforge serve models/ --workers 2 --token-file /run/token --grpc-port 8001`,
+    `dlforge serve models/ --backend ray --ray-address 10.0.0.5:6379 --replicas 4 --replica-cpus 2`
     """
     from pydantic import ValidationError
 
+    from dlforge.serve.repository import discover
     from dlforge.serve.server import run_server
     from dlforge.serve.settings import Settings
 
     tokens = [*(token or []), *_read_tokens(token_file)]
     try:
-        settings = Settings(path=path, host=host, port=port, workers=workers, runtime=runtime,  # type: ignore[arg-type]
+        settings = Settings(path=path, host=host, port=port, grpc_port=grpc_port, playground=playground,
+                            workers=workers, runtime=runtime,  # type: ignore[arg-type]
                             tokens=tuple(tokens), admin_token=admin_token, max_body_bytes=int(max_body_mb * 2**20),
                             max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms,
                             request_timeout_s=timeout_s, intra_op_threads=threads, inline_max_ms=inline_max_ms)
     except ValidationError as exc:
-        err.print(f"[bold red]error:[/] {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", highlight=False)
-        raise typer.Exit(2) from None
-    if not path.exists():
-        err.print(f"[bold red]error:[/] {path}: no such package or repository", highlight=False)
-        raise typer.Exit(2)
+        first = exc.errors()[0]
+        raise UserError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    discover(path)  # a wrong PATH is said here, before the server starts
     if settings.exposed_without_token():
         err.print(f"[bold yellow]warning:[/] binding {host} without --token: anyone who can reach this port "
                   "can run the model; pass --token or --token-file", highlight=False)
-    run_server(settings)
+    ray_values = {"address": ray_address, "replicas": replicas, "num_cpus": replica_cpus, "num_gpus": replica_gpus,
+                  "autoscaling": _autoscaling(min_replicas, max_replicas, target_ongoing_requests)}
+    if backend == "ray":
+        _serve_ray(settings, ray_values)
+    elif backend != "uvicorn" or any(v is not None for v in ray_values.values()):
+        err.print(f"[bold red]error:[/] --backend {backend}: expected uvicorn or ray (the ray options need "
+                  "--backend ray)", highlight=False)
+        raise typer.Exit(2)
+    else:
+        run_server(settings)
+
+
+def _autoscaling(low: int | None, high: int | None, target: float | None) -> dict[str, Any] | None:
+    if low is None and high is None and target is None:
+        return None
+    values = {"min_replicas": low, "max_replicas": high, "target_ongoing_requests": target}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _serve_ray(settings: Any, values: dict[str, Any]) -> None:
+    """Ray Serve: one application per model, the same V2 app in every replica; bad setups → one error line."""
+    from dlforge.serve.ray_backend import RayBackendError, parse_options, run_ray
+
+    try:
+        if values["replicas"] is not None and values["autoscaling"] is not None:
+            raise RayBackendError("give either --replicas (fixed) or --min/--max-replicas (autoscaling), not both")
+        if settings.workers != 1:
+            raise RayBackendError("--workers is for the uvicorn backend; with --backend ray use --replicas")
+        run_ray(settings, parse_options(**values), lambda line: console.print(line, highlight=False, soft_wrap=True))
+    except RayBackendError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _read_tokens(path: Path | None) -> list[str]:
     if path is None:
         return []
+    if not path.is_file():
+        raise UserError(f"--token-file {path}: no such file")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -1,7 +1,8 @@
-"""Loading an experiment completely: the YAML schema plus every registry-backed component.
+"""Loading an experiment completely: the YAML schema, the task, and every registry-backed component.
 
-`load_config` checks structure; this also checks each layer's and augmentation's settings and the
-dataset's, so every mistake in the file is reported at load time with its key path.
+`load_config` checks structure; this also checks the task, the dataset's settings and what the task
+accepts (model spec, monitor…), so every mistake in the file is reported at load time with its key path
+— all of them at once, also when some sections are structurally broken (the others are still checked).
 """
 
 from __future__ import annotations
@@ -11,47 +12,37 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dlforge.config import ConfigError, ExperimentConfig, load_config
-from dlforge.config.components import resolve
+from dlforge.config import ConfigError, ExperimentConfig, parse_config
 from dlforge.config.errors import problems_from
+from dlforge.config.loading import load_raw
 from dlforge.data.datasets import DATASETS
-from dlforge.nn import LAYERS, MODELS
 from dlforge.nn.audio import frontend_rate
+from dlforge.nn.checks import check_model
 from dlforge.registry import RegistryError
+from dlforge.tasks import TASKS, Task, get_task
 
 
-def _check_layers(specs: list[Any], path: str, problems: list[str]) -> None:
-    for i, spec in enumerate(specs):
-        try:
-            _, params = resolve(LAYERS, spec, f"{path}[{i}]")
-        except ConfigError as exc:
-            problems += exc.problems
-            continue
-        if spec.type == "residual":
-            _check_layers(params.layers, f"{path}[{i}].layers", problems)  # type: ignore[attr-defined]
-
-
-def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> None:
+def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> bool:
+    """Whether the dataset and its params are valid (only then can its input shape be known)."""
     try:
         entry = DATASETS.get(cfg.data.dataset)
         entry.params.model_validate(cfg.data.params)
     except RegistryError as exc:
         problems.append(f"data.dataset: {exc}")
+        return False
     except ValidationError as exc:
         problems += problems_from(exc, entry.params, prefix="data.params")
+        return False
+    return True
 
 
-def _check_model(cfg: ExperimentConfig, problems: list[str]) -> None:
-    if cfg.model.layers is not None:
-        _check_layers(cfg.model.layers, "model.layers", problems)
-        return
+def _check_task(cfg: ExperimentConfig, problems: list[str]) -> Task | None:
     try:
-        component = MODELS.get(cfg.model.arch or "")
-        component.params.model_validate(cfg.model.params)
+        TASKS.get(cfg.task)
     except RegistryError as exc:
-        problems.append(f"model.arch: {exc}")
-    except ValidationError as exc:
-        problems += problems_from(exc, component.params, prefix="model.params")
+        problems.append(f"task: {exc}")
+        return None
+    return get_task(cfg.task)
 
 
 def _check_sample_rate(cfg: ExperimentConfig, problems: list[str]) -> None:
@@ -68,13 +59,16 @@ def _check_sample_rate(cfg: ExperimentConfig, problems: list[str]) -> None:
                         f"set both to the same rate (e.g. {where}: {rate})")
 
 
-def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+def component_problems(cfg: ExperimentConfig) -> list[str]:
+    """Every problem the registries and the task find in a structurally valid config, in file order."""
     problems: list[str] = []
-    _check_dataset(cfg, problems)
-    _check_model(cfg, problems)
-    if not problems:
+    task = _check_task(cfg, problems)
+    data_ok = _check_dataset(cfg, problems)
+    model_problems = task.check(cfg) if task is not None else check_model(cfg.model)
+    problems += model_problems
+    if data_ok and not model_problems:
         _check_sample_rate(cfg, problems)
-    if cfg.augment:
+    if cfg.augment and data_ok:
         from dlforge.data.augment import validate_augment
         from dlforge.data.splits import peek_input_shape
 
@@ -82,11 +76,49 @@ def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
             validate_augment(cfg.augment, peek_input_shape(cfg.data))
         except ConfigError as exc:
             problems += exc.problems
+    return problems
+
+
+def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The validated experiment with the task's defaults filled in (e.g. `train.monitor`)."""
+    problems = component_problems(cfg)
     if problems:
         raise ConfigError(problems)
+    if cfg.train.monitor is None:
+        cfg.train.monitor = get_task(cfg.task).default_monitor
     return cfg
 
 
+def _section(problem: str) -> str:
+    """The top-level key a `key.path: problem` line is about."""
+    return problem.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
+
+
+def problems_beside(raw: dict[str, Any]) -> list[str]:
+    """The component problems of the sections that are structurally valid, in a config that is not.
+
+    The broken sections are replaced by their defaults to check the rest, and anything said about
+    them (or, when `data` is broken, about the augmentations that depend on its shape) is dropped."""
+    try:
+        ExperimentConfig.model_validate(raw)
+        return []
+    except ValidationError as exc:
+        broken = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+    if not broken or "task" in broken:  # without a task there is nothing to check the model against
+        return []
+    try:
+        rest = ExperimentConfig.model_validate({k: v for k, v in raw.items() if k not in broken})
+    except ValidationError:
+        return []
+    hidden = broken | ({"augment"} if "data" in broken else set())
+    return [p for p in component_problems(rest) if _section(p) not in hidden]
+
+
 def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """The validated experiment; ConfigError lists every problem with its key path."""
-    return check_experiment(load_config(path, overrides))
+    """The validated experiment; ConfigError lists every problem, structural and per component, at once."""
+    raw = load_raw(path, overrides)
+    try:
+        cfg = parse_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems + problems_beside(raw)) from None
+    return check_experiment(cfg)

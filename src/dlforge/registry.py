@@ -10,10 +10,12 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from dlforge.errors import UserError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(UserError, KeyError):
     """An unknown or duplicate name in a registry."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain.

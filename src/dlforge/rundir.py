@@ -1,45 +1,64 @@
 """The run directory contract (see README): what each file is, and rebuilding the model from it.
 
 Evaluate and export rebuild everything from a run directory alone: `config.yaml` (the resolved
-spec), `run.json` (data facts: input shape, labels, preprocessing) and `model.safetensors`.
+spec), `run.json` (data facts: input shape, labels, preprocessing, artifacts), the artifacts
+themselves (e.g. tokenizer.json) and `model.safetensors`. A model package carries the same files,
+so the torch runtime rebuilds with the same function (`rebuild_model`, which asks the task).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safetensors.torch import load_file
+from torch import nn
 
 from dlforge.config import ExperimentConfig, load_config
-from dlforge.nn import Net, build_model
+from dlforge.errors import UserError
+from dlforge.tasks import get_task
+
+if TYPE_CHECKING:
+    from dlforge.data.splits import DataBundle
 
 CONFIG, RUN_INFO, WEIGHTS = "config.yaml", "run.json", "model.safetensors"
 METRICS, HISTORY = "metrics.json", "history.jsonl"
+CHECKPOINTS, REPORT, PACKAGE = "checkpoints", "report", "package"
+RUN_ENTRIES = (CONFIG, RUN_INFO, WEIGHTS, METRICS, HISTORY, CHECKPOINTS, REPORT, PACKAGE)  # what --overwrite removes
 
 
 @dataclass
 class RunInfo:
-    """Facts about the data the model was trained on (everything `build_model` needs but the spec)."""
+    """Facts about the data the model was trained on (everything the task's model needs but the spec)."""
 
     input_shape: list[int]
     labels: list[str]
     integer_input: bool
     preprocessing: dict[str, Any]
     dataset: str
+    artifacts: list[str] = field(default_factory=list)  # files beside it (tokenizer.json), copied into packages
+
+    @classmethod
+    def from_bundle(cls, bundle: DataBundle, dataset: str) -> RunInfo:
+        return cls(list(bundle.input_shape), bundle.labels, bundle.integer_input, bundle.preprocessing, dataset,
+                   sorted(bundle.artifacts))
 
     def save(self, run_dir: Path) -> None:
-        (run_dir / RUN_INFO).write_text(json.dumps(self.__dict__, indent=2))
+        (run_dir / RUN_INFO).write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, run_dir: Path) -> RunInfo:
-        return cls(**json.loads((run_dir / RUN_INFO).read_text()))
+        return cls.read(run_dir / RUN_INFO)
+
+    @classmethod
+    def read(cls, path: Path) -> RunInfo:
+        return cls(**json.loads(path.read_text()))
 
 
-class RunDirError(FileNotFoundError):
-    pass
+class RunDirError(UserError, FileNotFoundError):
+    """A run directory that is missing files, or that a command must not write into."""
 
 
 def require(run_dir: Path, *names: str) -> None:
@@ -49,11 +68,90 @@ def require(run_dir: Path, *names: str) -> None:
                           f"train first: dlforge train CONFIG --out {run_dir}")
 
 
-def load_run(run_dir: Path) -> tuple[ExperimentConfig, RunInfo, Net]:
+def load_run(run_dir: Path) -> tuple[ExperimentConfig, RunInfo, nn.Module]:
     """The config, data facts and the trained model (CPU, eval mode) of a run directory."""
     require(run_dir, CONFIG, RUN_INFO, WEIGHTS)
     cfg = load_config(run_dir / CONFIG)
     info = RunInfo.load(run_dir)
-    net = build_model(cfg.model, tuple(info.input_shape), len(info.labels), info.integer_input)
-    net.load_state_dict(load_file(str(run_dir / WEIGHTS)))
-    return cfg, info, net.eval()
+    require(run_dir, *info.artifacts)
+    return cfg, info, rebuild_model(cfg, info, run_dir / WEIGHTS)
+
+
+def rebuild_model(cfg: ExperimentConfig, info: RunInfo, weights: Path) -> nn.Module:
+    """The one recipe for a trained network (CPU, eval mode): spec + data facts + weights, built by the
+    task. Run directories and model packages hold the same files, so evaluate, export, resume checks and
+    the torch runtime rebuild alike."""
+    net = get_task(cfg.task).build_model(cfg, info)
+    net.load_state_dict(load_file(str(weights)))
+    return net.eval()
+
+
+def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False,
+                    clear: bool = True) -> None:
+    """Refuse to mix two runs in one folder: a non-empty `run_dir` needs `resume` (same model and data)
+    or `overwrite` (the run's own files are removed when `clear`; anything else in the folder stays)."""
+    if resume and overwrite:
+        raise RunDirError("--resume continues the run in the folder and --overwrite replaces it: give one")
+    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    if not entries:
+        return
+    if resume:
+        _check_same_model(run_dir, cfg)
+    elif overwrite:
+        if clear:
+            _remove_run_files(run_dir)
+    else:
+        shown = ", ".join(entries[:4]) + (", …" if len(entries) > 4 else "")
+        raise RunDirError(f"{run_dir} is not empty ({shown}); continue that run with --resume, replace it with "
+                          "--overwrite, or pick another --out")
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    import shutil
+
+    artifacts = RunInfo.load(run_dir).artifacts if (run_dir / RUN_INFO).is_file() else []
+    for name in (*RUN_ENTRIES, *artifacts):  # the old run's tokenizer must not leak into the new one
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+# What shapes the trained network(s) (a checkpoint only loads into the same); training knobs may change on resume.
+RECIPE_KEYS = ("task", "model", "data.dataset", "data.params", "gan.latent_dim", "gan.conditional", "gan.embed_dim",
+               "gan.discriminator", "gan.spectral_norm")
+
+
+def _recipe(cfg: ExperimentConfig) -> dict[str, Any]:
+    dumped = cfg.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for key in RECIPE_KEYS:
+        value: Any = dumped
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        out[key] = value
+    return out
+
+
+def _check_same_model(run_dir: Path, cfg: ExperimentConfig) -> None:
+    """--resume into a run trained with another model or data would load mismatched weights: say which key differs."""
+    if not (run_dir / CONFIG).is_file():
+        return
+    old = load_config(run_dir / CONFIG)
+    changed = [f"{key}: {_shown(before)} in the run, {_shown(after)} now"
+               for key, before, after in _differences(_recipe(old), _recipe(cfg))]
+    if changed:
+        raise RunDirError(f"--resume: {run_dir} was trained with another model or data ({'; '.join(changed[:3])}); "
+                          f"resume with its own settings ({run_dir / CONFIG}), or start afresh with --overwrite")
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else json.dumps(value)
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(a) + [k for k in b if k not in a]
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))]
+    return [] if a == b else [(path, a, b)]

@@ -6,10 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from dlforge.errors import UserError
 from dlforge.registry import suggest
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot work; the message lists every problem, one `path: problem` a line."""
 
     def __init__(self, problems: list[str]) -> None:

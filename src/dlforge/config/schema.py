@@ -96,7 +96,8 @@ class TrainConfig(Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     grad_clip: float | None = Field(None, gt=0, description="max global grad norm")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    monitor: Literal["val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1"] = "val_accuracy"
+    monitor: str | None = Field(
+        None, description="val_loss or val_<metric> of the task; default: the task's (classification: val_accuracy)")
     early_stopping: EarlyStoppingConfig | None = None
     keep_best: bool = Field(True, description="final weights = best epoch by train.monitor")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -123,7 +124,7 @@ class ExportConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
-    task: Literal["classification"] = "classification"
+    task: str = Field("classification", description="what the model does (see dlforge/tasks): classification")
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(arch="cnn_small"))
@@ -131,3 +132,10 @@ class ExperimentConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    gan: GanConfig | None = Field(None, description="task: gan — discriminator, loss, EMA, FID classifier")
+    denoise: DenoiseConfig | None = Field(None, description="task: denoise — the noise models")
+
+
+from dlforge.config.generative import DenoiseConfig, GanConfig  # noqa: E402  (sections refer to the models above)
+
+ExperimentConfig.model_rebuild()

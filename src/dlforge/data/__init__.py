@@ -1,3 +1,5 @@
 """Data: built-in and user datasets, splits, normalisation statistics, loaders, augmentation."""
 
-from dlforge.data import audio as _audio  # noqa: F401  (registers the audio_folder dataset)
+from dlforge.data import audio, datasets, text  # register audio_folder; text_csv, jsonl, text_folder, langid
+
+__all__ = ["audio", "datasets", "text"]

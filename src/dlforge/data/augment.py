@@ -127,11 +127,16 @@ def validate_augment(specs: list[ComponentSpec], input_shape: tuple[int, ...]) -
 
 
 def build_augmenter(
-    specs: list[ComponentSpec], input_shape: tuple[int, ...], num_classes: int
+    specs: list[ComponentSpec], input_shape: tuple[int, ...], num_classes: int, integer_input: bool = False
 ) -> BatchAugmenter | None:
-    """The batch pipeline for `specs`, or None when there is nothing to do."""
+    """The batch pipeline for `specs`, or None when there is nothing to do.
+
+    Token ids have the rank of waveforms, so `integer_input` tells them apart: they take no augmentation."""
     if not specs:
         return None
+    if integer_input:
+        raise ConfigError([f"augment[0]: augmentations need images (C, H, W) or waveforms (samples,) but the inputs "
+                           f"are token ids of shape {tuple(input_shape)}; remove the augment section for this dataset"])
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     shape = tuple(input_shape)

@@ -17,12 +17,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from dlforge.errors import UserError
 from dlforge.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Data that cannot be loaded (missing folder, no images, too few samples per class)."""
 
 
@@ -35,6 +36,9 @@ class RawData:
     labels: list[str]
     preprocessing: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # unreadable files, by path
+    texts: list[str] | None = None  # text datasets: raw strings, tokenized after the split (data/text.py)
+    tokenizer: Any = None  # their dlforge.text.TokenizerConfig
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # files runs and packages keep (tokenizer.json)
     groups: list[str] | None = None  # e.g. the speaker of each sample: splits keep a group together
 
     @property
@@ -56,6 +60,7 @@ class DatasetEntry:
     load: Callable[[Any, int], RawData]
     doc: str
     shape: Callable[[Any], tuple[int, ...]]  # one sample's shape from the params alone
+    tasks: tuple[str, ...] = ("classification",)  # the tasks whose data this is (checked at load)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
@@ -148,9 +153,10 @@ def load_synthetic(p: SyntheticParams, seed: int) -> RawData:
     return RawData(x, y, [f"class_{i}" for i in range(p.num_classes)], {"kind": "tensor", "shape": p.shape})
 
 
+IMAGE_TASKS = ("classification", "gan", "denoise")  # labelled images serve all three
 DATASETS.add("digits", DatasetEntry(DigitsParams, load_digits_data, "scikit-learn's 8x8 digits (1,797 images)",
-                                    lambda p: (1, 8, 8)))
+                                    lambda p: (1, 8, 8), IMAGE_TASKS))
 DATASETS.add("image_folder", DatasetEntry(ImageFolderParams, load_image_folder, "path/<class>/<image> files",
-                                          lambda p: (p.channels, *p.image_size)))
+                                          lambda p: (p.channels, *p.image_size), IMAGE_TASKS))
 DATASETS.add("synthetic", DatasetEntry(SyntheticParams, load_synthetic, "random learnable tensors",
                                        lambda p: tuple(p.shape)))

@@ -13,12 +13,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from dlforge.config import ConfigError
+
 
 def per_worker_batch(global_batch: int, world_size: int) -> int:
     if global_batch % world_size:
-        raise ValueError(
-            f"train.batch_size: the global batch {global_batch} must divide evenly across "
-            f"{world_size} workers — e.g. train.batch_size={global_batch - global_batch % world_size or world_size}")
+        fix = global_batch - global_batch % world_size or world_size
+        raise ConfigError([f"train.batch_size: the global batch {global_batch} must divide evenly across "
+                           f"{world_size} workers — e.g. --set train.batch_size={fix}"])
     return global_batch // world_size
 
 

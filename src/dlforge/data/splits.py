@@ -3,7 +3,8 @@ normalisation statistics."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ from torch.utils.data import TensorDataset
 
 from dlforge.config import DataConfig
 from dlforge.data.datasets import DATASETS, DataError, RawData
+
+MIN_PER_CLASS = 3
 
 
 @dataclass
@@ -28,22 +31,25 @@ class DataBundle:
     integer_input: bool
     preprocessing: dict[str, Any]  # how raw inputs become model inputs, incl. mean/std
     split_groups: dict[str, list[str]] | None = None  # split name → its groups (speakers), when split by group
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # files the run and the package keep (tokenizer.json)
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
 
 
-def split_indices(y: Tensor, val: float, test: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+def split_indices(y: Tensor, val: float, test: float, seed: int,
+                  labels: list[str] | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Stratified so every split keeps the class balance; the same seed gives the same split."""
     idx = torch.arange(len(y)).numpy()
-    labels = y.numpy()
+    classes = y.numpy()
     try:
-        rest, test_idx = train_test_split(idx, test_size=test, stratify=labels, random_state=seed)
+        rest, test_idx = train_test_split(idx, test_size=test, stratify=classes, random_state=seed)
         train_idx, val_idx = train_test_split(
-            rest, test_size=val / (1 - test), stratify=labels[rest], random_state=seed)
+            rest, test_size=val / (1 - test), stratify=classes[rest], random_state=seed)
     except ValueError as exc:
-        raise DataError(f"data: cannot split {len(y)} samples into train/val/test by class: {exc}") from None
+        raise DataError(f"data: cannot split {len(y)} samples into train/val/test by class: "
+                        f"{_too_small(y, labels) or exc}") from None
     return tuple(torch.from_numpy(i).sort().values for i in (train_idx, val_idx, test_idx))  # type: ignore[return-value]
 
 
@@ -65,6 +71,16 @@ def group_split_indices(groups: list[str], val: float, test: float, seed: int) -
     return tuple(torch.from_numpy(np.sort(i)) for i in (rest[train_pos], rest[val_pos], test_idx))  # type: ignore[return-value]
 
 
+def _too_small(y: Tensor, labels: list[str] | None) -> str:
+    """The classes (by name, e.g. an image folder) with too few samples for three splits, or ''."""
+    counts = torch.bincount(y, minlength=len(labels) if labels else 0).tolist()
+    small = [f"'{labels[c] if labels else c}' has {n}" for c, n in enumerate(counts) if n < MIN_PER_CLASS]
+    if not small:
+        return ""
+    return (f"class {', '.join(small)} sample(s); each class needs at least {MIN_PER_CLASS} "
+            "(one for each of train, val and test) — add samples or drop the class")
+
+
 def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean/std over the train split (per feature for flat inputs)."""
     dims = [0, *range(2, x.dim())] if x.dim() >= 3 else [0]
@@ -72,11 +88,15 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
     return x.mean(dim=dims).flatten().tolist(), std.flatten().tolist()
 
 
-def make_bundle(raw: RawData, cfg: DataConfig, seed: int) -> DataBundle:
+def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBundle:
     if raw.groups is not None:
         train_idx, val_idx, test_idx = group_split_indices(raw.groups, cfg.val_fraction, cfg.test_fraction, seed)
     else:
-        train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed)
+        train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed, raw.labels)
+    if raw.texts is not None:  # the tokenizer learns from the train split only
+        from dlforge.data.text import tokenize_splits
+
+        raw = tokenize_splits(raw, train_idx, reuse)
     prep = dict(raw.preprocessing)
     groups = None if raw.groups is None else {
         name: sorted({raw.groups[i] for i in idx.tolist()})
@@ -85,15 +105,17 @@ def make_bundle(raw: RawData, cfg: DataConfig, seed: int) -> DataBundle:
         prep["mean"], prep["std"] = channel_stats(raw.x[train_idx])
     train, val, test = (TensorDataset(raw.x[i], raw.y[i]) for i in (train_idx, val_idx, test_idx))
     return DataBundle(train, val, test, labels=raw.labels, input_shape=raw.input_shape,
-                      integer_input=raw.integer_input, preprocessing=prep, split_groups=groups)
+                      integer_input=raw.integer_input, preprocessing=prep, split_groups=groups,
+                      artifacts=raw.artifacts)
 
 
-def load_data(cfg: DataConfig, seed: int) -> DataBundle:
-    """Load `cfg.dataset` and split it; raises DataError with the offending key on bad data."""
+def load_data(cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBundle:
+    """Load `cfg.dataset` and split it; raises DataError with the offending key on bad data.
+
+    `reuse`: a run directory whose artifacts (e.g. a trained tokenizer) are used as they are."""
     entry = DATASETS.get(cfg.dataset)
     params = entry.params.model_validate(cfg.params)
-    return make_bundle(entry.load(params, seed), cfg, seed)
-
+    return make_bundle(entry.load(params, seed), cfg, seed, reuse)
 
 
 def peek_input_shape(cfg: DataConfig) -> tuple[int, ...]:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dlforge.errors import UserError
+
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
            "en-us-nyc")
@@ -28,7 +30,7 @@ NOT_SPEECH_LIKE = re.compile(r"whisper|[Rr]obo|Demonic|croak")  # whispered and 
 _RETRIEVAL, _SYNCHRONOUS, _UTF8, _RATE, _PITCH, _RANGE = 1, 2, 1, 1, 3, 4  # espeak_*.h constants
 
 
-class SynthError(RuntimeError):
+class SynthError(UserError, RuntimeError):
     """eSpeak NG could not be loaded or refused a voice."""
 
 

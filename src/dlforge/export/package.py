@@ -6,8 +6,12 @@ package/
   model.onnx         the graph (logits + softmax probabilities), dynamic batch axis
   model.safetensors  the torch weights (never pickles)
   config.yaml        the resolved experiment config
+  run.json           data facts (input shape, labels, token or float inputs): with config.yaml and the
+                     weights, the recipe `rundir.rebuild_model` needs
   model.int8.onnx    only when quantized
+  tokenizer.json …   the run's artifacts (whatever must match between training and serving)
 ```
+A task with several graphs (e.g. an encoder and a decoder step) lists them in `graphs`.
 """
 
 from __future__ import annotations
@@ -84,13 +88,15 @@ class Manifest(Strict):
     torch_version: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    labels: list[str]
+    labels: list[str] = Field(default_factory=list, description="class names (classification)")
     preprocessing: dict[str, Any]
     files: dict[str, FileEntry]
     onnx: OnnxInfo
+    graphs: list[str] = Field(default_factory=lambda: [ONNX_FILE], description="the ONNX files the task runs")
     quantized: QuantizedInfo | None = None
     metrics: dict[str, Any]
     serving: ServingInfo = ServingInfo()
+    task_info: dict[str, Any] = Field(default_factory=dict, description="task-specific facts (decoding, …)")
 
 
 @dataclass
@@ -162,7 +168,7 @@ def _verify_files(root: Path, manifest: Manifest) -> None:
     if extra:
         raise PackageError(f"{root / extra[0]}: not listed in {MANIFEST} (unlisted: {', '.join(extra)}); "
                            "remove it or re-export the package")
-    needed = [ONNX_FILE] + ([manifest.quantized.file] if manifest.quantized else [])
+    needed = [*manifest.graphs] + ([manifest.quantized.file] if manifest.quantized else [])
     for name in needed:
         if name not in listed:
             raise PackageError(f"{root / MANIFEST}: files: {name} is required but not listed")

@@ -1,4 +1,7 @@
-"""Inference from a package: files (images, audio clips, .npy) → model inputs exactly as in training → top-k labels."""
+"""Inference from a package: files (images, audio clips, .npy, .txt) or strings → model inputs exactly as in
+training → top-k.
+
+Text goes through the package's own tokenizer.json (hash-verified), the file training and the server use."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import numpy as np
 
 from dlforge.audio_io import AUDIO_SUFFIXES, AudioError, AudioFormat, load_clip
 from dlforge.data.datasets import IMAGE_SUFFIXES, read_image
-from dlforge.export.errors import PackageError
+from dlforge.export.errors import InputFileError, PackageError
 from dlforge.export.onnx import run_onnx, session
 from dlforge.export.package import ModelPackage
 
@@ -27,12 +30,15 @@ def _sample_rank(package: ModelPackage) -> int:
 def load_npy(path: Path, package: ModelPackage) -> np.ndarray:
     """One sample or a batch, raw [0, 1]-scaled floats or token ids (never unpickled)."""
     spec = package.manifest.inputs[0]
-    arr = np.load(path, allow_pickle=False)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputFileError(f"{path}: not a readable .npy array ({exc})") from None
     if arr.ndim == _sample_rank(package):
         arr = arr[None]
     if arr.ndim != len(spec.shape) or any(d not in (-1, a) for d, a in zip(spec.shape[1:], arr.shape[1:], strict=True)):
-        raise PackageError(f"{path}: shape {list(arr.shape)} does not fit the model input {spec.shape} "
-                           "(one sample without the batch axis, or a batch)")
+        raise InputFileError(f"{path}: shape {list(arr.shape)} does not fit the model input {spec.shape} "
+                             "(one sample without the batch axis, or a batch)")
     return arr.astype(np.int64 if spec.datatype == "INT64" else np.float32)
 
 
@@ -40,20 +46,46 @@ def load_image(path: Path, package: ModelPackage) -> np.ndarray:
     """Decoded like training data: read_image gives pixel/255, the [0, 1] scale models are trained on."""
     prep = package.manifest.preprocessing
     if prep.get("kind") != "image":
-        raise PackageError(f"{path}: this model takes {prep.get('kind')} inputs, not images; pass a .npy file")
-    return read_image(path, tuple(prep["size"]), int(prep["channels"]))[None]  # type: ignore[arg-type]
+        raise InputFileError(f"{path}: this model takes {prep.get('kind')} inputs, not images; pass a .npy file")
+    try:
+        return read_image(path, tuple(prep["size"]), int(prep["channels"]))[None]  # type: ignore[arg-type]
+    except Exception as exc:  # PIL raises many kinds for broken files
+        raise InputFileError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+
+
+def tokenize(texts: list[str], sources: list[str], package: ModelPackage) -> np.ndarray:
+    """Right-padded token ids of `texts`; texts the model cannot take (empty, too long) are refused."""
+    from dlforge.text import TokenizerError, encode, tokenizer_from_bytes
+
+    prep = package.manifest.preprocessing
+    if prep.get("kind") != "text":
+        raise PackageError(f"this model takes {prep.get('kind')} inputs, not text; pass "
+                           f"{'images' if prep.get('kind') == 'image' else '.npy files'}")
+    tok = tokenizer_from_bytes(package.path(prep["tokenizer"]).read_bytes())
+    try:
+        return encode(tok, texts, int(prep["max_length"]), truncate=False)[0]
+    except TokenizerError as exc:
+        where = sources[exc.index] if exc.index is not None else "text"
+        raise PackageError(f"{where}: {exc.reason}") from None
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise PackageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def load_audio(path: Path, package: ModelPackage) -> np.ndarray:
     """Decoded like training data (mono mix, soxr resampling, zero padding); longer clips are refused."""
     prep = package.manifest.preprocessing
     if prep.get("kind") != "audio":
-        raise PackageError(f"{path}: this model takes {prep.get('kind')} inputs, not audio")
+        raise InputFileError(f"{path}: this model takes {prep.get('kind')} inputs, not audio")
     fmt = AudioFormat.from_preprocessing(prep)
     try:
         return load_clip(path, fmt, max_duration=fmt.duration)[None]
     except AudioError as exc:
-        raise PackageError(str(exc)) from None
+        raise InputFileError(str(exc)) from None
 
 
 def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, list[str]]:
@@ -61,7 +93,7 @@ def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, l
     arrays, sources = [], []
     for path in files:
         if not path.is_file():
-            raise PackageError(f"{path}: no such file")
+            raise InputFileError(f"{path}: no such file")
         suffix = path.suffix.lower()
         if suffix == ".npy":
             arr = load_npy(path, package)
@@ -71,12 +103,12 @@ def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, l
             arr = load_audio(path, package)
         else:
             known = ", ".join(IMAGE_SUFFIXES + AUDIO_SUFFIXES)
-            raise PackageError(f"{path}: unsupported file type (use .npy, {known})")
+            raise InputFileError(f"{path}: unsupported file type (use .npy, {known})")
         arrays.append(arr)
         sources += [str(path)] if len(arr) == 1 else [f"{path}[{i}]" for i in range(len(arr))]
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) > 1:
-        raise PackageError(f"inputs have different shapes {sorted(shapes)}; predict them separately")
+        raise InputFileError(f"inputs have different shapes {sorted(shapes)}; predict them separately")
     return np.concatenate(arrays), sources
 
 
@@ -87,9 +119,18 @@ def probabilities(package: ModelPackage, x: np.ndarray, int8: bool = False) -> n
     return run_onnx(session(path), x)[1]
 
 
-def predict_files(package: ModelPackage, files: list[Path], top_k: int = 3, int8: bool = False) -> list[Prediction]:
-    """Top-k (label, probability) for every sample in `files`."""
-    x, sources = load_inputs(files, package)
+def predict_files(package: ModelPackage, files: list[Path], top_k: int = 3, int8: bool = False,
+                  texts: list[str] | None = None) -> list[Prediction]:
+    """Top-k (label, probability) for every sample in `files` (.txt: one text each) and every string in `texts`."""
+    texts = texts or []
+    if texts or package.manifest.preprocessing.get("kind") == "text":
+        missing = [p for p in files if not p.is_file()]
+        if missing:
+            raise PackageError(f"{missing[0]}: no such file")
+        sources = [*map(str, files), *(f"--text {i + 1}" for i in range(len(texts)))]
+        x = tokenize([*map(read_text, files), *texts], sources, package)
+    else:
+        x, sources = load_inputs(files, package)
     probs = probabilities(package, x, int8)
     labels = package.manifest.labels
     k = max(1, min(top_k, len(labels)))

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from dlforge.config import ComponentSpec, ConfigError
 from dlforge.config.components import Component
@@ -137,9 +138,59 @@ def audio_cnn(p: AudioCnnParams, shape: Shape, num_classes: int) -> list[Any]:
     return [*layers, {"adaptive_avgpool2d": [bins, 1]}, "flatten", {"dropout": p.dropout}, {"dense": num_classes}]
 
 
-def _tiny(expand: Callable[[Any, Shape, int], list[Any]], **small: Any) -> Callable[[Any, Shape, int], list[Any]]:
-    """A preset: the same expansion with some settings forced small (for tests)."""
-    return lambda p, shape, n: expand(p.model_copy(update=small), shape, n)
+
+class TextRnnParams(Params):
+    cell: Literal["lstm", "gru"] = "gru"
+    embedding_dim: int = Field(64, ge=1)
+    hidden: int = Field(128, ge=1)
+    num_layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    dropout: float = Field(0.2, ge=0, lt=1)
+    pooling: Literal["last", "mean", "max", "attention"] = "max"
+    vocab_size: int | None = Field(None, ge=2, description="default: the data's tokenizer")
+
+
+def _vocab(p: TextRnnParams | TextTransformerParams, arch: str) -> int:
+    if p.vocab_size is None:
+        raise ConfigError([f"model.params.vocab_size: {arch} needs token ids; use a text dataset (its tokenizer "
+                           "sets the vocabulary) or set vocab_size"])
+    return p.vocab_size
+
+
+def text_rnn(p: TextRnnParams, shape: Shape, num_classes: int) -> list[Any]:
+    """Embedding → (bi)LSTM/GRU stack → pooling over the real tokens → dense."""
+    rnn = {"hidden": p.hidden, "num_layers": p.num_layers, "bidirectional": p.bidirectional,
+           "dropout": p.dropout, "return_sequences": True}
+    return [{"embedding": {"vocab_size": _vocab(p, "text_rnn"), "dim": p.embedding_dim, "padding_idx": 0}},
+            {"dropout": p.dropout}, {p.cell: rnn}, {"pool": p.pooling}, {"dropout": p.dropout},
+            {"dense": num_classes}]
+
+
+class TextTransformerParams(Params):
+    dim: int = Field(128, ge=1)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1)
+    ff: int | None = Field(None, ge=1, description="feed-forward width (default 4 × dim)")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    pooling: Literal["last", "mean", "max", "attention"] = "mean"
+    vocab_size: int | None = Field(None, ge=2, description="default: the data's tokenizer")
+
+
+def text_transformer(p: TextTransformerParams, shape: Shape, num_classes: int) -> list[Any]:
+    """Embedding + learned positions → pre-norm encoder blocks → layer norm → pooling → dense."""
+    block = {"transformer_encoder": {"heads": p.heads, "ff": p.ff, "dropout": p.dropout}}
+    return [{"embedding": {"vocab_size": _vocab(p, "text_transformer"), "dim": p.dim, "padding_idx": 0}},
+            "positional", {"dropout": p.dropout}, *[block] * p.layers, "layernorm", {"pool": p.pooling},
+            {"dense": num_classes}]
+
+
+def tiny_params(params: type[Params], **small: Any) -> type[Params]:
+    """A preset's settings: the base model's, with smaller defaults (shown by `dlforge models`, overridable)."""
+    fields: dict[str, Any] = {}
+    for name, value in small.items():
+        base = params.model_fields[name]
+        fields[name] = (base.annotation, FieldInfo.merge_field_infos(base, default=value))
+    return create_model(f"Tiny{params.__name__}", __base__=params, **fields)
 
 
 def _register() -> None:
@@ -150,21 +201,31 @@ def _register() -> None:
     add("resnet18", Component(ResNetParams, resnet18, None, "ResNet-18 (basic blocks 2-2-2-2)"))
     add("resnet34", Component(ResNetParams, resnet34, None, "ResNet-34 (basic blocks 3-4-6-3)"))
     add("rnn", Component(RnnParams, rnn, None, "LSTM/GRU classifier over sequences (optionally of tokens)"))
+    add("cnn_tiny", Component(tiny_params(CnnParams, channels=[4], hidden=16), cnn, None, "cnn_small, 4 channels"))
+    add("mlp_tiny", Component(tiny_params(MlpParams, hidden=[16]), mlp, None, "mlp with one hidden layer of 16"))
+    add("resnet18_tiny", Component(tiny_params(ResNetParams, width=4), resnet18, None, "resnet18 at width 4"))
+    add("resnet34_tiny", Component(tiny_params(ResNetParams, width=4), resnet34, None, "resnet34 at width 4"))
+    add("rnn_tiny", Component(tiny_params(RnnParams, hidden=8, embedding_dim=8), rnn, None, "rnn with 8 hidden units"))
+    add("text_rnn", Component(TextRnnParams, text_rnn, None, "text: embedding, bidirectional GRU/LSTM, pooling"))
+    add("text_transformer", Component(TextTransformerParams, text_transformer, None,
+                                      "text: a small Transformer encoder with learned positions"))
+    add("text_rnn_tiny", Component(tiny_params(TextRnnParams, embedding_dim=8, hidden=8), text_rnn, None,
+                                   "text_rnn with 8 hidden units"))
+    add("text_transformer_tiny", Component(tiny_params(TextTransformerParams, dim=16, heads=2, layers=1),
+                                           text_transformer, None, "text_transformer: 1 block of width 16"))
     add("audio_cnn", Component(AudioCnnParams, audio_cnn, None, "audio: log-mel/MFCC front-end and a small CNN"))
-    add("cnn_tiny", Component(CnnParams, _tiny(cnn, channels=[4], hidden=16), None, "cnn_small, 4 channels"))
-    add("mlp_tiny", Component(MlpParams, _tiny(mlp, hidden=[16]), None, "mlp with one hidden layer of 16"))
-    add("resnet18_tiny", Component(ResNetParams, _tiny(resnet18, width=4), None, "resnet18 at width 4"))
-    add("resnet34_tiny", Component(ResNetParams, _tiny(resnet34, width=4), None, "resnet34 at width 4"))
-    add("audio_cnn_tiny", Component(AudioCnnParams, _tiny(audio_cnn, channels=[4], n_mels=16, n_mfcc=8), None,
+    add("audio_cnn_tiny", Component(tiny_params(AudioCnnParams, channels=[4], n_mels=16, n_mfcc=8), audio_cnn, None,
                                     "audio_cnn with 4 channels and 16 mels"))
-    add("rnn_tiny", Component(RnnParams, _tiny(rnn, hidden=8, embedding_dim=8), None, "rnn with 8 hidden units"))
 
 
 _register()
 
 
-def arch_layers(name: str, params: dict[str, Any], shape: Shape, num_classes: int) -> list[ComponentSpec]:
-    """Expand a named architecture into its layer list, validating `model.params`."""
+def arch_layers(name: str, params: dict[str, Any], shape: Shape, num_classes: int,
+                facts: dict[str, Any] | None = None) -> list[ComponentSpec]:
+    """Expand a named architecture into its layer list, validating `model.params`.
+
+    `facts` from the data (e.g. the tokenizer's `vocab_size`) fill settings the user left unset."""
     try:
         component = MODELS.get(name)
     except RegistryError as exc:
@@ -173,4 +234,5 @@ def arch_layers(name: str, params: dict[str, Any], shape: Shape, num_classes: in
         validated = component.params.model_validate(params)
     except ValidationError as exc:
         raise ConfigError(problems_from(exc, component.params, prefix="model.params")) from None
-    return _spec(component.build(validated, shape, num_classes))
+    unset = {k: v for k, v in (facts or {}).items() if getattr(validated, k, False) is None and v is not None}
+    return _spec(component.build(validated.model_copy(update=unset), shape, num_classes))

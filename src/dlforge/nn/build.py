@@ -14,11 +14,12 @@ from torch import Tensor, nn
 
 from dlforge.config import ComponentSpec, ConfigError, ModelConfig
 from dlforge.config.components import Component, resolve
+from dlforge.errors import UserError
 from dlforge.nn.audio import FRONTENDS
 from dlforge.nn.layers import LAYERS, LayerShapeError, Params, Shape
 
 
-class ModelBuildError(ValueError):
+class ModelBuildError(UserError, ValueError):
     """A spec that cannot be built, with the failing layer's path and the shapes involved."""
 
 
@@ -26,8 +27,10 @@ def probe_shape(module: nn.Module, shape: Shape, dtype: torch.dtype = torch.floa
     """The output shape (batch excluded) of `module` for inputs of `shape`."""
     was_training = module.training
     module.eval()
+    x = torch.zeros((2, *shape), dtype=dtype)
     with torch.no_grad():
-        out = module(torch.zeros((2, *shape), dtype=dtype))
+        # sequence layers that respect padding take (x, mask); probe them with nothing padded
+        out = module(x, torch.ones(x.shape[:2], dtype=torch.bool)) if takes_mask(module) else module(x)
     module.train(was_training)
     return tuple(out.shape[1:])
 
@@ -98,6 +101,28 @@ LAYERS.add("residual", Component(ResidualParams, residual, "layers",
 
 
 # --- the whole model -------------------------------------------------------------------------
+def takes_mask(module: nn.Module) -> bool:
+    """Layers that must know which steps are padding declare `takes_mask = True` and take (x, mask)."""
+    return bool(getattr(module, "takes_mask", False))
+
+
+class MaskedSequential(nn.Sequential):
+    """A layer stack over padded token ids: layers with `takes_mask` also get `ids != pad_id`.
+
+    The mask comes from the ids themselves, so an exported graph needs no second input and a client
+    cannot send ids and a mask that disagree. State-dict keys are those of nn.Sequential."""
+
+    def __init__(self, *layers: nn.Module, pad_id: int) -> None:
+        super().__init__(*layers)
+        self.pad_id = pad_id
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = x != self.pad_id
+        for layer in self:
+            x = layer(x, mask) if takes_mask(layer) else layer(x)
+        return x
+
+
 class InputNormalize(nn.Module):
     """(x - mean) / std inside the model, so exported models take raw [0, 1] inputs."""
 
@@ -128,18 +153,23 @@ class Net(nn.Module):
         return self.body(self.normalize(x))
 
 
-def layer_specs(cfg: ModelConfig, input_shape: Shape, num_classes: int) -> tuple[list[ComponentSpec], str]:
+def layer_specs(cfg: ModelConfig, input_shape: Shape, num_classes: int,
+                facts: dict[str, Any] | None = None) -> tuple[list[ComponentSpec], str]:
     """The layer list for `cfg` (a named architecture expands to one) and the path for errors."""
     if cfg.layers is not None:
         return cfg.layers, "model.layers"
     from dlforge.nn.archs import arch_layers  # archs import this module's registry
 
-    return arch_layers(cfg.arch or "", cfg.params, input_shape, num_classes), f"model (arch {cfg.arch})"
+    return arch_layers(cfg.arch or "", cfg.params, input_shape, num_classes, facts), f"model (arch {cfg.arch})"
 
 
-def build_model(cfg: ModelConfig, input_shape: Shape, num_classes: int, integer_input: bool = False) -> Net:
-    """Build the network for inputs of `input_shape` (batch excluded) and `num_classes` outputs."""
-    specs, path = layer_specs(cfg, input_shape, num_classes)
+def build_model(cfg: ModelConfig, input_shape: Shape, num_classes: int, integer_input: bool = False,
+                pad_id: int | None = None, vocab_size: int | None = None) -> Net:
+    """Build the network for inputs of `input_shape` (batch excluded) and `num_classes` outputs.
+
+    `pad_id`: token inputs padded with this id; padding-aware layers then ignore those steps.
+    `vocab_size`: the tokenizer's, for architectures that leave it unset."""
+    specs, path = layer_specs(cfg, input_shape, num_classes, {"vocab_size": vocab_size})
     dtype = torch.long if integer_input else torch.float32
     body, out = build_layers(specs, tuple(input_shape), path, dtype)
     if out != (num_classes,):
@@ -150,6 +180,8 @@ def build_model(cfg: ModelConfig, input_shape: Shape, num_classes: int, integer_
     # token ids are not scaled; waveforms are scaled by their front-end layer (a log-mel needs no mean/std)
     raw = integer_input or (bool(specs) and specs[0].type in FRONTENDS)
     normalize = nn.Identity() if raw else InputNormalize(tuple(input_shape))
+    if integer_input and pad_id is not None:
+        body = MaskedSequential(*body, pad_id=pad_id)
     return Net(normalize, body)
 
 

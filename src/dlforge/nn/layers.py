@@ -12,13 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from dlforge.config.components import Component
+from dlforge.errors import UserError
 from dlforge.registry import Registry
 
 LAYERS: Registry[Component[Any]] = Registry("layer")
 Shape = tuple[int, ...]
 
 
-class LayerShapeError(ValueError):
+class LayerShapeError(UserError, ValueError):
     """A layer cannot take the shape its predecessor produces."""
 
 
@@ -33,7 +34,7 @@ class NoParams(Params):
 IntPair = int | tuple[int, int]
 
 
-def _need_rank(name: str, shape: Shape, ranks: tuple[int, ...], hint: str, fix: str = "") -> None:
+def need_rank(name: str, shape: Shape, ranks: tuple[int, ...], hint: str, fix: str = "") -> None:
     if len(shape) not in ranks:
         raise LayerShapeError(f"{name} expects an input of {hint} but got {shape}{fix}")
 
@@ -57,12 +58,12 @@ def _padding(p: ConvParams) -> Any:
 
 
 def conv2d(p: ConvParams, shape: Shape) -> nn.Module:
-    _need_rank("conv2d", shape, (3,), "(channels, height, width)")
+    need_rank("conv2d", shape, (3,), "(channels, height, width)")
     return nn.Conv2d(shape[0], p.channels, p.kernel, p.stride, _padding(p), bias=p.bias, groups=p.groups)
 
 
 def conv1d(p: ConvParams, shape: Shape) -> nn.Module:
-    _need_rank("conv1d", shape, (2,), "(channels, length)")
+    need_rank("conv1d", shape, (2,), "(channels, length)")
     # IntPair fields hold ints for 1-d layers (a pair is refused by the rank check's shape probe)
     return nn.Conv1d(shape[0], p.channels, p.kernel, p.stride, _padding(p), bias=p.bias, groups=p.groups)  # type: ignore[arg-type]
 
@@ -74,12 +75,12 @@ class PoolParams(Params):
 
 
 def maxpool2d(p: PoolParams, shape: Shape) -> nn.Module:
-    _need_rank("maxpool2d", shape, (3,), "(channels, height, width)")
+    need_rank("maxpool2d", shape, (3,), "(channels, height, width)")
     return nn.MaxPool2d(p.kernel, p.stride, p.padding)
 
 
 def avgpool2d(p: PoolParams, shape: Shape) -> nn.Module:
-    _need_rank("avgpool2d", shape, (3,), "(channels, height, width)")
+    need_rank("avgpool2d", shape, (3,), "(channels, height, width)")
     return nn.AvgPool2d(p.kernel, p.stride, p.padding)
 
 
@@ -88,7 +89,7 @@ class AdaptivePoolParams(Params):
 
 
 def adaptive_avgpool2d(p: AdaptivePoolParams, shape: Shape) -> nn.Module:
-    _need_rank("adaptive_avgpool2d", shape, (3,), "(channels, height, width)")
+    need_rank("adaptive_avgpool2d", shape, (3,), "(channels, height, width)")
     return nn.AdaptiveAvgPool2d(p.size)
 
 
@@ -99,12 +100,12 @@ class NormParams(Params):
 
 
 def batchnorm2d(p: NormParams, shape: Shape) -> nn.Module:
-    _need_rank("batchnorm2d", shape, (3,), "(channels, height, width)")
+    need_rank("batchnorm2d", shape, (3,), "(channels, height, width)")
     return nn.BatchNorm2d(shape[0], p.eps, p.momentum)
 
 
 def batchnorm1d(p: NormParams, shape: Shape) -> nn.Module:
-    _need_rank("batchnorm1d", shape, (1, 2), "(features,) or (channels, length)")
+    need_rank("batchnorm1d", shape, (1, 2), "(features,) or (channels, length)")
     return nn.BatchNorm1d(shape[0], p.eps, p.momentum)
 
 
@@ -135,7 +136,7 @@ class DenseParams(Params):
 
 
 def dense(p: DenseParams, shape: Shape) -> nn.Module:
-    _need_rank("dense", shape, (1, 2), "(features,) or (steps, features)",
+    need_rank("dense", shape, (1, 2), "(features,) or (steps, features)",
                " — add `- flatten` before it")
     return nn.Linear(shape[-1], p.units, bias=p.bias)
 
@@ -147,45 +148,8 @@ class EmbeddingParams(Params):
 
 
 def embedding(p: EmbeddingParams, shape: Shape) -> nn.Module:
-    _need_rank("embedding", shape, (1,), "token ids (steps,)")
+    need_rank("embedding", shape, (1,), "token ids (steps,)")
     return nn.Embedding(p.vocab_size, p.dim, padding_idx=p.padding_idx)
-
-
-class RecurrentParams(Params):
-    hidden: int = Field(ge=1)
-    num_layers: int = Field(1, ge=1)
-    bidirectional: bool = False
-    dropout: float = Field(0.0, ge=0, lt=1)
-    return_sequences: bool = Field(False, description="all steps (steps, hidden) or the last (hidden,)")
-
-
-class Recurrent(nn.Module):
-    """LSTM/GRU on (batch, steps, features), returning the sequence or the last step's output."""
-
-    def __init__(self, rnn: nn.LSTM | nn.GRU, return_sequences: bool) -> None:
-        super().__init__()
-        self.rnn = rnn
-        self.return_sequences = return_sequences
-
-    def forward(self, x: Any) -> Any:
-        out, _ = self.rnn(x)
-        return out if self.return_sequences else out[:, -1]
-
-
-def _recurrent(kind: type[nn.LSTM] | type[nn.GRU], name: str, p: RecurrentParams, shape: Shape) -> nn.Module:
-    _need_rank(name, shape, (2,), "(steps, features)",
-               " — use `embedding` first for token ids")
-    rnn = kind(shape[-1], p.hidden, p.num_layers, batch_first=True, bidirectional=p.bidirectional,
-               dropout=p.dropout if p.num_layers > 1 else 0.0)
-    return Recurrent(rnn, p.return_sequences)
-
-
-def lstm(p: RecurrentParams, shape: Shape) -> nn.Module:
-    return _recurrent(nn.LSTM, "lstm", p, shape)
-
-
-def gru(p: RecurrentParams, shape: Shape) -> nn.Module:
-    return _recurrent(nn.GRU, "gru", p, shape)
 
 
 # --- activations --------------------------------------------------------------------------
@@ -217,8 +181,6 @@ def _register() -> None:
     add("dense", Component(DenseParams, dense, "units", "fully connected (alias: linear)"))
     add("linear", Component(DenseParams, dense, "units", "fully connected (alias of dense)"))
     add("embedding", Component(EmbeddingParams, embedding, None, "token ids → vectors"))
-    add("lstm", Component(RecurrentParams, lstm, "hidden", "LSTM over (steps, features)"))
-    add("gru", Component(RecurrentParams, gru, "hidden", "GRU over (steps, features)"))
     add("leaky_relu", Component(LeakyParams, lambda p, s: nn.LeakyReLU(p.slope), "slope", "leaky ReLU"))
     add("softmax", Component(SoftmaxParams, lambda p, s: nn.Softmax(p.dim), "dim", "softmax"))
     for name, module in {"relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
@@ -227,3 +189,5 @@ def _register() -> None:
 
 
 _register()
+# sequence layers (lstm, gru, pool, positional, transformer_encoder): sequence.py, registered by nn/__init__
+

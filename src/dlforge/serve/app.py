@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +30,12 @@ from dlforge.serve.repository import ModelInstance, ModelLoadFailed, ModelNotFou
 from dlforge.serve.runtime import batch_latency, load_runtime
 from dlforge.serve.security import AuthError, BodyLimit, BodyTooLarge
 from dlforge.serve.settings import Settings
+from dlforge.serve.state import ServeState
+from dlforge.tasks import get_codec
 
+__all__ = ["ServeState", "app_from_env", "create_app", "error_response", "status_of"]
 log = logging.getLogger(__name__)
 DEFAULT_BATCH, DEFAULT_DELAY_MS = 32, 5.0
-
-
-@dataclass
-class ServeState:
-    """Everything the routes need: settings, the repository, metrics and the inference threads."""
-
-    settings: Settings
-    repository: Repository = field(init=False)
-    metrics: ServeMetrics = field(init=False)
-    executor: ThreadPoolExecutor = field(init=False)
-    accepting: bool = False  # between startup and shutdown: what /v2/health/ready reports
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -52,11 +43,11 @@ def create_app(settings: Settings) -> FastAPI:
     from dlforge.serve.routes import routes
 
     state = ServeState(settings)
-    state.repository = Repository(settings.path, lambda n, v, p: _load_instance(state, n, v, p))
+    state.repository = Repository(settings.path, lambda n, v, p: _load_instance(state, n, v, p), settings.models)
     state.metrics = ServeMetrics(state.repository.batchers, multiprocess=settings.workers > 1)
     app = FastAPI(title="dlforge serve", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serve = state
-    for path, methods, endpoint in routes(admin=settings.admin_token is not None):
+    for path, methods, endpoint in routes(admin=settings.admin_token is not None, playground=settings.playground):
         # Plain Starlette routes: the handlers take the raw Request, so FastAPI's per-call dependency solving
         # would only cost time (~0.1 ms a request).
         app.router.add_route(path, endpoint, methods=methods)
@@ -81,17 +72,27 @@ def app_from_env() -> FastAPI:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServeState = app.state.serve
     state.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dlforge-infer")
+    grpc_server = None
     try:
         await state.repository.load_all()
         state.metrics.refresh()  # with workers, scrapes answered by the others read what this one loaded
+        if state.settings.grpc_port is not None:
+            from dlforge.serve.grpc.server import start_grpc  # grpc is imported only when it is asked for
+
+            grpc_server = await start_grpc(state)
         # Objects alive now live as long as the server: keep them out of every future collection, so a
         # full GC pass in the middle of a request stays short (the standard trick for long-lived servers).
         gc.freeze()
         state.accepting = True
         yield
     finally:
-        # uvicorn has stopped accepting and waited for open requests; drain what is still queued.
+        # uvicorn has stopped accepting and waited for open requests; gRPC calls get the same grace, then
+        # the batchers drain what is still queued.
         state.accepting = False
+        if grpc_server is not None:
+            from dlforge.serve.grpc.server import stop_grpc
+
+            await stop_grpc(grpc_server, state.settings.request_timeout_s)
         await state.repository.close()
         state.executor.shutdown(wait=True)
         state.metrics.close()
@@ -103,6 +104,7 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
 
     s = state.settings
     package = await asyncio.to_thread(load_package, path)
+    codec = get_codec(package)
     runtime = await asyncio.to_thread(load_runtime, s.runtime, package, s.threads())
     serving = getattr(package.manifest, "serving", None)
     max_batch = s.max_batch_size or getattr(serving, "max_batch_size", None) or DEFAULT_BATCH
@@ -120,12 +122,13 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
         executor=state.executor,
         on_batch=state.metrics.on_batch(name, version),
         inline=full is not None and full * 1000 < s.inline_max_ms,
+        pad=codec.pad,
     )
     log.info("loaded %s version %s: %.3f ms at batch 1; max batch %d; queue delay %.3f ms; batches run %s",
              name, version, one_row * 1000, max_batch, batcher.max_queue_delay * 1000,
              "on the event loop" if batcher.inline else "on the inference threads")
     await batcher.start()
-    return ModelInstance(name, version, package.manifest, runtime, batcher)
+    return ModelInstance(name, version, package.manifest, runtime, batcher, codec)
 
 
 def _first(*values: float | None) -> float:

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ class BatchStats:
 class _Request:
     inputs: Tensors
     rows: int
-    key: tuple[tuple[str, tuple[int, ...], str], ...]  # what must match to concatenate
+    key: tuple[Any, ...]  # what must match to concatenate
     deadline: float | None
     enqueued: float
     future: asyncio.Future[Tensors]
@@ -95,6 +96,7 @@ class Batcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         flush_when_idle: bool = True,
         inline: bool = False,
+        pad: dict[str, int | float] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_ms < 0:
             raise ValueError(
@@ -109,6 +111,7 @@ class Batcher:
         self.on_batch = on_batch
         self.flush_when_idle = flush_when_idle
         self.inline = inline
+        self.pad = dict(pad or {})  # inputs whose axis 1 is padded with this value to share a batch
         self.rejected = 0  # QueueFull answers
         self.expired = 0  # DeadlineExceeded answers
         self._pending: deque[_Request] = deque()
@@ -151,7 +154,7 @@ class Batcher:
         if len(self._pending) >= self.max_queue_size:
             self.rejected += 1
             raise QueueFull(f"the queue is full ({self.max_queue_size} requests); retry later")
-        rows, key = _signature(inputs)
+        rows, key = _signature(inputs, self.pad)
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         idle = not self._pending and not self._busy
         request = _Request(inputs, rows, key, deadline, time.monotonic(), future, idle)
@@ -267,7 +270,7 @@ class Batcher:
         if len(inputs) == 1:
             joined = inputs[0]
         else:
-            joined = {name: np.concatenate([i[name] for i in inputs]) for name in inputs[0]}
+            joined = {name: _join([i[name] for i in inputs], self.pad.get(name)) for name in inputs[0]}
         outputs = self.run_batch(joined)
         return _split(outputs, rows)
 
@@ -300,8 +303,10 @@ def _fail(batch: list[_Request], error: BaseException) -> None:
             r.future.set_exception(error)
 
 
-def _signature(inputs: Tensors) -> tuple[int, tuple[tuple[str, tuple[int, ...], str], ...]]:
-    """Row count (the shared leading dimension) and what must match to share a batch."""
+def _signature(inputs: Tensors, pad: dict[str, int | float] | None = None) -> tuple[int, tuple[Any, ...]]:
+    """Row count (the shared leading dimension) and what must match to share a batch.
+
+    Inputs in `pad` (e.g. token ids) may differ in length along axis 1: they are padded when joined."""
     if not inputs:
         raise ValueError("a request needs at least one input")
     for name, array in inputs.items():
@@ -310,8 +315,19 @@ def _signature(inputs: Tensors) -> tuple[int, tuple[tuple[str, tuple[int, ...], 
     rows = {name: array.shape[0] for name, array in inputs.items()}
     if len(set(rows.values())) > 1:
         raise ValueError(f"inputs disagree on the batch size (leading dimension): {rows}")
-    key = tuple(sorted((n, a.shape[1:], a.dtype.str) for n, a in inputs.items()))
+    pad = pad or {}
+    key = tuple(sorted((n, ("padded", *a.shape[2:]) if n in pad else a.shape[1:], a.dtype.str)
+                       for n, a in inputs.items()))
     return next(iter(rows.values())), key
+
+
+def _join(arrays: list[np.ndarray], pad_value: float | None) -> np.ndarray:
+    """Concatenate along axis 0, first padding axis 1 to the longest when `pad_value` is given."""
+    if pad_value is None or len({a.shape[1] for a in arrays}) == 1:
+        return np.concatenate(arrays)
+    width = max(a.shape[1] for a in arrays)
+    return np.concatenate([np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2),
+                                  constant_values=pad_value) for a in arrays])
 
 
 def _split(outputs: Tensors, rows: list[int]) -> list[Tensors]:

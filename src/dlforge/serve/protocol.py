@@ -59,7 +59,9 @@ __all__ = [
     "ServerMetadata",
     "ServerReady",
     "check_outputs",
+    "check_rows",
     "check_shape",
+    "check_unique",
     "datatype_of",
     "decode_input",
     "decode_tensor",
@@ -199,8 +201,8 @@ def parse_request_body(
     """The request and one array per input (in request order), JSON or binary-extension body."""
     header, tail = _split_header(body, header_length)
     request = _validate(InferenceRequest, header, header_length)
-    _check_unique("input", [i.name for i in request.inputs])
-    _check_unique("output", [o.name for o in request.outputs or []])
+    check_unique("input", [i.name for i in request.inputs])
+    check_unique("output", [o.name for o in request.outputs or []])
     sizes = [_binary_size(f"input '{i.name}'", i.parameters) for i in request.inputs]
     if header_length is None and any(s is not None for s in sizes):
         raise ProtocolError(
@@ -220,9 +222,12 @@ def wants_binary(parameters: Parameters | None, key: str, default: bool) -> bool
 
 
 def match_inputs(
-    declared: list[MetadataTensor], request: InferenceRequest, arrays: list[np.ndarray]
+    declared: list[MetadataTensor], request: InferenceRequest, arrays: list[np.ndarray],
+    optional: frozenset[str] = frozenset(),
 ) -> dict[str, np.ndarray]:
-    """Inputs by name, checked against a model's declared inputs (names, datatypes, shapes)."""
+    """Inputs by name, checked against a model's declared inputs (names, datatypes, shapes).
+
+    `optional` names inputs a request may leave out (e.g. a generator's `latent` when it sends `seed`)."""
     known = {t.name: t for t in declared}
     for inp in request.inputs:
         if inp.name not in known:
@@ -231,7 +236,7 @@ def match_inputs(
                 f"unknown input '{inp.name}'{suggest(inp.name, names)} (inputs: {', '.join(names)})"
             )
         _check_against(known[inp.name], inp)
-    missing = sorted(set(known) - {i.name for i in request.inputs})
+    missing = sorted(set(known) - optional - {i.name for i in request.inputs})
     if missing:
         raise ProtocolError(f"missing input(s): {', '.join(missing)}")
     return {inp.name: a for inp, a in zip(request.inputs, arrays, strict=True)}
@@ -249,6 +254,13 @@ def _check_against(spec: MetadataTensor, inp: RequestInput) -> None:
         raise ProtocolError(
             f"input '{inp.name}': shape {inp.shape} does not match {spec.shape} (-1 = any size)"
         )
+
+
+def check_rows(inputs: dict[str, np.ndarray]) -> None:
+    """Every input needs at least one row on its first (batch) dimension; call it before batching."""
+    for name, array in inputs.items():
+        if array.ndim == 0 or array.shape[0] == 0:
+            raise ProtocolError(f"input '{name}': needs at least one row on the first (batch) dimension")
 
 
 def _split_header(body: bytes, header_length: int | None) -> tuple[bytes, memoryview]:
@@ -279,7 +291,8 @@ def _describe(error: Any) -> str:
     return f"{path}: {error['msg']}" if path else error["msg"]
 
 
-def _check_unique(kind: str, names: list[str]) -> None:
+def check_unique(kind: str, names: list[str]) -> None:
+    """Refuse a tensor name that appears twice among the request's inputs (or outputs)."""
     repeated = [n for n, count in Counter(names).items() if count > 1]
     if repeated:
         raise ProtocolError(f"{kind} '{repeated[0]}' appears more than once")

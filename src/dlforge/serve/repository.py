@@ -11,41 +11,48 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlforge.errors import UserError
 from dlforge.registry import suggest
 from dlforge.serve.batcher import Batcher
 from dlforge.serve.protocol import RepositoryIndexItem
 from dlforge.serve.runtime import Runtime
+from dlforge.tasks import Codec
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(UserError, LookupError):
     """No such model or version in the repository (404)."""
+
+
+class RepositoryError(UserError, FileNotFoundError):
+    """PATH holds neither a package nor a repository of them; the message says what was expected."""
 
 
 class ModelNotReady(RuntimeError):
     """The model exists but is not loaded (503)."""
 
 
-class ModelLoadFailed(RuntimeError):
+class ModelLoadFailed(UserError, RuntimeError):
     """A package could not be loaded (400): the files are broken or incompatible, not the server."""
 
 
 @dataclass
 class ModelInstance:
-    """One loaded version: its package facts, its engine and the batcher in front of it."""
+    """One loaded version: its package facts, its engine, the batcher in front of it and the task's codec."""
 
     name: str
     version: str
     manifest: Any  # dlforge.export.package.Manifest
     runtime: Runtime
     batcher: Batcher
+    codec: Codec  # client tensors ↔ graph tensors (dlforge.tasks)
 
     async def close(self) -> None:
         await self.batcher.stop(drain=True)
@@ -73,27 +80,40 @@ def discover(root: Path) -> dict[str, dict[str, Path]]:
         manifest = json.loads((root / MANIFEST).read_text())
         return {str(manifest["name"]): {str(manifest.get("version", "1")): root}}
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: neither a model package (no {MANIFEST}) nor a repository directory")
+        raise RepositoryError(f"{root}: neither a model package (no {MANIFEST}) nor a repository directory")
     found: dict[str, dict[str, Path]] = {}
     for version_dir in sorted(root.glob(f"*/*/{MANIFEST}")):
         package = version_dir.parent
         found.setdefault(package.parent.name, {})[package.name] = package
     if not found:
-        raise FileNotFoundError(f"{root}: no packages found (expected {root}/<model>/<version>/{MANIFEST})")
+        hint = f" — did you mean {root / 'package'}?" if (root / "package" / MANIFEST).is_file() else ""
+        raise RepositoryError(f"{root}: no packages found (expected a package with {MANIFEST}, or "
+                              f"{root}/<model>/<version>/{MANIFEST}){hint}")
     return found
 
 
 class Repository:
     """Loaded model versions by name; `get` is the only call on the request path."""
 
-    def __init__(self, root: Path, loader: Loader) -> None:
+    def __init__(self, root: Path, loader: Loader, only: Collection[str] = ()) -> None:
         self.root = root
         self.loader = loader
+        self.only = frozenset(only)  # serve just these models (one Ray Serve deployment per model); empty = all
         self._models: dict[str, dict[str, _Entry]] = {}
         self._lock = asyncio.Lock()  # one load/unload at a time
 
+    def discover(self) -> dict[str, dict[str, Path]]:
+        """The model versions on disk that this repository serves."""
+        found = discover(self.root)
+        if self.only:
+            missing = sorted(self.only - set(found))
+            if missing:
+                raise ModelNotFound(unknown_model(missing[0], list(found)))
+            found = {name: versions for name, versions in found.items() if name in self.only}
+        return found
+
     async def load_all(self) -> None:
-        for name in discover(self.root):
+        for name in self.discover():
             try:
                 await self.load(name)
             except Exception as exc:  # one broken package must not keep the others down
@@ -102,9 +122,10 @@ class Repository:
     async def load(self, name: str) -> None:
         """(Re)load every version of `name` on disk; the old instances drain after the swap."""
         async with self._lock:
-            versions = discover(self.root).get(name)
+            on_disk = self.discover()
+            versions = on_disk.get(name)
             if versions is None:
-                raise ModelNotFound(f"no model '{name}' in {self.root}{suggest(name, list(discover(self.root)))}")
+                raise ModelNotFound(f"no model '{name}' in {self.root}{suggest(name, list(on_disk))}")
             fresh = {v: _Entry(p) for v, p in versions.items()}
             try:
                 for version, entry in fresh.items():
@@ -163,8 +184,7 @@ class Repository:
     def _entries(self, name: str) -> dict[str, _Entry]:
         entries = self._models.get(name)
         if entries is None:
-            raise ModelNotFound(f"unknown model '{name}'{suggest(name, list(self._models))} "
-                                f"(models: {', '.join(sorted(self._models)) or 'none'})")
+            raise ModelNotFound(unknown_model(name, list(self._models)))
         return entries
 
     def ready(self) -> bool:
@@ -174,7 +194,7 @@ class Repository:
 
     def index(self) -> list[RepositoryIndexItem]:
         """Every model version on disk or known, with its state."""
-        on_disk = discover(self.root)
+        on_disk = self.discover()
         items = []
         for name in sorted(set(on_disk) | set(self._models)):
             known = self._models.get(name, {})
@@ -188,6 +208,11 @@ class Repository:
     def batchers(self) -> dict[tuple[str, str], Batcher]:
         return {(n, v): e.instance.batcher for n, versions in self._models.items()
                 for v, e in versions.items() if e.instance is not None}
+
+
+def unknown_model(name: str, known: list[str]) -> str:
+    """The 404 message for a model name nobody serves (shared with the Ray front deployment)."""
+    return f"unknown model '{name}'{suggest(name, known)} (models: {', '.join(sorted(known)) or 'none'})"
 
 
 def _reasons(entries: dict[str, _Entry]) -> str:

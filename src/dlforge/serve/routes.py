@@ -6,7 +6,6 @@ Handlers take the raw `Request` (no FastAPI parameter parsing, so no 422s) and t
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -19,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dlforge import __version__
-from dlforge.serve.app import ServeState, error_response, status_of
+from dlforge.serve import playground as pg
+from dlforge.serve.app import error_response, status_of
 from dlforge.serve.audio import preprocess_audio
-from dlforge.serve.batcher import DeadlineExceeded
 from dlforge.serve.images import preprocess_image, top_k
 from dlforge.serve.metrics import CONTENT_TYPE
 from dlforge.serve.protocol import (
@@ -30,6 +29,7 @@ from dlforge.serve.protocol import (
     ProtocolError,
     RepositoryIndexRequest,
     check_outputs,
+    check_rows,
     encode_response,
     match_inputs,
     parse_header_length,
@@ -38,13 +38,14 @@ from dlforge.serve.protocol import (
 )
 from dlforge.serve.repository import ModelInstance
 from dlforge.serve.security import check_bearer
+from dlforge.serve.state import ServeState, submit
 
 Handler = Callable[[Request], Awaitable[Response]]
 MODEL = "/v2/models/{model}"
 VERSIONED = "/v2/models/{model}/versions/{version}"
 
 
-def routes(admin: bool) -> list[tuple[str, list[str], Handler]]:
+def routes(admin: bool, playground: bool = True) -> list[tuple[str, list[str], Handler]]:
     """(path, methods, handler) for the server; the repository API only with an admin token."""
     table: list[tuple[str, list[str], Handler]] = [(f"{MODEL}/infer", ["POST"], infer)]  # matched first: hot
     table += [
@@ -53,10 +54,14 @@ def routes(admin: bool) -> list[tuple[str, list[str], Handler]]:
         ("/v2", ["GET"], server_metadata),
         ("/metrics", ["GET"], metrics),
         (f"{VERSIONED}/infer", ["POST"], infer),
+        ("/v2/models", ["GET"], pg.list_models),
     ]
     for base in (MODEL, VERSIONED):
         table += [(base, ["GET"], model_metadata), (f"{base}/ready", ["GET"], model_ready),
-                  (f"{base}/classify", ["POST"], classify)]
+                  (f"{base}/classify", ["POST"], classify), (f"{base}/card", ["GET"], pg.card)]
+    if playground:
+        table += [("/", ["GET"], pg.page), ("/playground/{model}", ["GET"], pg.page),
+                  ("/playground/assets/{name}", ["GET"], pg.asset)]
     if admin:
         table += [("/v2/repository/index", ["POST"], repository_index),
                   ("/v2/repository/models/{model}/load", ["POST"], repository_load),
@@ -96,17 +101,15 @@ async def live(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     state = _state(request)
-    if not (state.accepting and state.repository.ready()):
+    if not state.ready():
         return JSONResponse({"error": "not ready"}, status_code=503, headers={"Retry-After": "1"})
     return JSONResponse({"ready": True})
 
 
 async def server_metadata(request: Request) -> Response:
     state = _state(request)
-    extensions = ["binary_tensor_data", "classification"]
-    if state.settings.admin_token is not None:
-        extensions.append("model_repository")
-    return JSONResponse({"name": state.settings.server_name, "version": __version__, "extensions": extensions})
+    return JSONResponse({"name": state.settings.server_name, "version": __version__,
+                         "extensions": state.extensions()})
 
 
 async def metrics(request: Request) -> Response:
@@ -115,9 +118,9 @@ async def metrics(request: Request) -> Response:
 
 async def model_metadata(request: Request) -> Response:
     state, instance = _model(request)
-    meta = instance.runtime.metadata
+    codec = instance.codec  # what clients send and get: the task's view of the graph
     body = ModelMetadata(name=instance.name, versions=state.repository.versions(instance.name),
-                         platform=meta.platform, inputs=meta.inputs, outputs=meta.outputs)
+                         platform=instance.runtime.metadata.platform, inputs=codec.inputs, outputs=codec.outputs)
     return JSONResponse(body.model_dump(exclude_none=True))
 
 
@@ -150,31 +153,14 @@ async def _infer(state: ServeState, request: Request, started: float) -> Respons
     binary_default = wants_binary(request_.parameters, "binary_data_output", False)
     # Look the instance up again after the body read: a reload may have swapped it meanwhile.
     _, instance = _model(request, auth=False)
-    meta = instance.runtime.metadata
-    inputs = match_inputs(meta.inputs, request_, arrays)
-    check_outputs([o.name for o in meta.outputs], request_.outputs)
-    _check_rows(inputs)
-    outputs = await _submit(state, instance, inputs, started)
+    codec = instance.codec
+    inputs = match_inputs(codec.inputs, request_, arrays, getattr(codec, "optional", frozenset()))
+    check_outputs([o.name for o in codec.outputs], request_.outputs)
+    check_rows(inputs)
+    outputs = codec.encode(await submit(state, instance, codec.decode(inputs), started))
     body, headers = encode_response(instance.name, instance.version, request_.id, outputs,
                                     request_.outputs, binary_default)
     return Response(body, headers=headers)
-
-
-def _check_rows(inputs: dict[str, np.ndarray]) -> None:
-    for name, array in inputs.items():
-        if array.ndim == 0 or array.shape[0] == 0:
-            raise ProtocolError(f"input '{name}': needs at least one row on the first (batch) dimension")
-
-
-async def _submit(state: ServeState, instance: ModelInstance, inputs: dict[str, np.ndarray],
-                  started: float) -> dict[str, np.ndarray]:
-    """Queue on the instance's batcher; past the request deadline the caller gets a 504."""
-    timeout = state.settings.request_timeout_s
-    try:
-        async with asyncio.timeout(timeout):
-            return await instance.batcher.submit(inputs, deadline=started + timeout)
-    except TimeoutError:
-        raise DeadlineExceeded(f"the request did not finish within {timeout:g} s") from None
 
 
 async def classify(request: Request) -> Response:
@@ -193,21 +179,37 @@ async def classify(request: Request) -> Response:
 async def _classify(state: ServeState, instance: ModelInstance, request: Request, started: float) -> Response:
     k = _int_param(request, "top_k", 5)
     form = await request.form(max_files=1, max_fields=8)
+    texts = [v for key, v in form.multi_items() if key == "text" and isinstance(v, str)]
     upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
-    if upload is None:
-        raise ProtocolError("send the image or audio clip as a multipart/form-data file field, "
-                            "e.g. curl -F file=@digit.png or -F file=@clip.wav")
-    preprocessing = getattr(instance.manifest, "preprocessing", None)
-    if isinstance(preprocessing, dict) and preprocessing.get("kind") == "audio":
-        batch = preprocess_audio(await upload.read(), preprocessing)
-    else:
-        batch = preprocess_image(await upload.read(), preprocessing)
+    batch = _classify_text(instance, texts) if texts else None
+    if batch is None:
+        if upload is None:
+            raise ProtocolError("send the image or audio clip as a multipart/form-data file field, e.g. curl -F "
+                                "file=@digit.png or -F file=@clip.wav (text models: a text field, e.g. curl -F "
+                                "text='guten morgen')")
+        preprocessing = getattr(instance.manifest, "preprocessing", None)
+        if isinstance(preprocessing, dict) and preprocessing.get("kind") == "audio":
+            batch = preprocess_audio(await upload.read(), preprocessing)
+        else:
+            batch = preprocess_image(await upload.read(), preprocessing)
     _, instance = _model(request, auth=False)
     name = instance.runtime.metadata.inputs[0].name
-    outputs = await _submit(state, instance, {name: batch}, started)
+    outputs = await submit(state, instance, {name: batch}, started)
     probabilities = outputs.get("probabilities", _softmax(next(iter(outputs.values()))))[0]
     predictions = top_k(probabilities, list(getattr(instance.manifest, "labels", []) or []), k)
     return JSONResponse({"model_name": instance.name, "model_version": instance.version, "predictions": predictions})
+
+
+def _classify_text(instance: ModelInstance, texts: list[str]) -> np.ndarray:
+    """One `text` form field → the model's token ids, tokenized by the package's codec."""
+    if len(texts) > 1:
+        raise ProtocolError(f"send one text field per request (got {len(texts)}); /infer takes a batch as a "
+                            "BYTES tensor")
+    tokenize = getattr(instance.codec, "tokenize", None)
+    if tokenize is None:
+        raise ProtocolError("this model takes no text; send an image file (curl -F file=@digit.png) or use /infer")
+    ids: np.ndarray = tokenize(texts)
+    return ids
 
 
 def _int_param(request: Request, key: str, default: int) -> int:

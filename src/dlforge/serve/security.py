@@ -15,8 +15,10 @@ from collections.abc import Iterable
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dlforge.errors import UserError
 
-class AuthError(Exception):
+
+class AuthError(UserError):
     """Missing (401) or wrong (403) credentials."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -24,16 +26,21 @@ class AuthError(Exception):
         self.status = status
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(UserError):
     """The request body is over the configured limit (413)."""
 
 
 def check_bearer(request: Request, tokens: Iterable[str]) -> None:
     """Raise AuthError unless the request carries one of `tokens` (no tokens: open)."""
+    check_authorization(request.headers.get("authorization", ""), tokens)
+
+
+def check_authorization(header: str, tokens: Iterable[str]) -> None:
+    """The check behind both protocols: `header` is the HTTP header's or the gRPC metadata's value."""
     allowed = [t.encode() for t in tokens]
     if not allowed:
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
         raise AuthError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
     # Compare against every token (no early exit) so timing does not tell which one nearly matched.

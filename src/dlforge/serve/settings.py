@@ -29,8 +29,11 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: Path  # a package directory or a repository REPO/<model>/<version>/
+    models: tuple[str, ...] = ()  # serve only these models of the repository; empty = every model
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    grpc_port: int | None = Field(None, ge=0, le=65535)  # the V2 gRPC service on this port; None = off, 0 = any
+    playground: bool = True  # GET / serves the browser playground
     workers: int = Field(1, ge=1)
     runtime: Literal["onnx", "torch"] = "onnx"
     tokens: tuple[str, ...] = ()  # bearer tokens for inference; empty = open

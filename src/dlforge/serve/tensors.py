@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from dlforge.errors import UserError
 from dlforge.registry import suggest
 
 MAX_ELEMENTS = 1 << 27  # 134M elements (0.5 GiB of FP32): larger shapes are rejected as absurd.
@@ -20,7 +21,7 @@ MAX_NDIM = 32
 _U32 = struct.Struct("<I")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserError, ValueError):
     """A request that does not follow the protocol; the message names the field at fault."""
 
 

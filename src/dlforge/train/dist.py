@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
+import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import wraps
@@ -20,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
+
+from dlforge.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 TIMEOUT_ENV = "DLFORGE_DIST_TIMEOUT"  # seconds a collective may wait for a silent peer
@@ -47,7 +52,7 @@ class DistContext:
         return self.world_size > 1
 
 
-class UnsupportedSetup(ValueError):
+class UnsupportedSetup(UserError, ValueError):
     """The configuration asks for something the chosen device cannot do (said before any work starts)."""
 
 
@@ -86,6 +91,11 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def env_rank() -> int:
+    """This process's global rank from torchrun's environment (0 without torchrun); usable before `setup`."""
+    return int(os.environ.get("RANK", 0))
+
+
 def restart_count() -> int:
     """How often torchrun has restarted this worker group (0 on the first attempt or without torchrun)."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
@@ -99,7 +109,7 @@ def under_launcher() -> bool:
 def reports_to_user() -> bool:
     """Whether this process prints results: a lone process, or rank 0 under a plain torchrun
     (under `--nproc` the launching command prints them once)."""
-    return int(os.environ.get("RANK", 0)) == 0 and LAUNCHED_ENV not in os.environ
+    return env_rank() == 0 and LAUNCHED_ENV not in os.environ
 
 
 def record_errors(fn: F) -> F:
@@ -111,9 +121,38 @@ def record_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         from torch.distributed.elastic.multiprocessing.errors import record
 
-        return record(fn)(*args, **kwargs)
+        return record(fn, error_handler=_atomic_error_handler())(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _atomic_error_handler() -> Any:
+    """torch's ErrorHandler, but the error file appears whole or not at all.
+
+    torch writes it in place (open "w", then json.dump). When a peer dies, the survivor fails in its
+    collective and writes its file while the agent is already collecting failures; an agent that reads the
+    half-written file raises "Failed to parse reply file" and ends the job instead of restarting it.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+    class AtomicErrorHandler(ErrorHandler):
+        def _write_error_file(self, file_path: str, error_msg: str) -> None:
+            _write_atomically(Path(file_path), error_msg)
+
+        def record_exception(self, e: BaseException) -> None:
+            file = self._get_error_file_path()
+            if file:
+                data = {"message": {"message": f"{type(e).__name__}: {e}", "extraInfo": {
+                    "py_callstack": traceback.format_exc(), "timestamp": str(int(time.time()))}}}
+                _write_atomically(Path(file), json.dumps(data))
+
+    return AtomicErrorHandler()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 # --- launching -------------------------------------------------------------------------------------------
@@ -167,7 +206,8 @@ def check_sync_batchnorm(sync_batchnorm: bool, device: torch.device) -> None:
                                "share of the batch) or train on GPUs")
 
 
-def wrap_model(model: nn.Module, ctx: DistContext, strategy: str = "ddp", sync_batchnorm: bool = False) -> nn.Module:
+def wrap_model(model: nn.Module, ctx: DistContext, strategy: str = "ddp", sync_batchnorm: bool = False,
+               find_unused_parameters: bool = False) -> nn.Module:
     """DDP (one device per process) or FSDP2 when distributed, the model itself otherwise."""
     if not ctx.distributed:
         return model
@@ -177,7 +217,8 @@ def wrap_model(model: nn.Module, ctx: DistContext, strategy: str = "ddp", sync_b
     if strategy == "fsdp":
         return shard_model(model, ctx)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                               find_unused_parameters=find_unused_parameters)
 
 
 def shard_model(model: nn.Module, ctx: DistContext) -> nn.Module:

@@ -7,7 +7,9 @@ from epoch k continues bitwise as if never stopped (on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,17 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from dlforge.config import ExperimentConfig
+from dlforge.config.schema import OptimizerConfig
 from dlforge.data.loaders import eval_loader, train_loader
 from dlforge.data.splits import DataBundle
-from dlforge.evaluate.metrics import evaluate_model
+from dlforge.rundir import RunInfo
+from dlforge.tasks import Task, get_task
 from dlforge.train import checkpoint as ckpt
 from dlforge.train import dist
 from dlforge.train.dist import DistContext
 from dlforge.train.optim import build_optimizer, build_scheduler
 from dlforge.train.progress import EpochProgress
-from dlforge.train.step import grad_scaler, train_epoch
+from dlforge.train.step import autocast, grad_scaler, optimizer_update, train_epoch
 
 
 @dataclass
@@ -45,6 +49,8 @@ class LoopState:
 
 @dataclass
 class Trainer:
+    """Everything a training step needs; tasks use its helpers rather than importing the loop."""
+
     cfg: ExperimentConfig
     ctx: DistContext
     net: nn.Module  # the plain model (saved, exported)
@@ -53,16 +59,57 @@ class Trainer:
     scheduler: LRScheduler
     train_batches: DataLoader
     val_batches: DataLoader
-    labels: list[str]
+    task: Task
+    info: RunInfo
     augmenter: nn.Module | None = None
     scaler: torch.amp.GradScaler | None = None
     best_state: dict[str, Tensor] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # task state with state_dict(), checkpointed
+
+    @property
+    def labels(self) -> list[str]:
+        return self.info.labels
+
+    @property
+    def monitor(self) -> str:
+        return self.cfg.train.monitor or self.task.default_monitor
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision (train.precision) for forward passes and losses."""
+        return autocast(self.cfg.train.precision, self.ctx.device)
+
+    def sync_gradients(self, optimizer_step: bool) -> contextlib.AbstractContextManager[Any]:
+        """Around forward + backward: skips DDP's all-reduce on micro-batches that do not step."""
+        return dist.no_sync(self.model, self.ctx, skip=not optimizer_step)
+
+    def backward(self, loss: Tensor) -> None:
+        """Backward of `loss` averaged over `train.accumulate` micro-batches, scaled for fp16."""
+        scaled = loss / self.cfg.train.accumulate
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+
+    def optimizer_update(self) -> None:
+        """Unscale, clip, step, zero and advance the schedule of the main optimizer."""
+        optimizer_update(self)
+
+    def make_optimizer(self, params: Iterable[nn.Parameter], settings: OptimizerConfig | None = None
+                       ) -> tuple[Optimizer, LRScheduler]:
+        """An optimizer (default settings: train.optimizer) with train.scheduler over the same steps — for
+        tasks that train several models (a GAN's discriminator) or only part of one."""
+        t = self.cfg.train
+        settings = settings or t.optimizer
+        optimizer = build_optimizer(params, settings)
+        steps = math.ceil(len(self.train_batches) / t.accumulate)
+        return optimizer, build_scheduler(optimizer, t.scheduler, settings.lr, steps, t.epochs)
 
 
-def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx: DistContext) -> Trainer:
+def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx: DistContext,
+                  info: RunInfo | None = None) -> Trainer:
     t = cfg.train
+    task = get_task(cfg.task)
     net.to(ctx.device)
-    model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm)
+    # a task whose passes each update one of several models (GAN) leaves parameters unused per pass
+    unused = getattr(task, "unused_parameters", False)
+    model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm, find_unused_parameters=unused)
     net = dist.unwrap(model)  # FSDP shards in place; sync_batchnorm swaps layers
     if t.compile:
         model = torch.compile(model)  # type: ignore[assignment]
@@ -74,17 +121,20 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
     if cfg.augment:
         from dlforge.data.augment import build_augmenter
 
-        augmenter = build_augmenter(cfg.augment, bundle.input_shape, bundle.num_classes)
+        augmenter = build_augmenter(cfg.augment, bundle.input_shape, bundle.num_classes, bundle.integer_input)
         if augmenter is not None:
             augmenter.attach(net)  # SpecAugment masks hook onto the model's front-end
             augmenter = augmenter.to(ctx.device)
     scaler = grad_scaler(t.precision, ctx.device)
     val = eval_loader(bundle.val, cfg.eval.batch_size, ctx.rank, ctx.world_size)
-    return Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, bundle.labels, augmenter, scaler)
+    info = info or RunInfo.from_bundle(bundle, cfg.data.dataset)
+    trainer = Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, task, info, augmenter, scaler)
+    task.setup(trainer)
+    return trainer
 
 
 def improved(tr: Trainer, state: LoopState, value: float) -> bool:
-    minimize = tr.cfg.train.monitor == "val_loss"
+    minimize = tr.task.minimize(tr.monitor)
     delta = tr.cfg.train.early_stopping.min_delta if tr.cfg.train.early_stopping else 0.0
     if state.best is None:
         return True
@@ -93,12 +143,12 @@ def improved(tr: Trainer, state: LoopState, value: float) -> bool:
 
 def end_epoch(tr: Trainer, state: LoopState, stats: dict[str, float]) -> None:
     """Validate, record history, track the best weights and early stopping."""
-    val = evaluate_model(tr.model, tr.val_batches, tr.labels, tr.ctx.device)
+    val = tr.task.evaluate(tr.model, tr.val_batches, tr.info, tr.ctx.device)
     state.epoch += 1
     row = {"epoch": state.epoch, "step": state.step, **stats, "lr": tr.optimizer.param_groups[0]["lr"],
-           **{f"val_{k}": val[k] for k in ("loss", "accuracy", "precision", "recall", "f1")}}
+           **{f"val_{k}": val[k] for k in ("loss", *tr.task.metrics)}}
     state.history.append(row)
-    value = row[tr.cfg.train.monitor]
+    value = row[tr.monitor]
     if improved(tr, state, value):
         state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
         tr.best_state = dist.model_state(tr.net)  # a collective under FSDP: every rank gets here
@@ -118,6 +168,8 @@ def save(tr: Trainer, state: LoopState, run_dir: Path) -> None:
              "config": tr.cfg.model_dump(mode="json")}
     if tr.scaler:
         extra["scaler"] = tr.scaler.state_dict()
+    if tr.extra:
+        extra["task"] = {name: obj.state_dict() for name, obj in tr.extra.items()}
     ckpt.save_checkpoint(run_dir / "checkpoints", state.epoch, weights, tr.best_state, extra)
     write_history(state.history, run_dir / "history.jsonl")
 
@@ -141,6 +193,8 @@ def restore(tr: Trainer, run_dir: Path) -> LoopState:
     tr.scheduler.load_state_dict(state["scheduler"])
     if tr.scaler and "scaler" in state:
         tr.scaler.load_state_dict(state["scaler"])
+    for name, saved in state.get("task", {}).items():
+        tr.extra[name].load_state_dict(saved)
     tr.best_state = best
     return LoopState(**state["loop"])
 
@@ -152,8 +206,12 @@ def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
         while state.epoch < tr.cfg.train.epochs and not state.stopped_early:
             stats = train_epoch(tr, state, bar)
             end_epoch(tr, state, stats)
-            bar.end({k: v for k, v in state.history[-1].items() if k in ("train_loss", "val_loss", "val_accuracy")})
+            shown = {*(f"train_{name}" for name in tr.task.losses), "val_loss", tr.monitor}
+            bar.end({k: v for k, v in state.history[-1].items() if k in shown})
             save(tr, state, run_dir)
+            epoch_end = getattr(tr.task, "on_epoch_end", None)  # optional: per-epoch artifacts (GAN grids)
+            if epoch_end is not None and tr.ctx.is_main:
+                epoch_end(tr.model, run_dir, state.epoch)
     if tr.cfg.train.keep_best and tr.best_state is not None:
         dist.load_model_state(tr.net, tr.best_state)
     return state

@@ -1,6 +1,7 @@
 """One worker's whole training job: set-up → data → model → fit → test metrics → files.
 
-This is what `dlforge train` runs in every process, alone or under torchrun.
+This is what `dlforge train` runs in every process, alone or under torchrun. What differs between
+kinds of models (data, model, step, metrics, report) is the experiment's task (dlforge.tasks).
 """
 
 from __future__ import annotations
@@ -9,17 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dlforge.config import ExperimentConfig, dump_config
 from dlforge.data.datasets import DataError
 from dlforge.data.loaders import eval_loader
-from dlforge.data.splits import DataBundle, load_data
-from dlforge.evaluate.metrics import evaluate_model
-from dlforge.evaluate.report import write_report
-from dlforge.nn import Net, build_model
-from dlforge.nn.build import InputNormalize
-from dlforge.rundir import CONFIG, WEIGHTS, RunInfo
+from dlforge.data.splits import DataBundle
+from dlforge.rundir import CONFIG, WEIGHTS, RunInfo, prepare_run_dir
+from dlforge.tasks import get_task
 from dlforge.train import dist
 from dlforge.train.checkpoint import save_weights
 from dlforge.train.loop import build_trainer, fit
@@ -28,19 +24,15 @@ PID_DIR_ENV = "DLFORGE_TEST_PID_DIR"  # test hook: workers write rank-<r>.pid th
 FAIL_RANK_ENV = "DLFORGE_TEST_FAIL_RANK"  # test hook: this rank raises a data error after set-up
 
 
-def make_model(cfg: ExperimentConfig, bundle: DataBundle) -> Net:
-    torch.manual_seed(cfg.seed)  # identical initial weights on every worker
-    net = build_model(cfg.model, bundle.input_shape, bundle.num_classes, bundle.integer_input)
-    if isinstance(net.normalize, InputNormalize) and "mean" in bundle.preprocessing:
-        net.normalize.set_stats(bundle.preprocessing["mean"], bundle.preprocessing["std"])
-    return net
-
-
-def write_run_files(cfg: ExperimentConfig, bundle: DataBundle, run_dir: Path) -> None:
+def write_run_files(cfg: ExperimentConfig, bundle: DataBundle, run_dir: Path) -> RunInfo:
+    """config.yaml, run.json and the data's artifacts (e.g. tokenizer.json) into the run directory."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG).write_text(dump_config(cfg))
-    RunInfo(list(bundle.input_shape), bundle.labels, bundle.integer_input, bundle.preprocessing,
-            cfg.data.dataset).save(run_dir)
+    for name, content in bundle.artifacts.items():
+        (run_dir / name).write_bytes(content)
+    info = RunInfo.from_bundle(bundle, cfg.data.dataset)
+    info.save(run_dir)
+    return info
 
 
 def apply_test_hooks(ctx: dist.DistContext) -> None:
@@ -50,29 +42,40 @@ def apply_test_hooks(ctx: dist.DistContext) -> None:
 
 
 @dist.record_errors
-def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train, then evaluate on the test split (sharded across workers); main worker writes files.
 
-    After torchrun restarts the worker group (`--max-restarts`), training resumes from the last
-    checkpoint by itself.
+    A non-empty `run_dir` needs `resume` or `overwrite` (see `prepare_run_dir`). After torchrun
+    restarts the worker group (`--max-restarts`), training resumes from the last checkpoint by itself.
     """
+    if dist.restart_count() > 0:
+        resume, overwrite = True, False
+    # Every rank checks before joining the group, so no rank can see files another has already written.
+    prepare_run_dir(run_dir, cfg, resume, overwrite, clear=dist.env_rank() == 0)
     ctx = dist.setup(cfg.train.device)
+    task = get_task(cfg.task)
     try:
-        bundle = load_data(cfg.data, cfg.seed)
-        net = make_model(cfg, bundle)
+        bundle = task.load_data(cfg, run_dir if resume else None)
+        net = task.create_model(cfg, bundle)
+        info = RunInfo.from_bundle(bundle, cfg.data.dataset)
         if ctx.is_main:
             write_run_files(cfg, bundle, run_dir)
-        trainer = build_trainer(cfg, bundle, net, ctx)
+        trainer = build_trainer(cfg, bundle, net, ctx, info)
         apply_test_hooks(ctx)
-        state = fit(trainer, run_dir, resume or dist.restart_count() > 0)
+        state = fit(trainer, run_dir, resume)
         test = eval_loader(bundle.test, cfg.eval.batch_size, ctx.rank, ctx.world_size)
-        metrics = evaluate_model(trainer.net, test, bundle.labels, ctx.device)
+        metrics = task.evaluate(trainer.net, test, info, ctx.device)
         metrics["epochs"], metrics["stopped_early"] = state.epoch, state.stopped_early
         weights = dist.model_state(trainer.net)  # a collective under FSDP
         if ctx.is_main:
             save_weights(weights, run_dir / WEIGHTS)
-            write_report(run_dir, metrics, bundle.labels, cfg.eval.plots)
+            task.write_report(run_dir, metrics, info, cfg.eval.plots)
         dist.barrier(ctx)
         return metrics
     finally:
         dist.teardown()
+
+
+def make_model(cfg: ExperimentConfig, bundle: DataBundle) -> Any:
+    """The task's freshly initialised model (benchmarks build one outside `train_run`)."""
+    return get_task(cfg.task).create_model(cfg, bundle)

@@ -1,4 +1,6 @@
-"""One training epoch and one optimiser step: mixed precision, gradient accumulation, DDP no_sync."""
+"""One training epoch and the shared optimiser update: mixed precision, gradient accumulation, DDP no_sync.
+
+What one micro-batch does (forward, loss, backward) is the task's `train_step` (dlforge.tasks)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dlforge.train import dist
@@ -31,23 +32,6 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | 
     return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
 
-def train_step(tr: Trainer, x: Tensor, y: Tensor, optimizer_step: bool) -> Tensor:
-    """Forward/backward on one micro-batch; steps the optimiser every `accumulate` micro-batches.
-
-    Micro-batches that do not step skip DDP's gradient all-reduce (no_sync): gradients accumulate
-    locally and are reduced once, on the stepping micro-batch.
-    """
-    t = tr.cfg.train
-    with dist.no_sync(tr.model, tr.ctx, skip=not optimizer_step):
-        with autocast(t.precision, tr.ctx.device):
-            loss = F.cross_entropy(tr.model(x), y, label_smoothing=t.label_smoothing)
-        scaled = loss / t.accumulate
-        (tr.scaler.scale(scaled) if tr.scaler else scaled).backward()
-    if optimizer_step:
-        optimizer_update(tr)
-    return loss.detach()
-
-
 def optimizer_update(tr: Trainer) -> None:
     if tr.scaler:
         tr.scaler.unscale_(tr.optimizer)  # clip the true gradients, not the scaled ones
@@ -69,17 +53,37 @@ def train_epoch(tr: Trainer, state: LoopState, bar: EpochProgress) -> dict[str, 
     tr.train_batches.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
     tr.model.train()
     bar.start(epoch, len(tr.train_batches))
-    total = torch.zeros(2, device=tr.ctx.device)  # (loss sum, samples): stays on device, no per-batch sync
+    names = tr.task.losses
+    total = torch.zeros(len(names) + 1, device=tr.ctx.device)  # (loss sums…, samples): no per-batch sync
     started, last = time.perf_counter(), len(tr.train_batches)
-    for i, (x, y) in enumerate(tr.train_batches, start=1):
-        x, y = x.to(tr.ctx.device, non_blocking=True), y.to(tr.ctx.device, non_blocking=True)
-        if tr.augmenter is not None:
-            x, y = tr.augmenter(x, y)
+    for i, batch in enumerate(tr.train_batches, start=1):
+        batch = to_device(batch, tr.ctx.device)
         step = i % tr.cfg.train.accumulate == 0 or i == last
-        total[0] += train_step(tr, x, y, step).float() * len(x)
-        total[1] += len(x)
+        losses, rows = tr.task.train_step(tr, batch, step), batch_rows(batch)
+        total[:-1] += torch.stack([losses[name].float() for name in names]) * rows
+        total[-1] += rows
         state.step += int(step)
         bar.advance()
     elapsed = time.perf_counter() - started
-    loss_sum, seen = dist.all_sum(total, tr.ctx).tolist()
-    return {"train_loss": loss_sum / max(seen, 1), "samples_per_s": seen / elapsed, "time_s": elapsed}
+    *sums, seen = dist.all_sum(total, tr.ctx).tolist()
+    means = {f"train_{name}": value / max(seen, 1) for name, value in zip(names, sums, strict=True)}
+    return {**means, "samples_per_s": seen / elapsed, "time_s": elapsed}
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors of a batch (a tensor, or tuples/lists/dicts of them) moved to `device`."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def batch_rows(batch: Any) -> int:
+    """Samples in a batch: the length of its first tensor."""
+    if isinstance(batch, Tensor):
+        return len(batch)
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return batch_rows(first)

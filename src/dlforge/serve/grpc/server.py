@@ -1,0 +1,49 @@
+"""Start and stop the gRPC server inside the HTTP server's event loop (from the app's lifespan).
+
+grpc.aio runs on the running asyncio loop (uvloop included), so gRPC calls share the batchers with
+HTTP and a batch can mix rows from both. Limits: messages over the body limit are refused by gRPC
+with RESOURCE_EXHAUSTED before they reach a handler. With `--workers N` each worker binds the same
+port with SO_REUSEPORT and the kernel spreads connections; with one process the option is off, so a
+port already in use fails loudly instead of being shared with a stranger.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from dlforge.errors import UserError
+from dlforge.serve.grpc.service import handler
+from dlforge.serve.state import ServeState
+
+log = logging.getLogger(__name__)
+
+
+class GrpcBindError(UserError):
+    """The gRPC port could not be bound (in use, or not allowed)."""
+
+
+async def start_grpc(state: ServeState) -> grpc.aio.Server:
+    """A started gRPC server on settings.host:settings.grpc_port serving the V2 service."""
+    s = state.settings
+    options = [
+        ("grpc.max_receive_message_length", s.max_body_bytes),
+        ("grpc.max_send_message_length", -1),  # answers are bounded by what the model returns
+        ("grpc.so_reuseport", 1 if s.workers > 1 else 0),
+    ]
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((handler(state),))
+    address = f"[{s.host}]:{s.grpc_port}" if ":" in s.host else f"{s.host}:{s.grpc_port}"
+    try:
+        state.grpc_port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise GrpcBindError(f"cannot serve gRPC on {address}: {exc} (is the port in use?)") from None
+    await server.start()
+    log.info("gRPC (KServe V2) on %s, port %d", s.host, state.grpc_port)
+    return server
+
+
+async def stop_grpc(server: grpc.aio.Server, grace_s: float) -> None:
+    """Stop taking calls; calls in flight get `grace_s` seconds to finish (the batchers drain after)."""
+    await server.stop(grace_s)

@@ -1,0 +1,157 @@
+"""Classification: inputs (images, feature sequences, token ids of text) → one of N labels.
+
+Modalities are data + front-end layers + codecs, not tasks: an image, audio or text classifier is this
+task with another dataset and other first layers. Cross-entropy training, accuracy / macro precision,
+recall, F1 with a confusion matrix, an ONNX graph returning logits and softmax probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dlforge.config import ExperimentConfig
+from dlforge.data.datasets import DATASETS
+from dlforge.data.splits import DataBundle, load_data
+from dlforge.evaluate.metrics import evaluate_model
+from dlforge.evaluate.plots import plot_confusion_matrix, plot_learning_curves
+from dlforge.export.onnx import INPUT, LOGITS, PROBS, check_parity, dynamic_dims, export_onnx
+from dlforge.nn import build_model
+from dlforge.nn.build import InputNormalize
+from dlforge.nn.checks import check_model
+
+if TYPE_CHECKING:
+    from dlforge.rundir import RunInfo
+    from dlforge.train.loop import Trainer
+
+PARITY_SAMPLES, CALIBRATION_SAMPLES = 256, 256
+
+
+class ClassificationTask:
+    name = "classification"
+    losses = ("loss",)
+    metrics = ("accuracy", "precision", "recall", "f1")
+    default_monitor = "val_accuracy"
+
+    def minimize(self, monitor: str) -> bool:
+        return monitor == "val_loss"
+
+    # --- load time ------------------------------------------------------------------------------
+
+    def check(self, cfg: ExperimentConfig) -> list[str]:
+        problems = check_model(cfg.model)
+        if cfg.data.dataset in DATASETS:
+            entry = DATASETS.get(cfg.data.dataset)
+            if self.name not in entry.tasks:
+                problems.append(f"data.dataset: '{cfg.data.dataset}' is a dataset for {', '.join(entry.tasks)}, "
+                                f"not {self.name} — set `task:` accordingly or pick a labelled dataset")
+        allowed = ["val_loss", *(f"val_{m}" for m in self.metrics)]
+        if cfg.train.monitor is not None and cfg.train.monitor not in allowed:
+            problems.append(f"train.monitor: '{cfg.train.monitor}' is not a {self.name} metric "
+                            f"(use one of {', '.join(allowed)})")
+        return problems
+
+    # --- data and model -------------------------------------------------------------------------
+
+    def load_data(self, cfg: ExperimentConfig, reuse: Path | None = None) -> DataBundle:
+        return load_data(cfg.data, cfg.seed, reuse)
+
+    def create_model(self, cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
+        torch.manual_seed(cfg.seed)  # identical initial weights on every worker
+        prep = bundle.preprocessing
+        net = build_model(cfg.model, bundle.input_shape, bundle.num_classes, bundle.integer_input,
+                          pad_id=prep.get("pad_id"), vocab_size=prep.get("vocab_size"))
+        if isinstance(net.normalize, InputNormalize):
+            net.normalize.set_stats(bundle.preprocessing["mean"], bundle.preprocessing["std"])
+        return net
+
+    def build_model(self, cfg: ExperimentConfig, info: RunInfo) -> nn.Module:
+        prep = info.preprocessing
+        return build_model(cfg.model, tuple(info.input_shape), len(info.labels), info.integer_input,
+                           pad_id=prep.get("pad_id"), vocab_size=prep.get("vocab_size"))
+
+    # --- training ---------------------------------------------------------------------------------
+
+    def setup(self, trainer: Trainer) -> None:
+        pass  # one model, one optimizer: the shared trainer has all it needs
+
+    def train_step(self, tr: Trainer, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
+        x, y = batch
+        x = trim_padding(x, tr.info.preprocessing.get("pad_id"))
+        if tr.augmenter is not None:
+            x, y = tr.augmenter(x, y)
+        with tr.sync_gradients(optimizer_step):  # DDP all-reduces only on the stepping micro-batch
+            with tr.autocast():
+                loss = F.cross_entropy(tr.model(x), y, label_smoothing=tr.cfg.train.label_smoothing)
+            tr.backward(loss)
+        if optimizer_step:
+            tr.optimizer_update()
+        return {"loss": loss.detach()}
+
+    # --- evaluation -------------------------------------------------------------------------------
+
+    def evaluate(self, model: nn.Module, batches: Any, info: RunInfo, device: torch.device) -> dict[str, Any]:
+        pad_id = info.preprocessing.get("pad_id")
+        return evaluate_model(model, ((trim_padding(x, pad_id), y) for x, y in batches), info.labels, device)
+
+    def write_report(self, run_dir: Path, metrics: dict[str, Any], info: RunInfo, plots: bool) -> None:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if not plots:
+            return
+        report = run_dir / "report"
+        report.mkdir(exist_ok=True)
+        plot_confusion_matrix(metrics["confusion_matrix"], info.labels, report / "confusion_matrix.png")
+        history_file = run_dir / "history.jsonl"
+        if history_file.is_file():
+            history = [json.loads(line) for line in history_file.read_text().splitlines() if line]
+            if history:
+                plot_learning_curves(history, report / "learning_curves.png")
+
+    # --- export -----------------------------------------------------------------------------------
+
+    def export(self, net: nn.Module, bundle: DataBundle, info: RunInfo, cfg: ExperimentConfig, root: Path,
+               tolerance: float, quantize: str | None) -> dict[str, Any]:
+        x_val: Tensor = bundle.val.tensors[0][:PARITY_SAMPLES]
+        export_onnx(net, x_val, root / "model.onnx", cfg.export.opset, info.integer_input)
+        diff = check_parity(net, root / "model.onnx", x_val, tolerance)
+        inputs, outputs = signature(info)
+        fields: dict[str, Any] = {
+            "inputs": inputs, "outputs": outputs, "labels": info.labels, "preprocessing": info.preprocessing,
+            "onnx": {"opset": cfg.export.opset, "parity_max_abs_diff": diff, "tolerance": tolerance,
+                     "parity_samples": len(x_val)},
+        }
+        if quantize:
+            from dlforge.export.quantize import quantize_package
+
+            x_train, (x_test, y_test) = bundle.train.tensors[0], bundle.test.tensors
+            fields["quantized"] = quantize_package(net, root, x_train[:CALIBRATION_SAMPLES], x_test, y_test)
+        return fields
+
+
+def trim_padding(x: Tensor, pad_id: int | None) -> Tensor:
+    """Token ids without the columns that are padding in every row: padding changes no prediction
+    (the model masks it), it only costs time — a batch of short texts runs at its own length."""
+    if pad_id is None:
+        return x
+    used = (x != pad_id).any(dim=0).nonzero()
+    return x[:, : int(used.max()) + 1 if len(used) else 1]
+
+
+def signature(info: RunInfo) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """V2 input/output tensor specs of the graph, -1 on the dynamic axes."""
+    shape = [-1, *info.input_shape]
+    for axis in dynamic_dims(info.input_shape, info.integer_input)[1:]:
+        shape[axis] = -1
+    n = len(info.labels)
+    inputs = [{"name": INPUT, "datatype": "INT64" if info.integer_input else "FP32", "shape": shape}]
+    outputs = [{"name": name, "datatype": "FP32", "shape": [-1, n]} for name in (LOGITS, PROBS)]
+    return inputs, outputs
+
+
+TASK = ClassificationTask()
+__all__ = ["TASK", "ClassificationTask", "signature"]

@@ -1,0 +1,102 @@
+"""Denoising report (noisy / denoised / clean rows, PSNR curves) and export (image → image ONNX)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+import torch
+
+from dlforge.config import ExperimentConfig
+from dlforge.data.splits import DataBundle, load_data
+from dlforge.export.errors import ExportError
+from dlforge.export.onnx import session
+from dlforge.imagegrid import save_grid
+
+if TYPE_CHECKING:
+    from dlforge.rundir import RunInfo
+    from dlforge.tasks.denoise import Denoiser
+
+IMAGE, DENOISED = "image", "denoised"
+EXAMPLES, PARITY_SAMPLES = 12, 64
+
+
+def write_denoise_report(run_dir: Path) -> None:
+    """report/examples.png (rows: noisy, denoised, clean; test split) and report/learning_curves.png."""
+    from dlforge.rundir import load_run
+    from dlforge.tasks.denoise import noisy_batch
+
+    cfg, _, net = load_run(run_dir)
+    report = run_dir / "report"
+    report.mkdir(exist_ok=True)
+    clean = load_data(cfg.data, cfg.seed).test.tensors[0][:EXAMPLES]
+    noisy = noisy_batch(net, clean, 0)  # type: ignore[arg-type]
+    with torch.no_grad():
+        out = net(noisy)
+    rows = torch.cat([noisy, out, clean]).numpy()
+    save_grid(rows, report / "examples.png", columns=len(clean))
+    history_file = run_dir / "history.jsonl"
+    if history_file.is_file():
+        history = [json.loads(line) for line in history_file.read_text().splitlines() if line]
+        if history:
+            _plot_psnr(history, report / "learning_curves.png")
+
+
+def _plot_psnr(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (loss, psnr) = plt.subplots(1, 2, figsize=(10, 4))
+    loss.plot(epochs, [row["train_loss"] for row in history], label="train")
+    loss.plot(epochs, [row["val_loss"] for row in history], label="val")
+    loss.set_title("reconstruction loss")
+    loss.legend()
+    psnr.plot(epochs, [row["val_psnr"] for row in history], label="denoised")
+    psnr.plot(epochs, [row["val_psnr_noisy"] for row in history], label="noisy input", linestyle="--")
+    psnr.set_title("PSNR on the validation split (dB)")
+    psnr.legend()
+    for ax in (loss, psnr):
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def export_denoiser(net: Denoiser, bundle: DataBundle, info: RunInfo, cfg: ExperimentConfig, root: Path,
+                    tolerance: float, quantize: str | None) -> dict[str, Any]:
+    from dlforge.tasks.denoise import noisy_batch
+
+    if quantize:
+        raise ExportError("export.quantize: int8 is for classifiers; a denoiser is exported in fp32")
+    net.eval()
+    path = root / "model.onnx"
+    noisy = noisy_batch(net, bundle.val.tensors[0][:PARITY_SAMPLES], 0)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    torch.onnx.export(net, (noisy[:2],), str(path), dynamo=True, opset_version=cfg.export.opset,
+                      input_names=[IMAGE], output_names=[DENOISED],
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                      external_data=False, verbose=False)
+    onnx.checker.check_model(str(path), full_check=True)
+    with torch.no_grad():
+        expected = net(noisy).numpy()
+    diff = float(np.abs(session(path).run([DENOISED], {IMAGE: noisy.numpy()})[0] - expected).max())
+    if not diff <= tolerance:
+        raise ExportError(f"{path.name}: ONNX Runtime differs from torch by {diff:.3g} on {len(noisy)} noisy "
+                          f"validation images (tolerance {tolerance:g}); set export.tolerance if this is expected")
+    shape = [-1, *info.input_shape]
+    return {
+        "inputs": [{"name": IMAGE, "datatype": "FP32", "shape": shape}],
+        "outputs": [{"name": DENOISED, "datatype": "FP32", "shape": shape}],
+        "labels": [],
+        "preprocessing": {**{k: v for k, v in info.preprocessing.items() if k not in ("mean", "std")},
+                          "output_range": [0, 1]},
+        "onnx": {"opset": cfg.export.opset, "parity_max_abs_diff": diff, "tolerance": tolerance,
+                 "parity_samples": len(noisy)},
+    }

@@ -1,0 +1,80 @@
+"""The GAN report: sample grids (fixed latents, one row per class) and the D/G loss and FID curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from dlforge.imagegrid import save_grid
+
+GRIDS = "samples"
+
+
+def write_epoch_grid(model: nn.Module, run_dir: Path, epoch: int) -> Path:
+    """report/samples/epoch_<n>.png from the fixed grid latents: progress you can look at."""
+    from dlforge.tasks.gan import GRID_PER_CLASS, epoch_grid
+
+    folder = run_dir / "report" / GRIDS
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_grid(epoch_grid(model).numpy(), folder / f"epoch_{epoch:04d}.png", columns=GRID_PER_CLASS)
+
+
+def untrained_baseline(run_dir: Path) -> dict[str, float | None]:
+    """FID, diversity and class accuracy of the same generator freshly initialised, on the test split."""
+    import torch
+
+    from dlforge.config import load_config
+    from dlforge.data.splits import load_data
+    from dlforge.rundir import RunInfo
+    from dlforge.tasks.gan import TASK, _gan, judge
+    from dlforge.tasks.gan_metrics import eval_latents, generate, sample_quality
+
+    cfg, info = load_config(run_dir / "config.yaml"), RunInfo.load(run_dir)
+    real, real_y = load_data(cfg.data, cfg.seed).test.tensors
+    torch.manual_seed(cfg.seed)  # the initial weights of this very run
+    net = _gan(TASK.build_model(cfg, info))
+    conditional = net.generator.num_classes > 0
+    z, y = eval_latents(max(net.eval_samples, len(real)), net.generator.latent_dim, len(info.labels),
+                        torch.device("cpu"))
+    fake = generate(net.generator, z, y if conditional else None)
+    return sample_quality(judge(net), fake, y, real, real_y, conditional)
+
+
+def write_gan_report(run_dir: Path) -> None:
+    """report/samples.png (the final EMA generator) and report/learning_curves.png."""
+    from dlforge.rundir import load_run
+    from dlforge.tasks.gan import GRID_PER_CLASS, epoch_grid
+
+    report = run_dir / "report"
+    report.mkdir(exist_ok=True)
+    _, _, net = load_run(run_dir)
+    save_grid(epoch_grid(net).numpy(), report / "samples.png", columns=GRID_PER_CLASS)
+    history_file = run_dir / "history.jsonl"
+    if history_file.is_file():
+        history = [json.loads(line) for line in history_file.read_text().splitlines() if line]
+        if history:
+            plot_gan_curves(history, report / "learning_curves.png")
+
+
+def plot_gan_curves(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (losses, fid) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("train_d_loss", "train_g_loss"):
+        losses.plot(epochs, [row[key] for row in history], label=key.removeprefix("train_"))
+    losses.set_xlabel("epoch")
+    losses.set_title("discriminator / generator loss")
+    losses.legend()
+    fid.plot(epochs, [row["val_fid"] for row in history], label="FID (val)")
+    fid.set_xlabel("epoch")
+    fid.set_yscale("log")
+    fid.set_title("FID on the validation split (lower is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

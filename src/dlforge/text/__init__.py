@@ -1,0 +1,17 @@
+"""Text: tokenizers shared by every task that reads or writes text (classification, translation…)."""
+
+from dlforge.text.tokenizer import (
+    PAD_ID,
+    TOKENIZER_FILE,
+    UNK_ID,
+    TokenizerConfig,
+    TokenizerError,
+    decode,
+    encode,
+    tokenizer_from_bytes,
+    tokenizer_to_bytes,
+    train_tokenizer,
+)
+
+__all__ = ["PAD_ID", "TOKENIZER_FILE", "UNK_ID", "TokenizerConfig", "TokenizerError", "decode", "encode",
+           "tokenizer_from_bytes", "tokenizer_to_bytes", "train_tokenizer"]
