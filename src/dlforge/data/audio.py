@@ -125,7 +125,7 @@ def load_audio_folder(p: AudioFolderParams, seed: int) -> RawData:
     if not waves:
         raise DataError(f"data.params.path: no readable audio under {root}")
     x = torch.from_numpy(np.stack(waves))
-    return RawData(x, torch.tensor(targets), classes, fmt.as_preprocessing(), bad, groups or None)
+    return RawData(x, torch.tensor(targets), classes, fmt.as_preprocessing(), bad, groups=groups or None)
 
 
 DATASETS.add("audio_folder", DatasetEntry(AudioFolderParams, load_audio_folder,  # type: ignore[arg-type]
