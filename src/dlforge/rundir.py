@@ -68,6 +68,14 @@ def require(run_dir: Path, *names: str) -> None:
                           f"train first: dlforge train CONFIG --out {run_dir}")
 
 
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch rows of history.jsonl ([] before the first epoch ends)."""
+    path = run_dir / HISTORY
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
 def load_run(run_dir: Path) -> tuple[ExperimentConfig, RunInfo, nn.Module]:
     """The config, data facts and the trained model (CPU, eval mode) of a run directory."""
     require(run_dir, CONFIG, RUN_INFO, WEIGHTS)

@@ -106,11 +106,10 @@ class ClassificationTask:
         report = run_dir / "report"
         report.mkdir(exist_ok=True)
         plot_confusion_matrix(metrics["confusion_matrix"], info.labels, report / "confusion_matrix.png")
-        history_file = run_dir / "history.jsonl"
-        if history_file.is_file():
-            history = [json.loads(line) for line in history_file.read_text().splitlines() if line]
-            if history:
-                plot_learning_curves(history, report / "learning_curves.png")
+        from dlforge.rundir import read_history
+
+        if history := read_history(run_dir):
+            plot_learning_curves(history, report / "learning_curves.png")
 
     # --- export -----------------------------------------------------------------------------------
 
