@@ -14,6 +14,9 @@ def test_every_tiny_preset_builds_and_runs(arch: str) -> None:
     elif arch.startswith("text_"):  # token ids padded with 0; the vocabulary comes from the tokenizer
         net = build_model(ModelConfig(arch=arch), (12,), 3, integer_input=True, pad_id=0, vocab_size=20)
         x = torch.randint(1, 20, (4, 12))
+    elif arch.startswith("audio_"):
+        net = build_model(ModelConfig(arch=arch), (4000,), 3)  # raw waveforms
+        x = torch.randn(4, 4000) * 0.1
     else:
         net = build_model(ModelConfig(arch=arch), (3, 16, 16), 3)
         x = torch.rand(4, 3, 16, 16)
@@ -42,7 +45,8 @@ def test_every_registered_layer_builds_somewhere() -> None:
     inputs = {(3, 8, 8): ["conv2d", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d"],
               (6, 5): ["conv1d", "batchnorm1d", "layernorm", "lstm", "gru", "dense", "linear", "pool", "positional",
                        "transformer_encoder"],
-              (7,): ["dropout", "flatten", "relu", "gelu", "sigmoid", "tanh", "silu", "elu", "leaky_relu", "softmax"]}
+              (7,): ["dropout", "flatten", "relu", "gelu", "sigmoid", "tanh", "silu", "elu", "leaky_relu", "softmax"],
+              (1600,): ["melspectrogram", "mfcc"]}
     params = {"conv2d": {"channels": 2}, "conv1d": {"channels": 2}, "lstm": {"hidden": 3}, "gru": {"hidden": 3},
               "dense": {"units": 3}, "linear": {"units": 3}, "transformer_encoder": {"heads": 1}}
     covered = {"embedding", "residual", "conv_transpose2d", "upsample", "reshape", "concat_skip"}  # test_generative

@@ -222,7 +222,8 @@ def _print_quantized(q: Any) -> None:
 @app.command()
 def predict(package: PackageArg,
             files: Annotated[list[Path] | None, typer.Argument(
-                help="images (.png, .jpg, …), .npy arrays, or .txt files (one text each) for text models")] = None,
+                help="images (.png, .jpg, …), audio clips (.wav, .flac, .ogg), .npy arrays, or .txt files "
+                     "(one text each) for text models")] = None,
             text: Annotated[list[str] | None, typer.Option(
                 "--text", "-t", help="a text to classify (repeatable), for text models")] = None,
             top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="labels to show per sample")] = 3,
@@ -235,13 +236,14 @@ def predict(package: PackageArg,
 
     Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`,
     `dlforge predict runs/text_langid/package --text "wie geht es dir" --text "come stai"`,
-    `dlforge predict runs/digits_denoise/package noisy.png --out clean/`
+    `dlforge predict runs/digits_denoise/package noisy.png --out clean/`,
+    `dlforge predict runs/spoken_digits/package clip.wav`
     """
     from dlforge.export.package import PackageError, load_package
     from dlforge.export.predict import predict_files
 
     if not files and not text:
-        raise PackageError("nothing to predict: pass files (images, .npy, .txt) or --text \"some text\"")
+        raise PackageError("nothing to predict: pass files (images, audio clips, .npy, .txt) or --text \"some text\"")
     loaded = load_package(package)
     if loaded.manifest.task == "denoise":
         from dlforge.export.generate import denoise_files
@@ -348,6 +350,28 @@ def _print_components(title: str, rows: list[tuple[str, str, str]]) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Make built-in demo data sets (offline, seeded).")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("spoken-digits")
+def spoken_digits(out: Annotated[Path, typer.Option("--out", "-o", help="new folder for the clips")],
+                  voices: Annotated[int, typer.Option(help="eSpeak NG voice variants (speakers)")] = 60,
+                  takes: Annotated[int, typer.Option(help="renditions of each digit per voice")] = 5,
+                  sample_rate: Annotated[int, typer.Option(help="Hz of the written WAV files")] = 16000,
+                  seed: Annotated[int, typer.Option(help="the same seed writes the same files")] = 0) -> None:
+    """Synthesize "zero" … "nine" with eSpeak NG (offline): voices × takes × 10 WAV clips in
+    audio_folder layout, `<digit>/<voice>__<take>.wav`, plus voices.csv (each clip's settings).
+
+    Example: `dlforge data spoken-digits --out data/spoken_digits && dlforge run examples/spoken_digits.yaml`
+    """
+    from dlforge.data.spoken_digits import GROUP_BY, generate
+
+    count = generate(out, voices, takes, seed, sample_rate)
+    console.print(f"wrote {count} clips ({voices} voices × {takes} takes × 10 digits) to {out}; "
+                  f"split by voice with data.params.group_by: '{GROUP_BY}'", highlight=False)
 
 
 @app.command()

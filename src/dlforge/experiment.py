@@ -16,6 +16,7 @@ from dlforge.config import ConfigError, ExperimentConfig, parse_config
 from dlforge.config.errors import problems_from
 from dlforge.config.loading import load_raw
 from dlforge.data.datasets import DATASETS
+from dlforge.nn.audio import frontend_rate
 from dlforge.nn.checks import check_model
 from dlforge.registry import RegistryError
 from dlforge.tasks import TASKS, Task, get_task
@@ -44,13 +45,30 @@ def _check_task(cfg: ExperimentConfig, problems: list[str]) -> Task | None:
     return get_task(cfg.task)
 
 
+def _check_sample_rate(cfg: ExperimentConfig, problems: list[str]) -> None:
+    """An audio front-end's filterbank is built for one rate: it must be the rate the data is resampled to."""
+    rate = cfg.data.params.get("sample_rate", 16000) if cfg.data.dataset == "audio_folder" else None
+    if cfg.model.layers is not None:
+        model_rate, where = frontend_rate(cfg.model.layers), "model.layers[0].sample_rate"
+    else:
+        model_rate, where = cfg.model.params.get("sample_rate"), "model.params.sample_rate"
+        if model_rate is None and (cfg.model.arch or "").startswith("audio_"):
+            model_rate = 16000
+    if rate is not None and model_rate is not None and int(model_rate) != int(rate):
+        problems.append(f"{where}: {model_rate} Hz, but data.params.sample_rate is {rate} Hz; "
+                        f"set both to the same rate (e.g. {where}: {rate})")
+
+
 def component_problems(cfg: ExperimentConfig) -> list[str]:
     """Every problem the registries and the task find in a structurally valid config, in file order."""
     problems: list[str] = []
     task = _check_task(cfg, problems)
     # tasks with their own dataset registry (seq2seq) check data.dataset themselves
     data_ok = _check_dataset(cfg, problems) if getattr(task, "datasets", None) is None else False
-    problems += task.check(cfg) if task is not None else check_model(cfg.model)
+    model_problems = task.check(cfg) if task is not None else check_model(cfg.model)
+    problems += model_problems
+    if data_ok and not model_problems:
+        _check_sample_rate(cfg, problems)
     if cfg.augment and data_ok:
         from dlforge.data.augment import validate_augment
         from dlforge.data.splits import peek_input_shape

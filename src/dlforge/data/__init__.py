@@ -1,5 +1,5 @@
 """Data: built-in and user datasets, splits, normalisation statistics, loaders, augmentation."""
 
-from dlforge.data import datasets, text  # text registers text_csv, jsonl, text_folder, langid
+from dlforge.data import audio, datasets, text  # register audio_folder; text_csv, jsonl, text_folder, langid
 
-__all__ = ["datasets", "text"]
+__all__ = ["audio", "datasets", "text"]

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from dlforge.config.components import resolve
 from dlforge.config.errors import ConfigError
 from dlforge.config.schema import ComponentSpec
-from dlforge.data.augment_ops import AUGMENTATIONS, ImageShape, OpParams
+from dlforge.data import augment_audio
+from dlforge.data.augment_ops import AUGMENTATIONS, OpParams
 
 __all__ = ["AUGMENTATIONS", "BatchAugmenter", "build_augmenter", "validate_augment"]
 
@@ -37,17 +38,26 @@ NOT_AN_AUGMENTATION = (
 
 
 class BatchAugmenter(nn.Module):
-    """Image ops in order, then label-mixing ops; built by `build_augmenter`.
+    """Input ops (images or waveforms) in order, then label-mixing ops; built by `build_augmenter`.
+    SpecAugment masks are held here but run inside the model (see `attach`).
 
     Returns `y` unchanged (int64) when the pipeline has no label-mixing op, otherwise float soft
     targets (N, num_classes) for every batch: the target form depends on the config, not on luck.
     """
 
-    def __init__(self, image_ops: list[nn.Module], mixers: list[nn.Module], num_classes: int):
+    def __init__(self, image_ops: list[nn.Module], mixers: list[nn.Module], num_classes: int,
+                 spectrogram_masks: list[nn.Module] | None = None):
         super().__init__()
         self.image_ops = nn.Sequential(*image_ops)
         self.mixers = nn.ModuleList(mixers)
         self.num_classes = num_classes
+        self.spectrogram_masks = nn.ModuleList(spectrogram_masks or [])
+
+    def attach(self, net: nn.Module) -> None:
+        """Hook the SpecAugment masks onto `net`'s front-end layer (they act inside the model)."""
+        if self.spectrogram_masks and augment_audio.attach_spectrogram_masks(list(self.spectrogram_masks), net) is None:
+            raise ConfigError(["augment: time_mask/freq_mask mask the model's spectrogram, but the model has no "
+                               "melspectrogram or mfcc layer; add one first or remove the masks"])
 
     @property
     def mixes_labels(self) -> bool:
@@ -64,12 +74,16 @@ class BatchAugmenter(nn.Module):
         return x, targets
 
 
+MODALITIES = {3: "image", 1: "audio"}  # input rank → the ops that fit
+
+
 def _resolve_all(specs: list[ComponentSpec], input_shape: tuple[int, ...]) -> list[OpParams]:
     """Every op's validated settings, or one ConfigError listing every problem."""
-    if specs and len(input_shape) != 3:
-        why = f"augmentations need images (C, H, W) but the input shape is {tuple(input_shape)}"
+    modality = MODALITIES.get(len(input_shape))
+    if specs and modality is None:
+        why = f"augmentations need images (C, H, W) or waveforms (samples,) but the input shape is {input_shape}"
         raise ConfigError([f"augment[0]: {why}; remove the augment section for this dataset"])
-    shape: ImageShape = (input_shape[0], input_shape[1], input_shape[2])
+    shape = tuple(input_shape)
     resolved: list[tuple[int, str, OpParams]] = []
     problems: list[str] = []
     for i, spec in enumerate(specs):
@@ -82,7 +96,12 @@ def _resolve_all(specs: list[ComponentSpec], input_shape: tuple[int, ...]) -> li
         except ConfigError as exc:
             problems += exc.problems
             continue
-        problems += [f"{path}.{field}: {text}" for field, text in params.problems(shape)]
+        if params.modality != modality:
+            inputs = {"image": "images", "audio": "waveforms"}[modality or "image"]
+            problems.append(f"{path}: {spec.type} is an {params.modality} augmentation, but the inputs are "
+                            f"{inputs} of shape {shape}; see `dlforge augmentations`")
+            continue
+        problems += [f"{path}.{field}: {text}" for field, text in params.problems(shape)]  # type: ignore[arg-type]
         resolved.append((i, spec.type, params))
     problems += _order_problems(resolved)
     if problems:
@@ -102,22 +121,29 @@ def _order_problems(ops: list[tuple[int, str, OpParams]]) -> list[str]:
 
 
 def validate_augment(specs: list[ComponentSpec], input_shape: tuple[int, ...]) -> None:
-    """Check the `augment:` list against the input shape (C, H, W); ConfigError names
+    """Check the `augment:` list against the input shape (C, H, W) or (samples,); ConfigError names
     `augment[i].<param>` for each problem."""
     _resolve_all(specs, input_shape)
 
 
 def build_augmenter(
-    specs: list[ComponentSpec], input_shape: tuple[int, ...], num_classes: int
+    specs: list[ComponentSpec], input_shape: tuple[int, ...], num_classes: int, integer_input: bool = False
 ) -> BatchAugmenter | None:
-    """The batch pipeline for `specs`, or None when there is nothing to do."""
+    """The batch pipeline for `specs`, or None when there is nothing to do.
+
+    Token ids have the rank of waveforms, so `integer_input` tells them apart: they take no augmentation."""
     if not specs:
         return None
+    if integer_input:
+        raise ConfigError([f"augment[0]: augmentations need images (C, H, W) or waveforms (samples,) but the inputs "
+                           f"are token ids of shape {tuple(input_shape)}; remove the augment section for this dataset"])
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    shape: ImageShape = (input_shape[0], input_shape[1], input_shape[2])
+    shape = tuple(input_shape)
     image_ops: list[nn.Module] = []
     mixers: list[nn.Module] = []
+    masks: list[nn.Module] = []
     for params in _resolve_all(specs, input_shape):
-        (mixers if params.mixes_labels else image_ops).append(params.build(shape))
-    return BatchAugmenter(image_ops, mixers, num_classes)
+        kind = mixers if params.mixes_labels else masks if params.masks_spectrogram else image_ops
+        kind.append(params.build(shape))  # type: ignore[arg-type]
+    return BatchAugmenter(image_ops, mixers, num_classes, masks)

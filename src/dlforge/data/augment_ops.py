@@ -87,6 +87,8 @@ class OpParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     mixes_labels: ClassVar[bool] = False
+    modality: ClassVar[str] = "image"  # the inputs it takes: image (C, H, W) or audio (samples,)
+    masks_spectrogram: ClassVar[bool] = False  # runs inside the model, on its front-end's output
 
     def problems(self, shape: ImageShape) -> list[tuple[str, str]]:
         """(field, problem) pairs; empty when the settings fit images of `shape` (C, H, W)."""

@@ -40,6 +40,7 @@ class RawData:
     texts: list[str] | None = None  # text datasets: raw strings, tokenized after the split (data/text.py)
     tokenizer: Any = None  # their dlforge.text.TokenizerConfig
     artifacts: dict[str, bytes] = field(default_factory=dict)  # files runs and packages keep (tokenizer.json)
+    groups: list[str] | None = None  # e.g. the speaker of each sample: splits keep a group together
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -20,7 +20,7 @@ def augmented_rows(cfg: ExperimentConfig, images: int, draws: int) -> tuple[Tens
     """The first `images` training samples and `draws` seeded augmentations of them."""
     bundle = load_data(cfg.data, cfg.seed)
     x, y = bundle.train.tensors[0][:images], bundle.train.tensors[1][:images]
-    augmenter = build_augmenter(cfg.augment, bundle.input_shape, bundle.num_classes)
+    augmenter = build_augmenter(cfg.augment, bundle.input_shape, bundle.num_classes, bundle.integer_input)
     rows = []
     for draw in range(draws):
         torch.manual_seed(cfg.seed + draw)

@@ -1,4 +1,5 @@
-"""Seeded stratified train/val/test splits and train-split normalisation statistics."""
+"""Seeded train/val/test splits (stratified by class, or by group such as speaker) and train-split
+normalisation statistics."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
@@ -28,6 +30,7 @@ class DataBundle:
     input_shape: tuple[int, ...]
     integer_input: bool
     preprocessing: dict[str, Any]  # how raw inputs become model inputs, incl. mean/std
+    split_groups: dict[str, list[str]] | None = None  # split name → its groups (speakers), when split by group
     artifacts: dict[str, bytes] = field(default_factory=dict)  # files the run and the package keep (tokenizer.json)
 
     @property
@@ -48,6 +51,24 @@ def split_indices(y: Tensor, val: float, test: float, seed: int,
         raise DataError(f"data: cannot split {len(y)} samples into train/val/test by class: "
                         f"{_too_small(y, labels) or exc}") from None
     return tuple(torch.from_numpy(i).sort().values for i in (train_idx, val_idx, test_idx))  # type: ignore[return-value]
+
+
+def group_split_indices(groups: list[str], val: float, test: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Whole groups (e.g. speakers) go to one split each, so test measures unseen speakers; seeded."""
+    codes = np.unique(np.asarray(groups), return_inverse=True)[1]
+    n_groups = int(codes.max()) + 1
+    if n_groups < 3 or min(val, test) * n_groups < 1:
+        need = max(3, int(np.ceil(1 / min(val, test))))
+        raise DataError(f"data.params.group_by: {n_groups} group(s) found, but a split by group with "
+                        f"val_fraction={val} and test_fraction={test} needs at least {need}")
+    idx = np.arange(len(groups))
+    inner = GroupShuffleSplit(1, test_size=val / (1 - test), random_state=seed)
+    try:
+        rest, test_idx = next(GroupShuffleSplit(1, test_size=test, random_state=seed).split(idx, groups=codes))
+        train_pos, val_pos = next(inner.split(rest, groups=codes[rest]))
+    except ValueError as exc:
+        raise DataError(f"data.params.group_by: cannot split {n_groups} groups into train/val/test: {exc}") from None
+    return tuple(torch.from_numpy(np.sort(i)) for i in (rest[train_pos], rest[val_pos], test_idx))  # type: ignore[return-value]
 
 
 def _too_small(y: Tensor, labels: list[str] | None) -> str:
@@ -81,7 +102,8 @@ def select_classes(raw: RawData, classes: list[str] | None) -> RawData:
     remap[old] = torch.arange(len(classes))
     texts = None if raw.texts is None else [t for t, k in zip(raw.texts, keep.tolist(), strict=True) if k]
     x = raw.x if texts is not None else raw.x[keep]  # text: ids come after the split (tokenize_splits)
-    return replace(raw, x=x, y=remap[raw.y[keep]], labels=list(classes), texts=texts)
+    groups = None if raw.groups is None else [g for g, k in zip(raw.groups, keep.tolist(), strict=True) if k]
+    return replace(raw, x=x, y=remap[raw.y[keep]], labels=list(classes), texts=texts, groups=groups)
 
 
 def subsample(idx: Tensor, y: Tensor, fraction: float, seed: int) -> Tensor:
@@ -98,18 +120,25 @@ def subsample(idx: Tensor, y: Tensor, fraction: float, seed: int) -> Tensor:
 
 def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBundle:
     raw = select_classes(raw, cfg.classes)
-    train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed, raw.labels)
+    if raw.groups is not None:
+        train_idx, val_idx, test_idx = group_split_indices(raw.groups, cfg.val_fraction, cfg.test_fraction, seed)
+    else:
+        train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed, raw.labels)
     train_idx = subsample(train_idx, raw.y, cfg.train_fraction, seed)
     if raw.texts is not None:  # the tokenizer learns from the (kept) train split only
         from dlforge.data.text import tokenize_splits
 
         raw = tokenize_splits(raw, train_idx, reuse)
     prep = dict(raw.preprocessing)
-    if not raw.integer_input:
+    groups = None if raw.groups is None else {
+        name: sorted({raw.groups[i] for i in idx.tolist()})
+        for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
+    if not raw.integer_input and prep.get("kind") != "audio":  # waveforms: the front-end layer scales them
         prep["mean"], prep["std"] = channel_stats(raw.x[train_idx])
     train, val, test = (TensorDataset(raw.x[i], raw.y[i]) for i in (train_idx, val_idx, test_idx))
     return DataBundle(train, val, test, labels=raw.labels, input_shape=raw.input_shape,
-                      integer_input=raw.integer_input, preprocessing=prep, artifacts=raw.artifacts)
+                      integer_input=raw.integer_input, preprocessing=prep, split_groups=groups,
+                      artifacts=raw.artifacts)
 
 
 def load_data(cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBundle:

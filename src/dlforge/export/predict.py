@@ -1,4 +1,5 @@
-"""Inference from a package: files (images, .npy, .txt) or strings → model inputs exactly as in training → top-k.
+"""Inference from a package: files (images, audio clips, .npy, .txt) or strings → model inputs exactly as in
+training → top-k.
 
 Text goes through the package's own tokenizer.json (hash-verified), the file training and the server use."""
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlforge.audio_io import AUDIO_SUFFIXES, AudioError, AudioFormat, load_clip
 from dlforge.data.datasets import IMAGE_SUFFIXES, read_image
 from dlforge.export.errors import InputFileError, PackageError
 from dlforge.export.inputs import InputRules, check_values
@@ -79,6 +81,18 @@ def read_text(path: Path) -> str:
         raise PackageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
+def load_audio(path: Path, package: ModelPackage) -> np.ndarray:
+    """Decoded like training data (mono mix, soxr resampling, zero padding); longer clips are refused."""
+    prep = package.manifest.preprocessing
+    if prep.get("kind") != "audio":
+        raise InputFileError(f"{path}: this model takes {prep.get('kind')} inputs, not audio")
+    fmt = AudioFormat.from_preprocessing(prep)
+    try:
+        return load_clip(path, fmt, max_duration=fmt.duration)[None]
+    except AudioError as exc:
+        raise InputFileError(str(exc)) from None
+
+
 def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, list[str]]:
     """Stack every file's samples into one batch; returns it and a source name per sample."""
     arrays, sources = [], []
@@ -90,8 +104,11 @@ def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, l
             arr = load_npy(path, package)
         elif suffix in IMAGE_SUFFIXES:
             arr = load_image(path, package)
+        elif suffix in AUDIO_SUFFIXES:
+            arr = load_audio(path, package)
         else:
-            raise InputFileError(f"{path}: unsupported file type (use .npy or {', '.join(IMAGE_SUFFIXES)})")
+            known = ", ".join(IMAGE_SUFFIXES + AUDIO_SUFFIXES)
+            raise InputFileError(f"{path}: unsupported file type (use .npy, {known})")
         arrays.append(arr)
         sources += [str(path)] if len(arr) == 1 else [f"{path}[{i}]" for i in range(len(arr))]
     shapes = {a.shape[1:] for a in arrays}

@@ -1,6 +1,6 @@
 """Model building: the layer registry, named architectures and `build_model`."""
 
-from dlforge.nn import generative_archs, image_layers  # noqa: F401  (register layers and archs)
+from dlforge.nn import audio, generative_archs, image_layers  # noqa: F401  (register layers and archs)
 from dlforge.nn.archs import MODELS, arch_layers
 from dlforge.nn.build import ModelBuildError, Net, build_model, count_parameters
 from dlforge.nn.layers import LAYERS

@@ -106,6 +106,39 @@ def rnn(p: RnnParams, shape: Shape, num_classes: int) -> list[Any]:
     return [*embed, cell, {"dense": num_classes}]
 
 
+class AudioCnnParams(Params):
+    frontend: Literal["melspectrogram", "mfcc"] = "melspectrogram"
+    sample_rate: int = Field(16000, ge=1000, description="Hz; must equal data.params.sample_rate")
+    n_fft: int = Field(512, ge=16)
+    hop: int = Field(160, ge=1)
+    n_mels: int = Field(40, ge=1)
+    n_mfcc: int = Field(20, ge=1, description="mfcc front-end only")
+    stft: Literal["conv", "onnx"] = "conv"
+    normalize: bool = Field(True, description="per-clip mean/variance normalisation of the features")
+    channels: list[int] = Field([16, 32, 64], min_length=1, description="conv channels per stage")
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+def audio_cnn(p: AudioCnnParams, shape: Shape, num_classes: int) -> list[Any]:
+    """Waveform → log-mel (or MFCC) → batchnorm → conv stages → average over time → dense.
+
+    Pooling over time only keeps which frequency bands are active (formants tell digits apart)
+    while any position of the word in the clip gives the same features.
+    """
+    front = {k: getattr(p, k) for k in ("sample_rate", "n_fft", "hop", "n_mels", "stft", "normalize")}
+    if p.frontend == "mfcc":
+        front["n_mfcc"] = p.n_mfcc
+    layers: list[Any] = [{p.frontend: front}, "batchnorm2d"]
+    bins = p.n_mfcc if p.frontend == "mfcc" else p.n_mels
+    for ch in p.channels:
+        layers += [{"conv2d": {"channels": ch, "kernel": 3, "bias": False}}, "batchnorm2d", "relu"]
+        if bins >= 4:
+            layers.append({"maxpool2d": 2})
+            bins //= 2
+    return [*layers, {"adaptive_avgpool2d": [bins, 1]}, "flatten", {"dropout": p.dropout}, {"dense": num_classes}]
+
+
+
 class TextRnnParams(Params):
     cell: Literal["lstm", "gru"] = "gru"
     embedding_dim: int = Field(64, ge=1)
@@ -180,6 +213,9 @@ def _register() -> None:
                                    "text_rnn with 8 hidden units"))
     add("text_transformer_tiny", Component(tiny_params(TextTransformerParams, dim=16, heads=2, layers=1),
                                            text_transformer, None, "text_transformer: 1 block of width 16"))
+    add("audio_cnn", Component(AudioCnnParams, audio_cnn, None, "audio: log-mel/MFCC front-end and a small CNN"))
+    add("audio_cnn_tiny", Component(tiny_params(AudioCnnParams, channels=[4], n_mels=16, n_mfcc=8), audio_cnn, None,
+                                    "audio_cnn with 4 channels and 16 mels"))
 
 
 _register()

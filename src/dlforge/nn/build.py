@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from dlforge.config import ComponentSpec, ConfigError, ModelConfig
 from dlforge.config.components import Component, resolve
 from dlforge.errors import UserError
+from dlforge.nn.audio import FRONTENDS
 from dlforge.nn.layers import LAYERS, LayerShapeError, Params, Shape
 from dlforge.nn.timm_arch import build_timm, is_timm
 
@@ -180,7 +181,9 @@ def build_model(cfg: ModelConfig, input_shape: Shape, num_classes: int, integer_
             f"{path}: the model ends with shape {out} but the data has {num_classes} classes — "
             f"end the layers with `- dense: {num_classes}` (after `- flatten` for images)"
         )
-    normalize = nn.Identity() if integer_input else InputNormalize(tuple(input_shape))
+    # token ids are not scaled; waveforms are scaled by their front-end layer (a log-mel needs no mean/std)
+    raw = integer_input or (bool(specs) and specs[0].type in FRONTENDS)
+    normalize = nn.Identity() if raw else InputNormalize(tuple(input_shape))
     if integer_input and pad_id is not None:
         body = MaskedSequential(*body, pad_id=pad_id)
     return Net(normalize, body)

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from dlforge import __version__
 from dlforge.export.inputs import check_values
 from dlforge.serve import playground as pg
+from dlforge.serve.audio import preprocess_audio
 from dlforge.serve.images import preprocess_image, top_k
 from dlforge.serve.metrics import CONTENT_TYPE
 from dlforge.serve.openapi import docs_page, openapi_document
@@ -207,7 +208,7 @@ async def _in_time(state: ServeState, started: float, reading: Awaitable[T]) -> 
 
 
 async def classify(request: Request) -> Response:
-    """Multipart image upload (field `file`) → top-k labels, via the package's preprocessing."""
+    """Multipart image or audio upload (field `file`) → top-k labels, via the package's preprocessing."""
     started = time.monotonic()
     state, instance = _model(request)  # 401/403/404/503 before reading the body
     try:
@@ -231,11 +232,15 @@ async def _classify(state: ServeState, instance: ModelInstance, request: Request
     batch = _classify_text(instance, texts) if texts else None
     if batch is None:
         if upload is None:
-            raise ProtocolError("send the image as a multipart/form-data file field, e.g. curl -F file=@digit.png"
-                                " (text models: a text field, e.g. curl -F text='guten morgen')")
+            raise ProtocolError("send the image or audio clip as a multipart/form-data file field, e.g. curl -F "
+                                "file=@digit.png or -F file=@clip.wav (text models: a text field, e.g. curl -F "
+                                "text='guten morgen')")
         data = await upload.read()
         preprocessing = getattr(instance.manifest, "preprocessing", None)
-        batch = await asyncio.to_thread(preprocess_image, data, preprocessing)  # decoding can take a while
+        if isinstance(preprocessing, dict) and preprocessing.get("kind") == "audio":
+            batch = await asyncio.to_thread(preprocess_audio, data, preprocessing)
+        else:
+            batch = await asyncio.to_thread(preprocess_image, data, preprocessing)  # decoding can take a while
     _, instance = _model(request, auth=False)
     name = instance.runtime.metadata.inputs[0].name
     check_values(f"input '{name}'", batch, instance.signature.rules)

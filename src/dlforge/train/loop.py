@@ -130,8 +130,9 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
     if cfg.augment:
         from dlforge.data.augment import build_augmenter
 
-        augmenter = build_augmenter(cfg.augment, bundle.input_shape, bundle.num_classes)
+        augmenter = build_augmenter(cfg.augment, bundle.input_shape, bundle.num_classes, bundle.integer_input)
         if augmenter is not None:
+            augmenter.attach(net)  # SpecAugment masks hook onto the model's front-end
             augmenter = augmenter.to(ctx.device)
     scaler = grad_scaler(t.precision, ctx.device)
     val = eval_loader(bundle.val, cfg.eval.batch_size, ctx.rank, ctx.world_size)

@@ -1,0 +1,133 @@
+"""The `audio_folder` dataset: root/<class>/<clip>.wav|flac|ogg → fixed-length mono waveforms.
+
+Each clip is decoded with soundfile, mixed to mono, resampled with soxr and cropped/padded to
+`duration` at a seeded random offset (see dlforge.audio_io, shared with predict and serve).
+`group_by` names the speaker of each clip so splits can keep every speaker in one split only.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dlforge.audio_io import AUDIO_SUFFIXES, AudioError, AudioFormat, load_clip
+from dlforge.data.datasets import DATASETS, DataError, DatasetEntry, Params, RawData
+
+log = logging.getLogger(__name__)
+
+
+class GroupByCsv(BaseModel):
+    """A sidecar table naming each file's group: `{csv: speakers.csv, column: speaker}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    csv: Path = Field(description="CSV file (relative to data.params.path or absolute)")
+    column: str = Field(description="the column holding the group (e.g. speaker)")
+    file_column: str = Field("file", description="the column holding the file path relative to the root")
+
+
+class AudioFolderParams(Params):
+    path: Path
+    sample_rate: int = Field(16000, ge=1000, le=384000, description="Hz; files at other rates are resampled")
+    duration: float = Field(1.0, gt=0, le=60, description="seconds; clips are cropped/padded to it")
+    mix_channels: bool = Field(True, description="average multi-channel files to mono (false: refuse them)")
+    resample: bool = Field(True, description="resample files at other rates with soxr (false: refuse them)")
+    group_by: str | GroupByCsv | None = Field(
+        None, description="speaker of each clip, for speaker-independent splits: a regex on the file name "
+                          "(first capture group, else the match) or {csv, column, file_column}")
+    skip_unreadable: bool = Field(False, description="skip unreadable files with a warning instead of failing")
+
+    @field_validator("group_by")
+    @classmethod
+    def _compiles(cls, value: str | GroupByCsv | None) -> str | GroupByCsv | None:
+        if isinstance(value, str):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc}), e.g. '^([a-z0-9-]+)_'") from None
+        return value
+
+    def audio_format(self) -> AudioFormat:
+        return AudioFormat(self.sample_rate, self.duration, self.mix_channels, self.resample)
+
+
+def list_clips(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """The class names (sorted sub-folders) and every (clip, class index) under `root`."""
+    if not root.is_dir():
+        raise DataError(f"data.params.path: {root} is not a folder (expected one sub-folder per class)")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"data.params.path: {root} needs at least 2 class sub-folders, found {classes}")
+    clips = [(f, i) for i, name in enumerate(classes) for f in sorted((root / name).iterdir())
+             if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()]
+    empty = [name for i, name in enumerate(classes) if not any(c == i for _, c in clips)]
+    if empty:
+        raise DataError(f"data.params.path: no {'/'.join(AUDIO_SUFFIXES)} files in class folder(s) "
+                        f"{', '.join(empty)} under {root}")
+    return classes, clips
+
+
+def group_of(file: Path, root: Path, rule: str | GroupByCsv, table: dict[str, str]) -> str:
+    """The group (speaker) of one clip by the regex, or by the CSV table (`table`, keyed by relative path)."""
+    if isinstance(rule, str):
+        match = re.search(rule, file.name)
+        if match is None:
+            raise DataError(f"data.params.group_by: {rule!r} does not match the file name {file.name!r} "
+                            f"({file}); every clip needs a group")
+        return match.group(1) if match.groups() else match.group(0)
+    key = file.relative_to(root).as_posix()
+    if key not in table:
+        raise DataError(f"data.params.group_by.csv: no row for {key!r} in column {rule.file_column!r}")
+    return table[key]
+
+
+def read_group_table(root: Path, rule: GroupByCsv) -> dict[str, str]:
+    path = rule.csv if rule.csv.is_absolute() else root / rule.csv
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise DataError(f"data.params.group_by.csv: cannot read {path}: {exc}") from None
+    missing = [c for c in (rule.file_column, rule.column) if rows and c not in rows[0]]
+    if not rows or missing:
+        raise DataError(f"data.params.group_by.csv: {path} needs the columns {rule.file_column!r} and "
+                        f"{rule.column!r} (found {list(rows[0]) if rows else 'no rows'})")
+    return {row[rule.file_column]: row[rule.column] for row in rows}
+
+
+def load_audio_folder(p: AudioFolderParams, seed: int) -> RawData:
+    root = p.path.expanduser()
+    classes, clips = list_clips(root)
+    fmt = p.audio_format()
+    rng = np.random.default_rng(seed)  # crop/pad offsets: the same seed gives the same clips
+    table = read_group_table(root, p.group_by) if isinstance(p.group_by, GroupByCsv) else {}
+    waves, targets, groups, bad = [], [], [], []
+    for file, index in clips:
+        try:
+            waves.append(load_clip(file, fmt, rng))
+        except AudioError as exc:
+            bad.append(str(exc))
+            continue
+        targets.append(index)
+        if p.group_by is not None:
+            groups.append(group_of(file, root, p.group_by, table))
+    if bad and not p.skip_unreadable:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise DataError(f"data.params.path: {len(bad)} unreadable audio file(s): " + "; ".join(bad[:3]) + more
+                        + " — fix or remove them, or set data.params.skip_unreadable: true")
+    for line in bad:
+        log.warning("skipped %s", line)
+    if not waves:
+        raise DataError(f"data.params.path: no readable audio under {root}")
+    x = torch.from_numpy(np.stack(waves))
+    return RawData(x, torch.tensor(targets), classes, fmt.as_preprocessing(), bad, groups=groups or None)
+
+
+DATASETS.add("audio_folder", DatasetEntry(AudioFolderParams, load_audio_folder,  # type: ignore[arg-type]
+                                          "path/<class>/<clip>.wav|flac|ogg files → mono waveforms",
+                                          lambda p: (p.audio_format().samples,)))
