@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/dlforge run
+	$(BIN)/dlforge run --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -101,13 +101,7 @@ def test_distributed_metrics_equal_a_single_process_evaluation(two_workers: Path
         assert row == pytest.approx(again["per_class"][label], abs=1e-6), label
 
 
-# ddp: 1 of 2 fresh-clone runs on 2026-12-02 ended the job instead of restarting ("Failed to parse reply file …
-# error.json": torchrun's agent read the survivor's error file while it was being written). Tracked in the session
-# note; non-strict so a pass still shows, and the fsdp variant stays strict.
-FLAKY_RESTART = pytest.mark.xfail(strict=False, reason="torchrun agent races on the survivor's error.json (see note)")
-
-
-@pytest.mark.parametrize("strategy", [pytest.param("ddp", marks=FLAKY_RESTART), "fsdp"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_weights(two_workers: Path, tmp_path: Path,
                                                                             strategy: str) -> None:
     out, pids = tmp_path / "run", tmp_path / "pids"
@@ -156,3 +150,35 @@ def test_sync_batchnorm_on_cpu_is_refused_before_any_worker_starts(tmp_path: Pat
     assert code == 2, stderr
     assert "train.sync_batchnorm" in stderr and "CUDA devices only" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_unfreezing_under_ddp_matches_one_worker(tmp_path: Path) -> None:
+    """Layers frozen for epoch 1 join DDP's gradient all-reduce from epoch 2 (the wrapper is rebuilt)."""
+    raw = {**EXPERIMENT, "train": {**EXPERIMENT["train"], "epochs": 2, "freeze": [r"^body\.0\."],
+                                   "unfreeze_at_epoch": 2}}
+    code, stderr = finish(launch(write_config(tmp_path, raw), tmp_path / "ddp", "--nproc", "2"))
+    assert code == 0, stderr
+    code, stderr = finish(launch(tmp_path / "experiment.yaml", tmp_path / "one"))
+    assert code == 0, stderr
+    assert weights_close(tmp_path / "ddp", tmp_path / "one", atol=1e-5)
+
+
+def test_a_worker_error_file_is_whole_json_that_torchrun_parses(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent reads a failed worker's error file; a half-written one made it end the job instead of restarting."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from dlforge.train.dist import record_errors
+
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+
+    @record_errors
+    def worker() -> None:
+        raise RuntimeError("gloo: connection closed by peer")
+
+    with pytest.raises(RuntimeError):
+        worker()
+    failure = ProcessFailure(local_rank=0, pid=1, exitcode=1, error_file=str(error_file))
+    assert failure.message["message"] == "RuntimeError: gloo: connection closed by peer"
+    assert [p.name for p in tmp_path.iterdir()] == ["error.json"]  # no partial file left beside it

@@ -69,3 +69,35 @@ def test_serving_a_run_directory_suggests_its_package(model_package: Path) -> No
     run_dir = model_package.parent
     message = fails_cleanly(["serve", str(run_dir), "--port", "1"])
     assert f"did you mean {model_package}?" in message
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def documented_mistakes() -> list[tuple[str, list[str]]]:
+    """(command, the lines shown for it) pairs of the README's `console` block of mistakes."""
+    block = README.read_text().split("### Every mistake is one `error:` line")[1].split("```console\n")[1]
+    found: list[tuple[str, list[str]]] = []
+    for line in block.split("```")[0].splitlines():
+        if line.startswith("$ dlforge "):
+            found.append((line[2:], []))
+        else:
+            found[-1][1].append(line)
+    return found
+
+
+def test_every_documented_mistake_is_one_error_line_exit_2(model_package: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs/digits").symlink_to(model_package.parent)  # a finished cnn_tiny run; nothing may change it
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"truncated")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in model_package.parent.rglob("*"))
+    mistakes = documented_mistakes()
+    assert len(mistakes) >= 10
+    for command, shown in mistakes:
+        message = fails_cleanly(command.split()[1:])
+        for line in shown:  # as printed, up to any "…"
+            assert line.split("…")[0] in message, (command, message)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in model_package.parent.rglob("*")) == before

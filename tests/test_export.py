@@ -54,7 +54,7 @@ def test_manifest_validates_against_its_schema(package: Path) -> None:
     jsonschema.validate(manifest, json.loads(SCHEMA.read_text()))
     assert manifest["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
     assert [o["name"] for o in manifest["outputs"]] == ["logits", "probabilities"]
-    assert set(manifest["files"]) == {"model.onnx", "model.safetensors", "config.yaml"}
+    assert set(manifest["files"]) == {"model.onnx", "model.safetensors", "config.yaml", "run.json"}
     assert manifest["onnx"]["parity_max_abs_diff"] <= 1e-4 and manifest["metrics"]["accuracy"] > 0
 
 

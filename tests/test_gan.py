@@ -4,6 +4,12 @@ parity, `dlforge generate`, and the V2 server (seed or latent + class → images
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +17,17 @@ import httpx
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from dlforge.cli import app
 from dlforge.config import ConfigError, parse_config
+from dlforge.config.loading import dump_config
 from dlforge.experiment import check_experiment
 from dlforge.export.generate import generate_images
 from dlforge.export.package import PackageError, export_run, load_package
+from dlforge.serve.runtime import load_runtime
 from dlforge.serve.settings import Settings
 from dlforge.train.checkpoint import list_checkpoints, load_checkpoint
 from dlforge.train.run import train_run
@@ -84,13 +93,27 @@ def test_gan_trains_and_writes_its_report(gan_run: Path) -> None:
     assert any(k.startswith("ema.") for k in weights) and any(k.startswith("discriminator.") for k in weights)
 
 
-def test_gan_resume_is_bitwise_exact(tmp_path: Path) -> None:
-    train_run(gan_config(epochs=2), tmp_path / "straight")
-    train_run(gan_config(epochs=1), tmp_path / "resumed")
-    train_run(gan_config(epochs=2), tmp_path / "resumed", resume=True)
-    straight, resumed = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("straight", "resumed"))
-    assert straight.keys() == resumed.keys()
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)  # G, D, EMA, spectral-norm vectors
+def test_gan_resume_after_sigkill_is_bitwise_exact(tmp_path: Path) -> None:
+    """Both optimizers, the EMA, its step count, spectral-norm vectors and the RNG come back from the checkpoint."""
+    config = tmp_path / "gan.yaml"
+    config.write_text(dump_config(gan_config(epochs=4)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # both runs alike: CPU kernels may differ with thread counts
+    straight = [sys.executable, "-m", "dlforge", "train", str(config), "--out", str(tmp_path / "straight")]
+    assert subprocess.run(straight, env=env, capture_output=True, timeout=240).returncode == 0
+    command = [*straight[:-1], str(tmp_path / "killed")]
+    victim = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list_checkpoints(tmp_path / "killed/checkpoints"):
+        assert victim.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "killed/model.safetensors").exists(), "the run finished before the kill"
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    straight, killed = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("straight", "killed"))
+    assert straight.keys() == killed.keys()
+    assert all(torch.equal(straight[k], killed[k]) for k in straight)  # G, D, EMA, spectral-norm vectors
 
 
 def test_gan_exports_generates_and_serves(gan_run: Path, tmp_path: Path) -> None:
@@ -109,6 +132,8 @@ def test_gan_exports_generates_and_serves(gan_run: Path, tmp_path: Path) -> None
     assert bad.exit_code == 2 and "--class: 12 is out of range" in bad.output and "Traceback" not in bad.output
     with pytest.raises(PackageError, match="between 1 and 1024"):
         generate_images(package, 5000, None, seed=0)
+    with pytest.raises(PackageError, match="--runtime torch serves classification packages"):
+        load_runtime("torch", package, 1)
 
     with running(Settings(path=package.root)) as (url, _):
         infer = f"{url}/v2/models/{manifest.name}/infer"
@@ -130,6 +155,21 @@ def test_gan_exports_generates_and_serves(gan_run: Path, tmp_path: Path) -> None
         ]:
             response = httpx.post(infer, json=body)
             assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+def test_the_judge_is_needed_to_train_but_not_to_export(gan_run: Path, tmp_path: Path) -> None:
+    """Training evaluates every epoch, so a missing classifier stops it before epoch 1; export, generate and
+    serving never judge samples, so a run whose classifier was since moved still exports."""
+    with pytest.raises(ConfigError, match="gan.classifier"):
+        train_run(gan_config(classifier=str(tmp_path / "gone")), tmp_path / "refused")
+    assert not list_checkpoints(tmp_path / "refused" / "checkpoints")
+    moved = tmp_path / "moved"
+    shutil.copytree(gan_run, moved, ignore=shutil.ignore_patterns("package"))
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    config["gan"]["classifier"] = str(tmp_path / "gone")
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    package = load_package(export_run(moved))
+    assert generate_images(package, 4, None, seed=0).shape == (4, 1, 8, 8)
 
 
 @pytest.mark.distributed

@@ -42,8 +42,9 @@ app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, ric
                   help="From a YAML model description to a trained, evaluated and exported model.")
 
 ConfigArg = Annotated[Path | None, typer.Argument(help="experiment YAML; built-in digits CNN if omitted")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<name>)")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default `runs/<name>`)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a key: --set train.epochs=5")]
+OverwriteOpt = Annotated[bool, typer.Option(help="replace the run already in --out (its files are removed first)")]
 
 
 def _load(config: Path | None, overrides: list[str] | None) -> ExperimentConfig:
@@ -70,7 +71,7 @@ def print_metrics(metrics: dict[str, Any], title: str) -> None:
 
 
 @app.command()
-def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None) -> None:
+def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Train → evaluate → export in one go.
 
     Examples: `dlforge run` (the built-in digits CNN), `dlforge run examples/digits_cnn.yaml --set train.epochs=5`
@@ -79,7 +80,7 @@ def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None) -> No
 
     cfg = _load(config, set_)
     run_dir = _run_dir(cfg, out)
-    metrics = train_run(cfg, run_dir)
+    metrics = train_run(cfg, run_dir, overwrite=overwrite)
     print_metrics(metrics, f"{cfg.name}: test split")
     if cfg.export.enabled:
         from dlforge.export.package import export_run
@@ -97,7 +98,7 @@ RestartsOpt = Annotated[int, typer.Option("--max-restarts", min=0,
 @app.command()
 def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
           resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --out")] = False,
-          nproc: NprocOpt = None, max_restarts: RestartsOpt = 0) -> None:
+          overwrite: OverwriteOpt = False, nproc: NprocOpt = None, max_restarts: RestartsOpt = 0) -> None:
     """Train (and evaluate on the test split); writes the run directory.
 
     `train.batch_size` is the GLOBAL batch, split evenly across workers; the learning rate keeps its meaning.
@@ -110,8 +111,9 @@ def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
     run_dir = _run_dir(cfg, out)
     if nproc is not None or max_restarts > 0:
         nproc = nproc or 1
-        _check_before_launch(cfg, nproc)
-        _launch_workers(config, run_dir, set_, resume, nproc, max_restarts)
+        _check_before_launch(cfg, nproc, run_dir, resume, overwrite)
+        _launch_workers(config, run_dir, set_, ["--resume"] * resume + ["--overwrite"] * overwrite, nproc,
+                        max_restarts)
         from dlforge.rundir import METRICS
 
         print_metrics(json.loads((run_dir / METRICS).read_text()), f"{cfg.name}: test split ({nproc} workers)")
@@ -119,21 +121,25 @@ def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
     from dlforge.train.dist import reports_to_user
     from dlforge.train.run import train_run
 
-    metrics = train_run(cfg, run_dir, resume)
+    metrics = train_run(cfg, run_dir, resume, overwrite)
     if reports_to_user():
         print_metrics(metrics, f"{cfg.name}: test split")
 
 
-def _check_before_launch(cfg: ExperimentConfig, nproc: int) -> None:
+def _check_before_launch(cfg: ExperimentConfig, nproc: int, run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse what every worker would refuse, before starting any."""
     from dlforge.data.loaders import per_worker_batch
+    from dlforge.rundir import prepare_run_dir
     from dlforge.train.dist import check_sync_batchnorm, pick_device
+    from dlforge.train.param_groups import check_freeze_setup
 
     per_worker_batch(cfg.train.batch_size, nproc)
     check_sync_batchnorm(cfg.train.sync_batchnorm and nproc > 1, pick_device(cfg.train.device))
+    check_freeze_setup(cfg.train, nproc > 1)
+    prepare_run_dir(run_dir, cfg, resume, overwrite)
 
 
-def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | None, resume: bool,
+def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | None, flags: list[str],
                     nproc: int, max_restarts: int) -> None:
     """Re-run this command in `nproc` workers under torchrun; a failed worker becomes a clear error (exit 1)."""
     from dlforge.train.dist import WorkerFailed, launch, under_launcher
@@ -142,7 +148,7 @@ def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | N
         raise UserError("--nproc/--max-restarts given inside torchrun; drop them there")
     worker_args = ["train", *([str(config)] if config else []), "--out", str(run_dir.resolve())]
     worker_args += [arg for value in overrides or [] for arg in ("--set", value)]
-    worker_args += ["--resume"] if resume else []
+    worker_args += flags
     try:
         launch(nproc, max_restarts, worker_args)
     except WorkerFailed as exc:  # not the user's input: exit status 1, but still one readable line
@@ -361,13 +367,59 @@ def models() -> None:
 
 
 @app.command()
+def params(source: Annotated[Path, typer.Argument(help="a run directory or an experiment YAML")],
+           set_: SetOpt = None) -> None:
+    """Show the optimiser's parameter groups: learning rate, weight decay, trainable and frozen counts.
+
+    Reflects `train.freeze`, `train.param_groups` and `train.layer_decay` as training starts (epoch 1).
+    Examples: `dlforge params examples/digits_finetune.yaml`, `dlforge params runs/digits --set train.layer_decay=0.7`
+    """
+    from dlforge.train.param_groups import describe as describe_groups
+
+    cfg, net, num_classes = _model_of(source, set_)
+    rows = describe_groups(net, cfg.train, num_classes)
+    table = Table(title=f"{source}: parameter groups (epoch 1)")
+    for col in ("group", "from", "lr", "wd", "tensors", "params", "trainable"):
+        table.add_column(col, justify="left" if col in ("group", "from") else "right")
+    for r in rows:
+        table.add_row(r["group"], r["first"].rsplit(".", 1)[0], f"{r['lr']:.3g}", f"{r['weight_decay']:g}",
+                      str(r["tensors"]), f"{r['parameters']:,}", f"{r['trainable']:,}")
+    console.print(table)
+    total, trainable = sum(r["parameters"] for r in rows), sum(r["trainable"] for r in rows)
+    console.print(f"{trainable:,} of {total:,} parameters trainable"
+                  + (f"; all from epoch {cfg.train.unfreeze_at_epoch}" if cfg.train.unfreeze_at_epoch else ""))
+
+
+def _model_of(source: Path, overrides: list[str] | None) -> tuple[ExperimentConfig, Any, int | None]:
+    """(config, freshly built model, number of classes when the task's model has a classifier) of a run
+    directory or an experiment file."""
+    from dlforge.tasks import get_task
+
+    if source.is_dir():
+        from dlforge.config import load_config
+        from dlforge.rundir import CONFIG, RUN_INFO, RunInfo, require
+
+        require(source, CONFIG, RUN_INFO)
+        cfg = load_config(source / CONFIG, overrides)
+        info = RunInfo.load(source)
+        task = get_task(cfg.task)
+        net, num_classes = task.build_model(cfg, info), len(info.labels)
+    else:
+        cfg = _load(source, overrides)
+        task = get_task(cfg.task)
+        bundle = task.load_data(cfg)
+        net, num_classes = task.create_model(cfg, bundle), bundle.num_classes
+    return cfg, net, num_classes if getattr(task, "has_classifier", False) else None
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the experiment file."""
     json.dump(ExperimentConfig.model_json_schema(), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
-PathArg = Annotated[Path, typer.Argument(help="a model package, or a repository REPO/<model>/<version>/")]
+PathArg = Annotated[Path, typer.Argument(help="a model package, or a repository `REPO/<model>/<version>/`")]
 
 
 @app.command()

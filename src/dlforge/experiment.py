@@ -1,20 +1,24 @@
 """Loading an experiment completely: the YAML schema, the task, and every registry-backed component.
 
 `load_config` checks structure; this also checks the task, the dataset's settings and what the task
-accepts (model spec, monitor…), so every mistake in the file is reported at load time with its key path.
+accepts (model spec, monitor…), so every mistake in the file is reported at load time with its key path
+— all of them at once, also when some sections are structurally broken (the others are still checked).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
-from dlforge.config import ConfigError, ExperimentConfig, load_config
+from dlforge.config import ConfigError, ExperimentConfig, parse_config
 from dlforge.config.errors import problems_from
+from dlforge.config.loading import load_raw
 from dlforge.data.datasets import DATASETS
+from dlforge.nn.checks import check_model
 from dlforge.registry import RegistryError
-from dlforge.tasks import TASKS, get_task
+from dlforge.tasks import TASKS, Task, get_task
 
 
 def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> bool:
@@ -31,18 +35,23 @@ def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> bool:
     return True
 
 
-def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
-    """The validated experiment with the task's defaults filled in (e.g. `train.monitor`)."""
-    if cfg.task not in TASKS:
-        try:
-            TASKS.get(cfg.task)
-        except RegistryError as exc:
-            raise ConfigError([f"task: {exc}"]) from None
-    task = get_task(cfg.task)
+def _check_task(cfg: ExperimentConfig, problems: list[str]) -> Task | None:
+    try:
+        TASKS.get(cfg.task)
+    except RegistryError as exc:
+        problems.append(f"task: {exc}")
+        return None
+    return get_task(cfg.task)
+
+
+def component_problems(cfg: ExperimentConfig) -> list[str]:
+    """Every problem the registries and the task find in a structurally valid config, in file order."""
     problems: list[str] = []
+    task = _check_task(cfg, problems)
     # tasks with their own dataset registry (seq2seq) check data.dataset themselves
-    data_ok = _check_dataset(cfg, problems) if getattr(task, "datasets", None) is None else False
-    problems += task.check(cfg)
+    own_data = task is not None and getattr(task, "datasets", None) is not None
+    data_ok = False if own_data else _check_dataset(cfg, problems)
+    problems += task.check(cfg) if task is not None else check_model(cfg.model)
     if cfg.augment and data_ok:
         from dlforge.data.augment import validate_augment
         from dlforge.data.splits import peek_input_shape
@@ -51,13 +60,49 @@ def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
             validate_augment(cfg.augment, peek_input_shape(cfg.data))
         except ConfigError as exc:
             problems += exc.problems
+    return problems
+
+
+def check_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The validated experiment with the task's defaults filled in (e.g. `train.monitor`)."""
+    problems = component_problems(cfg)
     if problems:
         raise ConfigError(problems)
     if cfg.train.monitor is None:
-        cfg.train.monitor = task.default_monitor
+        cfg.train.monitor = get_task(cfg.task).default_monitor
     return cfg
 
 
+def _section(problem: str) -> str:
+    """The top-level key a `key.path: problem` line is about."""
+    return problem.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
+
+
+def problems_beside(raw: dict[str, Any]) -> list[str]:
+    """The component problems of the sections that are structurally valid, in a config that is not.
+
+    The broken sections are replaced by their defaults to check the rest, and anything said about
+    them (or, when `data` is broken, about the augmentations that depend on its shape) is dropped."""
+    try:
+        ExperimentConfig.model_validate(raw)
+        return []
+    except ValidationError as exc:
+        broken = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+    if not broken or "task" in broken:  # without a task there is nothing to check the model against
+        return []
+    try:
+        rest = ExperimentConfig.model_validate({k: v for k, v in raw.items() if k not in broken})
+    except ValidationError:
+        return []
+    hidden = broken | ({"augment"} if "data" in broken else set())
+    return [p for p in component_problems(rest) if _section(p) not in hidden]
+
+
 def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """The validated experiment; ConfigError lists every problem with its key path."""
-    return check_experiment(load_config(path, overrides))
+    """The validated experiment; ConfigError lists every problem, structural and per component, at once."""
+    raw = load_raw(path, overrides)
+    try:
+        cfg = parse_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems + problems_beside(raw)) from None
+    return check_experiment(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +12,36 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
 
-def plot_learning_curves(history: list[dict[str, Any]], path: Path) -> Path:
+@dataclass(frozen=True)
+class Panel:
+    """One subplot of the learning curves: `(history key, legend label)` pairs over the epochs."""
+
+    title: str
+    curves: tuple[tuple[str, str], ...]
+    log: bool = False
+    ylim: tuple[float, float] | None = None
+
+
+CLASSIFICATION_PANELS = (
+    Panel("loss", (("train_loss", "train"), ("val_loss", "val"))),
+    Panel("validation", (("val_accuracy", "val_accuracy"), ("val_f1", "val_f1")), ylim=(0, 1.02)),
+)
+
+
+def plot_learning_curves(history: list[dict[str, Any]], path: Path,
+                         panels: tuple[Panel, ...] = CLASSIFICATION_PANELS) -> Path:
+    """report/learning_curves.png: one subplot per panel; each task names the history keys it plots."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="val")
-    ax_loss.set(title="loss", xlabel="epoch")
-    ax_loss.legend()
-    for key in ("val_accuracy", "val_f1"):
-        ax_acc.plot(epochs, [h[key] for h in history], label=key)
-    ax_acc.set(title="validation", xlabel="epoch", ylim=(0, 1.02))
-    ax_acc.legend()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for key, label in panel.curves:
+            ax.plot(epochs, [h[key] for h in history], label=label)
+        ax.set(title=panel.title, xlabel="epoch")
+        if panel.log:
+            ax.set_yscale("log")
+        if panel.ylim:
+            ax.set_ylim(*panel.ylim)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

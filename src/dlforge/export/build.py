@@ -11,7 +11,7 @@ import torch
 
 import dlforge
 from dlforge.export.errors import PackageError
-from dlforge.rundir import CONFIG, METRICS, WEIGHTS, load_run
+from dlforge.rundir import CONFIG, METRICS, RUN_INFO, WEIGHTS, load_run
 from dlforge.tasks import get_task
 
 METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "loss", "samples", "confusion_matrix")  # the model card
@@ -38,11 +38,12 @@ def build_package(run_dir: Path, root: Path, quantize: str | None, tolerance: fl
     """Write model files into `root`; returns the manifest fields (all but files/created/format)."""
     cfg, info, net = load_run(run_dir)
     task = get_task(cfg.task)
+    quantize = _norm_quantize(quantize, cfg.export.quantize)  # a bad choice fails before the slow part
     bundle = task.load_data(cfg, run_dir)
-    for name in (WEIGHTS, CONFIG, *info.artifacts):
+    for name in (WEIGHTS, CONFIG, RUN_INFO, *info.artifacts):  # the recipe `rundir.rebuild_model` reads
         shutil.copyfile(run_dir / name, root / name)
     tol = cfg.export.tolerance if tolerance is None else tolerance
-    fields = task.export(net, bundle, info, cfg, root, tol, _norm_quantize(quantize, cfg.export.quantize))
+    fields = task.export(net, bundle, info, cfg, root, tol, quantize)
     return {
         "name": cfg.name, "version": cfg.export.version, "task": cfg.task,
         "dlforge_version": dlforge.__version__, "torch_version": torch.__version__,

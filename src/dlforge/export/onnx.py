@@ -54,6 +54,9 @@ def export_onnx(net: nn.Module, example: Tensor, path: Path, opset: int, integer
     with warnings.catch_warnings():
         # RNN flat weights are re-assigned while tracing; harmless, torch asks for buffers instead
         warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
+        # torch 2.13's exporter calling its own deprecated internals: one per export, four more for RNNs
+        warnings.filterwarnings("ignore", category=FutureWarning, message="_check_is_size will be removed")
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r"`isinstance\(treespec, LeafSpec\)`")
         torch.onnx.export(WithProbabilities(net).eval(), (example,), str(path), dynamo=True, opset_version=opset,
                           input_names=[INPUT], output_names=[LOGITS, PROBS], dynamic_shapes=shapes,
                           external_data=False, verbose=False)

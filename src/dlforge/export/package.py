@@ -6,6 +6,8 @@ package/
   model.onnx         the graph (logits + softmax probabilities), dynamic batch axis
   model.safetensors  the torch weights (never pickles)
   config.yaml        the resolved experiment config
+  run.json           data facts (input shape, labels, token or float inputs): with config.yaml and the
+                     weights, the recipe `rundir.rebuild_model` needs
   model.int8.onnx    only when quantized
   tokenizer.json …   the run's artifacts (whatever must match between training and serving)
 ```

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from dlforge.config import ComponentSpec, ConfigError
 from dlforge.config.components import Component
@@ -150,9 +151,13 @@ def text_transformer(p: TextTransformerParams, shape: Shape, num_classes: int) -
             {"dense": num_classes}]
 
 
-def _tiny(expand: Callable[[Any, Shape, int], list[Any]], **small: Any) -> Callable[[Any, Shape, int], list[Any]]:
-    """A preset: the same expansion with some settings forced small (for tests)."""
-    return lambda p, shape, n: expand(p.model_copy(update=small), shape, n)
+def tiny_params(params: type[Params], **small: Any) -> type[Params]:
+    """A preset's settings: the base model's, with smaller defaults (shown by `dlforge models`, overridable)."""
+    fields: dict[str, Any] = {}
+    for name, value in small.items():
+        base = params.model_fields[name]
+        fields[name] = (base.annotation, FieldInfo.merge_field_infos(base, default=value))
+    return create_model(f"Tiny{params.__name__}", __base__=params, **fields)
 
 
 def _register() -> None:
@@ -163,18 +168,18 @@ def _register() -> None:
     add("resnet18", Component(ResNetParams, resnet18, None, "ResNet-18 (basic blocks 2-2-2-2)"))
     add("resnet34", Component(ResNetParams, resnet34, None, "ResNet-34 (basic blocks 3-4-6-3)"))
     add("rnn", Component(RnnParams, rnn, None, "LSTM/GRU classifier over sequences (optionally of tokens)"))
-    add("cnn_tiny", Component(CnnParams, _tiny(cnn, channels=[4], hidden=16), None, "cnn_small, 4 channels"))
-    add("mlp_tiny", Component(MlpParams, _tiny(mlp, hidden=[16]), None, "mlp with one hidden layer of 16"))
-    add("resnet18_tiny", Component(ResNetParams, _tiny(resnet18, width=4), None, "resnet18 at width 4"))
-    add("resnet34_tiny", Component(ResNetParams, _tiny(resnet34, width=4), None, "resnet34 at width 4"))
-    add("rnn_tiny", Component(RnnParams, _tiny(rnn, hidden=8, embedding_dim=8), None, "rnn with 8 hidden units"))
+    add("cnn_tiny", Component(tiny_params(CnnParams, channels=[4], hidden=16), cnn, None, "cnn_small, 4 channels"))
+    add("mlp_tiny", Component(tiny_params(MlpParams, hidden=[16]), mlp, None, "mlp with one hidden layer of 16"))
+    add("resnet18_tiny", Component(tiny_params(ResNetParams, width=4), resnet18, None, "resnet18 at width 4"))
+    add("resnet34_tiny", Component(tiny_params(ResNetParams, width=4), resnet34, None, "resnet34 at width 4"))
+    add("rnn_tiny", Component(tiny_params(RnnParams, hidden=8, embedding_dim=8), rnn, None, "rnn with 8 hidden units"))
     add("text_rnn", Component(TextRnnParams, text_rnn, None, "text: embedding, bidirectional GRU/LSTM, pooling"))
     add("text_transformer", Component(TextTransformerParams, text_transformer, None,
                                       "text: a small Transformer encoder with learned positions"))
-    add("text_rnn_tiny", Component(TextRnnParams, _tiny(text_rnn, embedding_dim=8, hidden=8), None,
+    add("text_rnn_tiny", Component(tiny_params(TextRnnParams, embedding_dim=8, hidden=8), text_rnn, None,
                                    "text_rnn with 8 hidden units"))
-    add("text_transformer_tiny", Component(TextTransformerParams, _tiny(text_transformer, dim=16, heads=2, layers=1),
-                                           None, "text_transformer: 1 block of width 16"))
+    add("text_transformer_tiny", Component(tiny_params(TextTransformerParams, dim=16, heads=2, layers=1),
+                                           text_transformer, None, "text_transformer: 1 block of width 16"))
 
 
 _register()

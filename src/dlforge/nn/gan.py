@@ -8,6 +8,7 @@ is a projection discriminator (Miyato & Koyama 2018): score = head(φ(x)) + <emb
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -65,6 +66,7 @@ class GanModel(nn.Module):
         self.ema_steps: Tensor
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))  # checkpointed with the weights
         self.judge: Any = None  # the task's sample judge (a plain attribute: never saved or trained)
+        self.load_judge: Callable[[], Any] = lambda: None  # set by the task; called on first evaluation
         self.eval_samples, self.grid_every = 1000, 1
 
     @property

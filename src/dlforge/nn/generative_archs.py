@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from dlforge.config.components import Component
-from dlforge.nn.archs import MODELS, _tiny
+from dlforge.nn.archs import MODELS, tiny_params
 from dlforge.nn.layers import Params, Shape
 
 
@@ -118,13 +118,14 @@ def _register() -> None:
     add("conv_autoencoder", Component(AutoencoderParams, conv_autoencoder, None,
                                       "image → image autoencoder (task: denoise)"))
     add("unet", Component(AutoencoderParams, unet, None, "image → image U-Net with skip connections (task: denoise)"))
-    add("dcgan_generator_tiny", Component(GeneratorParams, _tiny(dcgan_generator, width=4), None,
+    add("dcgan_generator_tiny", Component(tiny_params(GeneratorParams, width=4), dcgan_generator, None,
                                           "dcgan_generator at width 4"))
-    add("dcgan_discriminator_tiny", Component(DiscriminatorParams, _tiny(dcgan_discriminator, width=4), None,
+    add("dcgan_discriminator_tiny", Component(tiny_params(DiscriminatorParams, width=4), dcgan_discriminator, None,
                                               "dcgan_discriminator at width 4"))
-    add("conv_autoencoder_tiny", Component(AutoencoderParams, _tiny(conv_autoencoder, width=4), None,
+    add("conv_autoencoder_tiny", Component(tiny_params(AutoencoderParams, width=4), conv_autoencoder, None,
                                            "conv_autoencoder at width 4"))
-    add("unet_tiny", Component(AutoencoderParams, _tiny(unet, width=4, depth=1), None, "unet at width 4, depth 1"))
+    add("unet_tiny", Component(tiny_params(AutoencoderParams, width=4, depth=1), unet, None,
+                               "unet at width 4, depth 1"))
 
 
 _register()

@@ -2,7 +2,7 @@
 
 `infer` takes and returns whole batches (rows on axis 0) and is called from the batcher's
 executor thread, never on the event loop. ONNX Runtime is the default engine; the torch engine
-rebuilds the network from the package's weights and config (torch is imported only then).
+rebuilds the network with `rebuild_model`, as evaluate and export do (torch is imported only then).
 """
 
 from __future__ import annotations
@@ -107,26 +107,24 @@ class OnnxRuntime:
 
 
 class TorchRuntime:
-    """The trained network itself, rebuilt by its task from the package's recipe (config.yaml + data facts)."""
+    """The trained network itself, rebuilt from the package's recipe (config.yaml, run.json, weights) like evaluate."""
 
     def __init__(self, package: ModelPackage, threads: int) -> None:
         import torch
-        from safetensors.torch import load_file
 
         from dlforge.config import load_config
-        from dlforge.rundir import RunInfo
-        from dlforge.tasks import get_task
+        from dlforge.export.errors import PackageError
+        from dlforge.rundir import CONFIG, RUN_INFO, WEIGHTS, RunInfo, rebuild_model
 
+        if package.manifest.task != "classification":  # its infer() returns logits and probabilities
+            raise PackageError(f"{package.root}: --runtime torch serves classification packages; this one is "
+                               f"task {package.manifest.task} — serve it with the default runtime (onnx)")
+        if RUN_INFO not in package.manifest.files:
+            raise PackageError(f"{package.root}: no {RUN_INFO} (exported by an older dlforge); re-export the run "
+                               "with `dlforge export RUN_DIR` to serve it with the torch runtime")
         torch.set_num_threads(threads)
-        manifest = package.manifest
-        cfg = load_config(package.path("config.yaml"))
-        if "run_info" in manifest.task_info:
-            info = RunInfo(**manifest.task_info["run_info"])
-        else:  # packages exported before the data facts travelled with them: fixed-shape float inputs
-            info = RunInfo(list(manifest.inputs[0].shape[1:]), manifest.labels, False, manifest.preprocessing, "")
-        net = get_task(manifest.task).build_model(cfg, info)
-        net.load_state_dict(load_file(str(package.path("model.safetensors"))))
-        self.net = net.eval()
+        cfg = load_config(package.path(CONFIG))
+        self.net = rebuild_model(cfg, RunInfo.read(package.path(RUN_INFO)), package.path(WEIGHTS))
         self._torch: Any = torch
         self.metadata = package_metadata(package, "pytorch_safetensors")
 

@@ -8,7 +8,6 @@ recall, F1 with a confusion matrix, an ONNX graph returning logits and softmax p
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ class ClassificationTask:
     losses = ("loss",)
     metrics = ("accuracy", "precision", "recall", "f1")
     default_monitor = "val_accuracy"
+    has_classifier = True  # model.pretrained replaces its head; train.freeze: backbone is all but it
 
     def minimize(self, monitor: str) -> bool:
         return monitor == "val_loss"
@@ -45,7 +45,7 @@ class ClassificationTask:
     # --- load time ------------------------------------------------------------------------------
 
     def check(self, cfg: ExperimentConfig) -> list[str]:
-        problems = check_model(cfg.model)
+        problems = check_model(cfg.model, timm=True)
         if cfg.data.dataset in DATASETS:
             entry = DATASETS.get(cfg.data.dataset)
             if self.name not in entry.tasks:
@@ -107,11 +107,10 @@ class ClassificationTask:
         report = run_dir / "report"
         report.mkdir(exist_ok=True)
         plot_confusion_matrix(metrics["confusion_matrix"], info.labels, report / "confusion_matrix.png")
-        history_file = run_dir / "history.jsonl"
-        if history_file.is_file():
-            history = [json.loads(line) for line in history_file.read_text().splitlines() if line]
-            if history:
-                plot_learning_curves(history, report / "learning_curves.png")
+        from dlforge.rundir import read_history
+
+        if history := read_history(run_dir):
+            plot_learning_curves(history, report / "learning_curves.png")
 
     # --- export -----------------------------------------------------------------------------------
 
@@ -125,7 +124,6 @@ class ClassificationTask:
             "inputs": inputs, "outputs": outputs, "labels": info.labels, "preprocessing": info.preprocessing,
             "onnx": {"opset": cfg.export.opset, "parity_max_abs_diff": diff, "tolerance": tolerance,
                      "parity_samples": len(x_val)},
-            "task_info": {"run_info": asdict(info)},  # the recipe's data facts: the torch runtime rebuilds from them
         }
         if quantize:
             from dlforge.export.quantize import quantize_package

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ import torch
 
 from dlforge.config import ExperimentConfig
 from dlforge.data.splits import DataBundle, load_data
+from dlforge.evaluate.plots import Panel, plot_learning_curves
 from dlforge.export.errors import ExportError
 from dlforge.export.onnx import session
 from dlforge.imagegrid import save_grid
@@ -27,7 +27,7 @@ EXAMPLES, PARITY_SAMPLES = 12, 64
 
 def write_denoise_report(run_dir: Path) -> None:
     """report/examples.png (rows: noisy, denoised, clean; test split) and report/learning_curves.png."""
-    from dlforge.rundir import load_run
+    from dlforge.rundir import load_run, read_history
     from dlforge.tasks.denoise import noisy_batch
 
     cfg, _, net = load_run(run_dir)
@@ -39,34 +39,14 @@ def write_denoise_report(run_dir: Path) -> None:
         out = net(noisy)
     rows = torch.cat([noisy, out, clean]).numpy()
     save_grid(rows, report / "examples.png", columns=len(clean))
-    history_file = run_dir / "history.jsonl"
-    if history_file.is_file():
-        history = [json.loads(line) for line in history_file.read_text().splitlines() if line]
-        if history:
-            _plot_psnr(history, report / "learning_curves.png")
+    if history := read_history(run_dir):
+        plot_learning_curves(history, report / "learning_curves.png", DENOISE_PANELS)
 
 
-def _plot_psnr(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    fig, (loss, psnr) = plt.subplots(1, 2, figsize=(10, 4))
-    loss.plot(epochs, [row["train_loss"] for row in history], label="train")
-    loss.plot(epochs, [row["val_loss"] for row in history], label="val")
-    loss.set_title("reconstruction loss")
-    loss.legend()
-    psnr.plot(epochs, [row["val_psnr"] for row in history], label="denoised")
-    psnr.plot(epochs, [row["val_psnr_noisy"] for row in history], label="noisy input", linestyle="--")
-    psnr.set_title("PSNR on the validation split (dB)")
-    psnr.legend()
-    for ax in (loss, psnr):
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+DENOISE_PANELS = (
+    Panel("reconstruction loss", (("train_loss", "train"), ("val_loss", "val"))),
+    Panel("PSNR on the validation split (dB)", (("val_psnr", "denoised"), ("val_psnr_noisy", "noisy input"))),
+)
 
 
 def export_denoiser(net: Denoiser, bundle: DataBundle, info: RunInfo, cfg: ExperimentConfig, root: Path,

@@ -9,8 +9,9 @@ checkpoint: the EMA is part of the model, the discriminator's optimizer in `trai
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +66,7 @@ class GanTask:
             problems.append("train.monitor: val_class_accuracy needs gan.classifier and gan.conditional: true")
         if cfg.denoise is not None:
             problems.append("denoise: belongs to task: denoise; remove it or set task: denoise")
+        problems += finetune_problems(cfg)
         if cfg.export.quantize != "none":
             problems.append("export.quantize: int8 is for classifiers; a GAN generator is exported in fp32")
         if cfg.model.arch is not None and cfg.model.arch in ARCH_TASKS and ARCH_TASKS[cfg.model.arch] != "gan":
@@ -82,7 +84,9 @@ class GanTask:
 
     def create_model(self, cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker
-        return _build(cfg, bundle.input_shape, bundle.num_classes)
+        net = _build(cfg, bundle.input_shape, bundle.num_classes)
+        judge(net)  # training evaluates every epoch: a missing or mismatched classifier fails now, not after epoch 1
+        return net
 
     def build_model(self, cfg: ExperimentConfig, info: RunInfo) -> nn.Module:
         return _build(cfg, tuple(info.input_shape), len(info.labels))
@@ -130,19 +134,19 @@ class GanTask:
     def evaluate(self, model: nn.Module, batches: Any, info: RunInfo, device: torch.device) -> dict[str, Any]:
         """Sample quality on the whole split (identical on every worker: fixed latents, all samples)."""
         net = _gan(model)
-        judge: Judge = net.judge.to(device)
+        judge_ = judge(net).to(device)
         real, real_y = (t.to(device) for t in batches.dataset.tensors)
         conditional = net.generator.num_classes > 0
         n = max(net.eval_samples, len(real))
         z, y = eval_latents(n, net.generator.latent_dim, len(info.labels), device)
         fake = generate(net.sampler, z, y if conditional else None)
-        quality = sample_quality(judge, fake, y, real, real_y, conditional)
+        quality = sample_quality(judge_, fake, y, real, real_y, conditional)
         with torch.no_grad():
             d = net.discriminator.eval()
             loss = float(torch.relu(1 - d(real, real_y if conditional else None)).mean()
                          + torch.relu(1 + d(fake[:len(real)], y[:len(real)] if conditional else None)).mean())
             d.train()
-        return {"loss": loss, **quality, "samples": n, "judge": judge.source}
+        return {"loss": loss, **quality, "samples": n, "judge": judge_.source}
 
     def on_epoch_end(self, model: nn.Module, run_dir: Path, epoch: int) -> None:
         """report/samples/epoch_<n>.png on the fixed grid latents, every `gan.grid_every` epochs."""
@@ -166,6 +170,17 @@ class GanTask:
         from dlforge.tasks.gan_export import export_generator
 
         return export_generator(_gan(net), info, cfg, root, tolerance, quantize)
+
+
+def finetune_problems(cfg: ExperimentConfig) -> list[str]:
+    """Freezing and per-group learning rates are not wired through the GAN's two optimizers (the
+    generator's and the discriminator's parameter names would both be in play): refused, not ignored."""
+    t, problems = cfg.train, []
+    for key, value in (("freeze", t.freeze), ("param_groups", t.param_groups), ("layer_decay", t.layer_decay)):
+        if value:
+            problems.append(f"train.{key}: not supported for task gan (generator and discriminator have optimizers "
+                            "of their own); remove it — model.pretrained alone does work")
+    return problems
 
 
 def image_data_problems(cfg: ExperimentConfig) -> list[str]:
@@ -204,9 +219,16 @@ def _build(cfg: ExperimentConfig, image_shape: tuple[int, ...], num_classes: int
     generator = build_generator(cfg.model, image_shape, g.latent_dim, classes, g.embed_dim)
     discriminator = build_discriminator(g.discriminator, image_shape, classes, g.spectral_norm)
     net = GanModel(generator, discriminator, ema_copy(generator) if g.ema_decay > 0 else None)
-    net.judge = load_judge(g.classifier, image_shape, num_classes)  # not a submodule: never saved or trained
+    net.load_judge = partial(load_judge, g.classifier, image_shape, num_classes)  # only evaluation needs it
     net.eval_samples, net.grid_every = g.eval_samples, g.grid_every
     return net
+
+
+def judge(net: GanModel) -> Judge:
+    """The sample judge, loaded on first use: export, serving and `generate` never need the classifier."""
+    if net.judge is None:
+        net.judge = net.load_judge()
+    return cast(Judge, net.judge)
 
 
 def grid_latents(latent_dim: int, num_classes: int) -> tuple[Tensor, Tensor | None]:
@@ -227,4 +249,4 @@ def epoch_grid(model: nn.Module) -> Tensor:
 
 
 TASK = GanTask()
-__all__ = ["TASK", "GanTask", "epoch_grid", "grid_latents"]
+__all__ = ["TASK", "GanTask", "epoch_grid", "grid_latents", "judge"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch import nn
 
+from dlforge.evaluate.plots import Panel, plot_learning_curves
 from dlforge.imagegrid import save_grid
 
 GRIDS = "samples"
@@ -28,7 +28,7 @@ def untrained_baseline(run_dir: Path) -> dict[str, float | None]:
     from dlforge.config import load_config
     from dlforge.data.splits import load_data
     from dlforge.rundir import RunInfo
-    from dlforge.tasks.gan import TASK, _gan
+    from dlforge.tasks.gan import TASK, _gan, judge
     from dlforge.tasks.gan_metrics import eval_latents, generate, sample_quality
 
     cfg, info = load_config(run_dir / "config.yaml"), RunInfo.load(run_dir)
@@ -39,42 +39,23 @@ def untrained_baseline(run_dir: Path) -> dict[str, float | None]:
     z, y = eval_latents(max(net.eval_samples, len(real)), net.generator.latent_dim, len(info.labels),
                         torch.device("cpu"))
     fake = generate(net.generator, z, y if conditional else None)
-    return sample_quality(net.judge, fake, y, real, real_y, conditional)
+    return sample_quality(judge(net), fake, y, real, real_y, conditional)
 
 
 def write_gan_report(run_dir: Path) -> None:
     """report/samples.png (the final EMA generator) and report/learning_curves.png."""
-    from dlforge.rundir import load_run
+    from dlforge.rundir import load_run, read_history
     from dlforge.tasks.gan import GRID_PER_CLASS, epoch_grid
 
     report = run_dir / "report"
     report.mkdir(exist_ok=True)
     _, _, net = load_run(run_dir)
     save_grid(epoch_grid(net).numpy(), report / "samples.png", columns=GRID_PER_CLASS)
-    history_file = run_dir / "history.jsonl"
-    if history_file.is_file():
-        history = [json.loads(line) for line in history_file.read_text().splitlines() if line]
-        if history:
-            plot_gan_curves(history, report / "learning_curves.png")
+    if history := read_history(run_dir):
+        plot_learning_curves(history, report / "learning_curves.png", GAN_PANELS)
 
 
-def plot_gan_curves(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    fig, (losses, fid) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("train_d_loss", "train_g_loss"):
-        losses.plot(epochs, [row[key] for row in history], label=key.removeprefix("train_"))
-    losses.set_xlabel("epoch")
-    losses.set_title("discriminator / generator loss")
-    losses.legend()
-    fid.plot(epochs, [row["val_fid"] for row in history], label="FID (val)")
-    fid.set_xlabel("epoch")
-    fid.set_yscale("log")
-    fid.set_title("FID on the validation split (lower is better)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+GAN_PANELS = (
+    Panel("discriminator / generator loss", (("train_d_loss", "d_loss"), ("train_g_loss", "g_loss"))),
+    Panel("FID on the validation split (lower is better)", (("val_fid", "FID (val)"),), log=True),
+)

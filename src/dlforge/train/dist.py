@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
+import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import wraps
@@ -88,6 +91,11 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def env_rank() -> int:
+    """This process's global rank from torchrun's environment (0 without torchrun); usable before `setup`."""
+    return int(os.environ.get("RANK", 0))
+
+
 def restart_count() -> int:
     """How often torchrun has restarted this worker group (0 on the first attempt or without torchrun)."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
@@ -101,7 +109,7 @@ def under_launcher() -> bool:
 def reports_to_user() -> bool:
     """Whether this process prints results: a lone process, or rank 0 under a plain torchrun
     (under `--nproc` the launching command prints them once)."""
-    return int(os.environ.get("RANK", 0)) == 0 and LAUNCHED_ENV not in os.environ
+    return env_rank() == 0 and LAUNCHED_ENV not in os.environ
 
 
 def record_errors(fn: F) -> F:
@@ -113,9 +121,38 @@ def record_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         from torch.distributed.elastic.multiprocessing.errors import record
 
-        return record(fn)(*args, **kwargs)
+        return record(fn, error_handler=_atomic_error_handler())(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _atomic_error_handler() -> Any:
+    """torch's ErrorHandler, but the error file appears whole or not at all.
+
+    torch writes it in place (open "w", then json.dump). When a peer dies, the survivor fails in its
+    collective and writes its file while the agent is already collecting failures; an agent that reads the
+    half-written file raises "Failed to parse reply file" and ends the job instead of restarting it.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+    class AtomicErrorHandler(ErrorHandler):
+        def _write_error_file(self, file_path: str, error_msg: str) -> None:
+            _write_atomically(Path(file_path), error_msg)
+
+        def record_exception(self, e: BaseException) -> None:
+            file = self._get_error_file_path()
+            if file:
+                data = {"message": {"message": f"{type(e).__name__}: {e}", "extraInfo": {
+                    "py_callstack": traceback.format_exc(), "timestamp": str(int(time.time()))}}}
+                _write_atomically(Path(file), json.dumps(data))
+
+    return AtomicErrorHandler()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 # --- launching -------------------------------------------------------------------------------------------

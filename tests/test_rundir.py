@@ -1,0 +1,92 @@
+"""One run per run directory: retraining refuses a non-empty folder without --resume or --overwrite (item 3 of #18)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dlforge.config import dump_config
+from dlforge.rundir import CONFIG, RunDirError, RunInfo, prepare_run_dir
+from dlforge.tasks import TASKS
+from dlforge.train.checkpoint import list_checkpoints
+from dlforge.train.run import train_run
+from tests.conftest import tiny_config
+from tests.test_errors import fails_cleanly
+
+
+def snapshot(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_retraining_into_a_finished_run_is_refused_and_changes_nothing(model_package: Path) -> None:
+    run_dir = model_package.parent
+    before = snapshot(run_dir)
+    with pytest.raises(RunDirError, match="is not empty .*--resume.*--overwrite"):
+        train_run(tiny_config(), run_dir)
+    message = fails_cleanly(["train", "--out", str(run_dir), "--set", "model.arch=cnn_tiny"])
+    assert "continue that run with --resume, replace it with --overwrite, or pick another --out" in message
+    assert snapshot(run_dir) == before
+
+
+def test_overwrite_replaces_the_old_run_and_keeps_other_files(tmp_path: Path) -> None:
+    cfg = tiny_config(model={"arch": "mlp_tiny"}, train={"epochs": 2})
+    train_run(cfg, tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    train_run(tiny_config(model={"arch": "mlp_tiny"}, train={"epochs": 1}), tmp_path, overwrite=True)
+    assert [c.name for c in list_checkpoints(tmp_path / "checkpoints")] == ["epoch-0001"]  # epoch 2 is gone
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 1
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    # --resume after --overwrite continues the new run, not the old one
+    metrics = train_run(tiny_config(model={"arch": "mlp_tiny"}, train={"epochs": 2}), tmp_path, resume=True)
+    assert metrics["epochs"] == 2 and len((tmp_path / "history.jsonl").read_text().splitlines()) == 2
+
+
+def test_resume_with_another_model_is_refused_naming_the_key(model_package: Path) -> None:
+    run_dir = model_package.parent  # trained with cnn_tiny
+    before = snapshot(run_dir)
+    message = fails_cleanly(["train", "--out", str(run_dir), "--resume", "--set", "model.arch=cnn_tiny",
+                             "--set", "model.params.channels=[8]"])
+    assert "--resume:" in message and "model.params.channels: unset in the run, [8] now" in message
+    assert "--overwrite" in message
+    assert "--resume continues the run" in fails_cleanly(["train", "--out", str(run_dir), "--resume", "--overwrite"])
+    assert snapshot(run_dir) == before
+
+
+TASK_CONFIGS = {
+    "classification": {},
+    "gan": {"task": "gan", "model": {"arch": "dcgan_generator_tiny"},
+            "gan": {"discriminator": {"arch": "dcgan_discriminator_tiny"}}},
+    "denoise": {"task": "denoise", "model": {"arch": "unet_tiny"}},
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS.names()))
+def test_every_task_refuses_a_non_empty_run_dir_before_loading_data(tmp_path: Path, task: str) -> None:
+    (tmp_path / "history.jsonl").write_text("{}\n")
+    with pytest.raises(RunDirError, match="is not empty"):
+        train_run(tiny_config(**TASK_CONFIGS[task]), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.jsonl"]
+
+
+def test_overwrite_removes_the_old_runs_artifacts(tmp_path: Path) -> None:
+    cfg = tiny_config()
+    (tmp_path / CONFIG).write_text(dump_config(cfg))
+    RunInfo([4], ["a", "b"], True, {}, "text_csv", ["tokenizer.json"]).save(tmp_path)
+    for name in ("tokenizer.json", "mine.txt"):
+        (tmp_path / name).write_text("{}")
+    prepare_run_dir(tmp_path, cfg, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_resume_refuses_another_discriminator(tmp_path: Path) -> None:
+    cfg = tiny_config(**TASK_CONFIGS["gan"])
+    (tmp_path / CONFIG).write_text(dump_config(cfg))
+    prepare_run_dir(tmp_path, cfg, resume=True)  # the same recipe resumes
+    changed = tiny_config(**{**TASK_CONFIGS["gan"], "gan": {"discriminator": {"arch": "dcgan_discriminator"}}})
+    with pytest.raises(RunDirError, match='gan.discriminator.arch: "dcgan_discriminator_tiny" in the run'):
+        prepare_run_dir(tmp_path, changed, resume=True)
+    knobs = tiny_config(**{**TASK_CONFIGS["gan"], "train": {"epochs": 9}})
+    prepare_run_dir(tmp_path, knobs, resume=True)  # training knobs may change
