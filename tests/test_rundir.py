@@ -60,6 +60,9 @@ TASK_CONFIGS = {
     "gan": {"task": "gan", "model": {"arch": "dcgan_generator_tiny"},
             "gan": {"discriminator": {"arch": "dcgan_discriminator_tiny"}}},
     "denoise": {"task": "denoise", "model": {"arch": "unet_tiny"}},
+    "seq2seq": {"task": "seq2seq", "model": {"arch": "rnn_attention_tiny"},
+                "data": {"dataset": "num2words", "params": {"source": "digits", "target": "en", "max_number": 99,
+                                                            "n_samples": 60}}},
 }
 
 
