@@ -152,6 +152,17 @@ def test_sync_batchnorm_on_cpu_is_refused_before_any_worker_starts(tmp_path: Pat
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_unfreezing_under_ddp_matches_one_worker(tmp_path: Path) -> None:
+    """Layers frozen for epoch 1 join DDP's gradient all-reduce from epoch 2 (the wrapper is rebuilt)."""
+    raw = {**EXPERIMENT, "train": {**EXPERIMENT["train"], "epochs": 2, "freeze": [r"^body\.0\."],
+                                   "unfreeze_at_epoch": 2}}
+    code, stderr = finish(launch(write_config(tmp_path, raw), tmp_path / "ddp", "--nproc", "2"))
+    assert code == 0, stderr
+    code, stderr = finish(launch(tmp_path / "experiment.yaml", tmp_path / "one"))
+    assert code == 0, stderr
+    assert weights_close(tmp_path / "ddp", tmp_path / "one", atol=1e-5)
+
+
 def test_a_worker_error_file_is_whole_json_that_torchrun_parses(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The agent reads a failed worker's error file; a half-written one made it end the job instead of restarting."""

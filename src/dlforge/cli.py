@@ -130,9 +130,11 @@ def _check_before_launch(cfg: ExperimentConfig, nproc: int, run_dir: Path, resum
     from dlforge.data.loaders import per_worker_batch
     from dlforge.rundir import prepare_run_dir
     from dlforge.train.dist import check_sync_batchnorm, pick_device
+    from dlforge.train.param_groups import check_freeze_setup
 
     per_worker_batch(cfg.train.batch_size, nproc)
     check_sync_batchnorm(cfg.train.sync_batchnorm and nproc > 1, pick_device(cfg.train.device))
+    check_freeze_setup(cfg.train, nproc > 1)
     prepare_run_dir(run_dir, cfg, resume, overwrite)
 
 
@@ -332,6 +334,52 @@ def models() -> None:
     from dlforge.nn import MODELS
 
     _print_components("architectures", describe(MODELS))
+
+
+@app.command()
+def params(source: Annotated[Path, typer.Argument(help="a run directory or an experiment YAML")],
+           set_: SetOpt = None) -> None:
+    """Show the optimiser's parameter groups: learning rate, weight decay, trainable and frozen counts.
+
+    Reflects `train.freeze`, `train.param_groups` and `train.layer_decay` as training starts (epoch 1).
+    Examples: `dlforge params examples/digits_finetune.yaml`, `dlforge params runs/digits --set train.layer_decay=0.7`
+    """
+    from dlforge.train.param_groups import describe as describe_groups
+
+    cfg, net, num_classes = _model_of(source, set_)
+    rows = describe_groups(net, cfg.train, num_classes)
+    table = Table(title=f"{source}: parameter groups (epoch 1)")
+    for col in ("group", "from", "lr", "wd", "tensors", "params", "trainable"):
+        table.add_column(col, justify="left" if col in ("group", "from") else "right")
+    for r in rows:
+        table.add_row(r["group"], r["first"].rsplit(".", 1)[0], f"{r['lr']:.3g}", f"{r['weight_decay']:g}",
+                      str(r["tensors"]), f"{r['parameters']:,}", f"{r['trainable']:,}")
+    console.print(table)
+    total, trainable = sum(r["parameters"] for r in rows), sum(r["trainable"] for r in rows)
+    console.print(f"{trainable:,} of {total:,} parameters trainable"
+                  + (f"; all from epoch {cfg.train.unfreeze_at_epoch}" if cfg.train.unfreeze_at_epoch else ""))
+
+
+def _model_of(source: Path, overrides: list[str] | None) -> tuple[ExperimentConfig, Any, int | None]:
+    """(config, freshly built model, number of classes when the task's model has a classifier) of a run
+    directory or an experiment file."""
+    from dlforge.tasks import get_task
+
+    if source.is_dir():
+        from dlforge.config import load_config
+        from dlforge.rundir import CONFIG, RUN_INFO, RunInfo, require
+
+        require(source, CONFIG, RUN_INFO)
+        cfg = load_config(source / CONFIG, overrides)
+        info = RunInfo.load(source)
+        task = get_task(cfg.task)
+        net, num_classes = task.build_model(cfg, info), len(info.labels)
+    else:
+        cfg = _load(source, overrides)
+        task = get_task(cfg.task)
+        bundle = task.load_data(cfg)
+        net, num_classes = task.create_model(cfg, bundle), bundle.num_classes
+    return cfg, net, num_classes if getattr(task, "has_classifier", False) else None
 
 
 @app.command()

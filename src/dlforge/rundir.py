@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 CONFIG, RUN_INFO, WEIGHTS = "config.yaml", "run.json", "model.safetensors"
 METRICS, HISTORY = "metrics.json", "history.jsonl"
 CHECKPOINTS, REPORT, PACKAGE = "checkpoints", "report", "package"
-RUN_ENTRIES = (CONFIG, RUN_INFO, WEIGHTS, METRICS, HISTORY, CHECKPOINTS, REPORT, PACKAGE)  # what --overwrite removes
+PRETRAINED_REPORT = "pretrained.json"  # what model.pretrained loaded, replaced and left out
+RUN_ENTRIES = (CONFIG, RUN_INFO, WEIGHTS, METRICS, HISTORY, CHECKPOINTS, REPORT, PACKAGE,
+               PRETRAINED_REPORT)  # what --overwrite removes
 
 
 @dataclass

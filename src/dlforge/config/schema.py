@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dlforge.config.finetune import Freeze, ParamGroupConfig, PretrainedConfig, check_finetune
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -45,6 +47,8 @@ class DataConfig(Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="dataset-specific settings")
     val_fraction: float = Field(0.15, gt=0, lt=1)
     test_fraction: float = Field(0.15, gt=0, lt=1)
+    classes: list[str] | None = Field(None, min_length=2, description="keep only these labels (in this order)")
+    train_fraction: float = Field(1.0, gt=0, le=1, description="seeded stratified share of the train split to use")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
 
     @model_validator(mode="after")
@@ -58,6 +62,7 @@ class ModelConfig(Strict):
     arch: str | None = Field(None, description="a registered architecture (see `dlforge models`)")
     params: dict[str, Any] = Field(default_factory=dict, description="settings of `arch`")
     layers: list[ComponentSpec] | None = Field(None, description="a layer list (see `dlforge layers`)")
+    pretrained: PretrainedConfig | None = Field(None, description="start from these weights (see docs/finetuning.md)")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -107,6 +112,17 @@ class TrainConfig(Strict):
     sync_batchnorm: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
+    freeze: Freeze = Field(None, description="'backbone' (all but the classifier) or regexes of parameter names")
+    unfreeze_at_epoch: int | None = Field(None, ge=2, description="epoch (1-based) from which nothing is frozen")
+    param_groups: list[ParamGroupConfig] = Field(default_factory=list,
+                                                 description="per-regex learning rates / weight decay")
+    layer_decay: float | None = Field(None, gt=0, le=1,
+                                      description="layer-wise lr decay: layer i of n gets lr × decay^(n-1-i)")
+
+    @model_validator(mode="after")
+    def _finetune_rules(self) -> TrainConfig:
+        check_finetune(self.freeze, self.unfreeze_at_epoch, self.epochs)
+        return self
 
 
 class EvalConfig(Strict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,40 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
     return x.mean(dim=dims).flatten().tolist(), std.flatten().tolist()
 
 
+def select_classes(raw: RawData, classes: list[str] | None) -> RawData:
+    """Only the samples of `classes` (data.classes), relabelled 0..n-1 in that order."""
+    if classes is None:
+        return raw
+    unknown = [c for c in classes if c not in raw.labels]
+    if unknown or len(set(classes)) != len(classes):
+        raise DataError(f"data.classes: {unknown or classes} — each must be one of this dataset's labels, "
+                        f"once ({', '.join(raw.labels[:20])})")
+    old = torch.tensor([raw.labels.index(c) for c in classes])
+    keep = torch.isin(raw.y, old)
+    remap = torch.full((len(raw.labels),), -1, dtype=torch.long)
+    remap[old] = torch.arange(len(classes))
+    texts = None if raw.texts is None else [t for t, k in zip(raw.texts, keep.tolist(), strict=True) if k]
+    x = raw.x if texts is not None else raw.x[keep]  # text: ids come after the split (tokenize_splits)
+    return replace(raw, x=x, y=remap[raw.y[keep]], labels=list(classes), texts=texts)
+
+
+def subsample(idx: Tensor, y: Tensor, fraction: float, seed: int) -> Tensor:
+    """A seeded, stratified share of the train split (data.train_fraction: few-label fine-tuning)."""
+    if fraction >= 1:
+        return idx
+    try:
+        kept, _ = train_test_split(idx.numpy(), train_size=fraction, stratify=y[idx].numpy(), random_state=seed)
+    except ValueError as exc:
+        raise DataError(f"data.train_fraction: {fraction} of {len(idx)} training samples leaves too few per "
+                        f"class: {exc}") from None
+    return torch.from_numpy(kept).sort().values
+
+
 def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBundle:
+    raw = select_classes(raw, cfg.classes)
     train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed, raw.labels)
-    if raw.texts is not None:  # the tokenizer learns from the train split only
+    train_idx = subsample(train_idx, raw.y, cfg.train_fraction, seed)
+    if raw.texts is not None:  # the tokenizer learns from the (kept) train split only
         from dlforge.data.text import tokenize_splits
 
         raw = tokenize_splits(raw, train_idx, reuse)

@@ -16,6 +16,7 @@ from dlforge.config import ComponentSpec, ConfigError, ModelConfig
 from dlforge.config.components import Component, resolve
 from dlforge.errors import UserError
 from dlforge.nn.layers import LAYERS, LayerShapeError, Params, Shape
+from dlforge.nn.timm_arch import build_timm, is_timm
 
 
 class ModelBuildError(UserError, ValueError):
@@ -168,6 +169,9 @@ def build_model(cfg: ModelConfig, input_shape: Shape, num_classes: int, integer_
 
     `pad_id`: token inputs padded with this id; padding-aware layers then ignore those steps.
     `vocab_size`: the tokenizer's, for architectures that leave it unset."""
+    if is_timm(cfg.arch):
+        normalize = nn.Identity() if integer_input else InputNormalize(tuple(input_shape))
+        return Net(normalize, build_timm(cfg.arch or "", cfg.params, tuple(input_shape), num_classes))
     specs, path = layer_specs(cfg, input_shape, num_classes, {"vocab_size": vocab_size})
     dtype = torch.long if integer_input else torch.float32
     body, out = build_layers(specs, tuple(input_shape), path, dtype)

@@ -11,6 +11,7 @@ from dlforge.config.components import resolve
 from dlforge.config.errors import problems_from
 from dlforge.nn.archs import MODELS
 from dlforge.nn.layers import LAYERS
+from dlforge.nn.timm_arch import TimmError, check_timm_arch, is_timm
 from dlforge.registry import RegistryError
 
 
@@ -25,11 +26,21 @@ def check_layers(specs: list[Any], path: str, problems: list[str]) -> None:
             check_layers(params.layers, f"{path}[{i}].layers", problems)  # type: ignore[attr-defined]
 
 
-def check_model(model: ModelConfig, path: str = "model") -> list[str]:
-    """Problems with `model` (a layer list or a named architecture), one `key.path: problem` each."""
+def check_model(model: ModelConfig, path: str = "model", timm: bool = False) -> list[str]:
+    """Problems with `model` (a layer list or a named architecture), one `key.path: problem` each.
+
+    `timm`: whether this task builds `timm/<name>` architectures (classifiers only)."""
     problems: list[str] = []
     if model.layers is not None:
         check_layers(model.layers, f"{path}.layers", problems)
+        return problems
+    if is_timm(model.arch):
+        if not timm:
+            return [f"{path}.arch: {model.arch}: timm architectures are classifiers (task: classification)"]
+        try:
+            check_timm_arch(model.arch or "")
+        except TimmError as exc:
+            problems.append(str(exc))
         return problems
     try:
         component = MODELS.get(model.arch or "")

@@ -37,6 +37,7 @@ class ClassificationTask:
     losses = ("loss",)
     metrics = ("accuracy", "precision", "recall", "f1")
     default_monitor = "val_accuracy"
+    has_classifier = True  # model.pretrained replaces its head; train.freeze: backbone is all but it
 
     def minimize(self, monitor: str) -> bool:
         return monitor == "val_loss"
@@ -44,7 +45,7 @@ class ClassificationTask:
     # --- load time ------------------------------------------------------------------------------
 
     def check(self, cfg: ExperimentConfig) -> list[str]:
-        problems = check_model(cfg.model)
+        problems = check_model(cfg.model, timm=True)
         if cfg.data.dataset in DATASETS:
             entry = DATASETS.get(cfg.data.dataset)
             if self.name not in entry.tasks:

@@ -66,6 +66,7 @@ class GanTask:
             problems.append("train.monitor: val_class_accuracy needs gan.classifier and gan.conditional: true")
         if cfg.denoise is not None:
             problems.append("denoise: belongs to task: denoise; remove it or set task: denoise")
+        problems += finetune_problems(cfg)
         if cfg.export.quantize != "none":
             problems.append("export.quantize: int8 is for classifiers; a GAN generator is exported in fp32")
         if cfg.model.arch is not None and cfg.model.arch in ARCH_TASKS and ARCH_TASKS[cfg.model.arch] != "gan":
@@ -169,6 +170,17 @@ class GanTask:
         from dlforge.tasks.gan_export import export_generator
 
         return export_generator(_gan(net), info, cfg, root, tolerance, quantize)
+
+
+def finetune_problems(cfg: ExperimentConfig) -> list[str]:
+    """Freezing and per-group learning rates are not wired through the GAN's two optimizers (the
+    generator's and the discriminator's parameter names would both be in play): refused, not ignored."""
+    t, problems = cfg.train, []
+    for key, value in (("freeze", t.freeze), ("param_groups", t.param_groups), ("layer_decay", t.layer_decay)):
+        if value:
+            problems.append(f"train.{key}: not supported for task gan (generator and discriminator have optimizers "
+                            "of their own); remove it — model.pretrained alone does work")
+    return problems
 
 
 def image_data_problems(cfg: ExperimentConfig) -> list[str]:

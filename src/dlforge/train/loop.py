@@ -30,6 +30,7 @@ from dlforge.train import checkpoint as ckpt
 from dlforge.train import dist
 from dlforge.train.dist import DistContext
 from dlforge.train.optim import build_optimizer, build_scheduler
+from dlforge.train.param_groups import Freezer, check_freeze_setup, optimizer_groups, plan_groups
 from dlforge.train.progress import EpochProgress
 from dlforge.train.step import autocast, grad_scaler, optimizer_update, train_epoch
 
@@ -64,6 +65,7 @@ class Trainer:
     augmenter: nn.Module | None = None
     scaler: torch.amp.GradScaler | None = None
     best_state: dict[str, Tensor] | None = None
+    freezer: Freezer | None = None  # train.freeze, applied per epoch
     extra: dict[str, Any] = field(default_factory=dict)  # task state with state_dict(), checkpointed
 
     @property
@@ -91,15 +93,23 @@ class Trainer:
         """Unscale, clip, step, zero and advance the schedule of the main optimizer."""
         optimizer_update(self)
 
-    def make_optimizer(self, params: Iterable[nn.Parameter], settings: OptimizerConfig | None = None
+    def make_optimizer(self, params: nn.Module | Iterable[nn.Parameter], settings: OptimizerConfig | None = None
                        ) -> tuple[Optimizer, LRScheduler]:
         """An optimizer (default settings: train.optimizer) with train.scheduler over the same steps — for
-        tasks that train several models (a GAN's discriminator) or only part of one."""
-        t = self.cfg.train
-        settings = settings or t.optimizer
-        optimizer = build_optimizer(params, settings)
-        steps = math.ceil(len(self.train_batches) / t.accumulate)
-        return optimizer, build_scheduler(optimizer, t.scheduler, settings.lr, steps, t.epochs)
+        tasks that train several models (a GAN's discriminator) or only part of one. A module's parameters
+        are grouped by train.param_groups / layer_decay (regexes on its own parameter names)."""
+        return make_optimizer(self.cfg, params, settings, len(self.train_batches))
+
+
+def make_optimizer(cfg: ExperimentConfig, params: nn.Module | Iterable[nn.Parameter],
+                   settings: OptimizerConfig | None, batches_per_epoch: int) -> tuple[Optimizer, LRScheduler]:
+    """`Trainer.make_optimizer`; the trainer's own optimizer is built here too, before the trainer exists."""
+    t = cfg.train
+    settings = settings or t.optimizer
+    groups = optimizer_groups(plan_groups(params, t, settings)) if isinstance(params, nn.Module) else params
+    optimizer = build_optimizer(groups, settings)
+    steps = math.ceil(batches_per_epoch / t.accumulate)
+    return optimizer, build_scheduler(optimizer, t.scheduler, settings.lr, steps, t.epochs)
 
 
 def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx: DistContext,
@@ -107,16 +117,15 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
     t = cfg.train
     task = get_task(cfg.task)
     net.to(ctx.device)
-    # a task whose passes each update one of several models (GAN) leaves parameters unused per pass
-    unused = getattr(task, "unused_parameters", False)
-    model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm, find_unused_parameters=unused)
+    check_freeze_setup(t, ctx.distributed)
+    head_classes = bundle.num_classes if getattr(task, "has_classifier", False) else None  # freeze: backbone
+    if t.freeze is not None:
+        Freezer.build(net, t, head_classes).set_epoch(1)  # DDP registers only what trains at wrap time
+    model = wrap(net, cfg, ctx, task)
     net = dist.unwrap(model)  # FSDP shards in place; sync_batchnorm swaps layers
-    if t.compile:
-        model = torch.compile(model)  # type: ignore[assignment]
+    freezer = Freezer.build(net, t, head_classes) if t.freeze is not None else None
     batches = train_loader(bundle.train, t.batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.data.num_workers)
-    steps = math.ceil(len(batches) / t.accumulate)
-    optimizer = build_optimizer(net.parameters(), t.optimizer)
-    scheduler = build_scheduler(optimizer, t.scheduler, t.optimizer.lr, steps, t.epochs)
+    optimizer, scheduler = make_optimizer(cfg, net, None, len(batches))
     augmenter = None
     if cfg.augment:
         from dlforge.data.augment import build_augmenter
@@ -127,9 +136,27 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
     scaler = grad_scaler(t.precision, ctx.device)
     val = eval_loader(bundle.val, cfg.eval.batch_size, ctx.rank, ctx.world_size)
     info = info or RunInfo.from_bundle(bundle, cfg.data.dataset)
-    trainer = Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, task, info, augmenter, scaler)
+    trainer = Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, task, info, augmenter, scaler,
+                      freezer=freezer)
     task.setup(trainer)
     return trainer
+
+
+def wrap(net: nn.Module, cfg: ExperimentConfig, ctx: DistContext, task: Task,
+         sync_batchnorm: bool | None = None) -> nn.Module:
+    """DDP/FSDP (when distributed), then torch.compile (when asked): what the training step runs."""
+    t = cfg.train
+    # a task whose passes each update one of several models (GAN) leaves parameters unused per pass
+    unused = getattr(task, "unused_parameters", False)
+    model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm if sync_batchnorm is None else sync_batchnorm,
+                            find_unused_parameters=unused)
+    return torch.compile(model) if t.compile else model  # type: ignore[return-value]
+
+
+def begin_epoch(tr: Trainer, epoch: int) -> None:
+    """Apply train.freeze for this epoch; DDP is rebuilt when the set of trainable parameters changes."""
+    if tr.freezer is not None and tr.freezer.set_epoch(epoch) and tr.ctx.distributed:
+        tr.model = wrap(tr.net, tr.cfg, tr.ctx, tr.task, sync_batchnorm=False)  # layers were converted already
 
 
 def improved(tr: Trainer, state: LoopState, value: float) -> bool:
@@ -144,7 +171,7 @@ def end_epoch(tr: Trainer, state: LoopState, stats: dict[str, float]) -> None:
     """Validate, record history, track the best weights and early stopping."""
     val = tr.task.evaluate(tr.model, tr.val_batches, tr.info, tr.ctx.device)
     state.epoch += 1
-    row = {"epoch": state.epoch, "step": state.step, **stats, "lr": tr.optimizer.param_groups[0]["lr"],
+    row = {"epoch": state.epoch, "step": state.step, **stats, "lr": max(g["lr"] for g in tr.optimizer.param_groups),
            **{f"val_{k}": val[k] for k in ("loss", *tr.task.metrics)}}
     state.history.append(row)
     value = row[tr.monitor]
@@ -203,6 +230,7 @@ def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
     state = restore(tr, run_dir) if resume else LoopState()
     with EpochProgress(tr.cfg.train.progress and tr.ctx.is_main, tr.cfg.train.epochs) as bar:
         while state.epoch < tr.cfg.train.epochs and not state.stopped_early:
+            begin_epoch(tr, state.epoch + 1)
             stats = train_epoch(tr, state, bar)
             end_epoch(tr, state, stats)
             shown = {*(f"train_{name}" for name in tr.task.losses), "val_loss", tr.monitor}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch.optim import Optimizer
@@ -12,7 +13,8 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 from dlforge.config.schema import OptimizerConfig, SchedulerConfig
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig) -> Optimizer:
+def build_optimizer(params: Iterable[torch.nn.Parameter] | list[dict[str, Any]], cfg: OptimizerConfig) -> Optimizer:
+    """`params`: parameters, or parameter groups with their own lr / weight_decay (train/param_groups.py)."""
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.name == "adam":
@@ -30,10 +32,11 @@ def cosine_factor(step: int, total: int, warmup: int, floor: float) -> float:
 
 def build_scheduler(opt: Optimizer, cfg: SchedulerConfig, lr: float, steps_per_epoch: int,
                     epochs: int) -> LRScheduler:
-    """A scheduler stepped once per optimiser step (so resume mid-schedule is exact)."""
+    """A scheduler stepped once per optimiser step (so resume mid-schedule is exact). It scales every
+    parameter group's own lr (the cosine floor `min_lr` is a fraction of the base lr, applied to each)."""
     total = steps_per_epoch * epochs
     if cfg.name == "onecycle":
-        return OneCycleLR(opt, max_lr=lr, total_steps=total)
+        return OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total)  # every group
     if cfg.name == "cosine":
         warmup = round(cfg.warmup_epochs * steps_per_epoch)
         floor = cfg.min_lr / lr

@@ -6,22 +6,43 @@ kinds of models (data, model, step, metrics, report) is the experiment's task (d
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from torch import nn
 
 from dlforge.config import ExperimentConfig, dump_config
 from dlforge.data.datasets import DataError
 from dlforge.data.loaders import eval_loader
 from dlforge.data.splits import DataBundle
-from dlforge.rundir import CONFIG, WEIGHTS, RunInfo, prepare_run_dir
+from dlforge.nn.pretrained import load_pretrained
+from dlforge.rundir import CONFIG, PRETRAINED_REPORT, WEIGHTS, RunInfo, prepare_run_dir
 from dlforge.tasks import get_task
 from dlforge.train import dist
-from dlforge.train.checkpoint import save_weights
+from dlforge.train.checkpoint import list_checkpoints, save_weights
 from dlforge.train.loop import build_trainer, fit
+from dlforge.weights import pretrained_weights
 
 PID_DIR_ENV = "DLFORGE_TEST_PID_DIR"  # test hook: workers write rank-<r>.pid there
 FAIL_RANK_ENV = "DLFORGE_TEST_FAIL_RANK"  # test hook: this rank raises a data error after set-up
+
+
+def start_from_pretrained(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, run_dir: Path | None) -> None:
+    """Load `model.pretrained` into `net` (every worker); the main worker prints the report and writes
+    it to pretrained.json. A resumed run skips this: its checkpoint holds the weights. Any task's model
+    loads by name; only a task with a classifier (`has_classifier`) gets its head replaced."""
+    assert cfg.model.pretrained is not None
+    head_classes = bundle.num_classes if getattr(get_task(cfg.task), "has_classifier", False) else None
+    source = pretrained_weights(cfg.model, bundle.input_shape, bundle.num_classes)
+    report = load_pretrained(net, source.state, cfg.model.pretrained, head_classes, source.labels,
+                             bundle.labels, source.description)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / PRETRAINED_REPORT).write_text(json.dumps(report.as_dict(), indent=2))
+        Console(stderr=True, highlight=False, soft_wrap=True).print("\n".join(report.lines()), markup=False)
 
 
 def write_run_files(cfg: ExperimentConfig, bundle: DataBundle, run_dir: Path) -> RunInfo:
@@ -57,6 +78,8 @@ def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwr
     try:
         bundle = task.load_data(cfg, run_dir if resume else None)
         net = task.create_model(cfg, bundle)
+        if cfg.model.pretrained is not None and not (resume and list_checkpoints(run_dir / "checkpoints")):
+            start_from_pretrained(cfg, bundle, net, run_dir if ctx.is_main else None)
         info = RunInfo.from_bundle(bundle, cfg.data.dataset)
         if ctx.is_main:
             write_run_files(cfg, bundle, run_dir)

@@ -52,6 +52,8 @@ def train_epoch(tr: Trainer, state: LoopState, bar: EpochProgress) -> dict[str, 
     torch.manual_seed(tr.cfg.seed * 1_000_003 + epoch * 1009 + tr.ctx.rank)  # augmentation, dropout
     tr.train_batches.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
     tr.model.train()
+    if tr.freezer is not None:
+        tr.freezer.hold_batchnorm(epoch)
     bar.start(epoch, len(tr.train_batches))
     names = tr.task.losses
     total = torch.zeros(len(names) + 1, device=tr.ctx.device)  # (loss sums…, samples): no per-batch sync
