@@ -39,6 +39,7 @@ class TranslationCodec:
         self.max_length = int(prep["max_source_tokens"])
         self.inputs = [MetadataTensor(name=TEXT, datatype="BYTES", shape=[-1])]
         self.outputs = [MetadataTensor(name=TRANSLATION, datatype="BYTES", shape=[-1])]
+        self.optional: frozenset[str] = frozenset()
         self.pad: dict[str, int | float] = {SRC: PAD_ID}
 
     def tokenize(self, texts: list[str]) -> np.ndarray:
