@@ -37,6 +37,18 @@ class TensorCodec:
         return outputs
 
 
+def utf8_texts(array: np.ndarray, name: str = TEXT) -> list[str]:
+    """The strings of a BYTES tensor; ProtocolError (400) names the first bad element."""
+    texts = []
+    for i, item in enumerate(array.reshape(-1).tolist()):
+        try:
+            texts.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"input '{name}': element {i} is not valid UTF-8 ({exc.reason} at byte "
+                                f"{exc.start})") from None
+    return texts
+
+
 class TextCodec:
     """`text` (BYTES [n], raw UTF-8) → token ids → `label` (BYTES [n]) and `probabilities` (FP32 [n, classes])."""
 
@@ -53,17 +65,6 @@ class TextCodec:
         self.optional: frozenset[str] = frozenset()
         self.pad: dict[str, int | float] = {self.graph_input: PAD_ID}  # any lengths share a batch
 
-    def texts(self, array: np.ndarray) -> list[str]:
-        """The strings of a BYTES tensor; ProtocolError (400) names the first bad element."""
-        texts = []
-        for i, item in enumerate(array.reshape(-1).tolist()):
-            try:
-                texts.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
-            except UnicodeDecodeError as exc:
-                raise ProtocolError(f"input '{TEXT}': element {i} is not valid UTF-8 ({exc.reason} at byte "
-                                    f"{exc.start})") from None
-        return texts
-
     def tokenize(self, texts: list[str]) -> np.ndarray:
         try:
             return encode(self.tokenizer, texts, self.max_length, truncate=False)[0]
@@ -71,7 +72,7 @@ class TextCodec:
             raise ProtocolError(f"input '{TEXT}': {exc}") from None
 
     def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {self.graph_input: self.tokenize(self.texts(inputs[TEXT]))}
+        return {self.graph_input: self.tokenize(utf8_texts(inputs[TEXT]))}
 
     def encode(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         probabilities = outputs[PROBABILITIES]

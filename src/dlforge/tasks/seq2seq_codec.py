@@ -15,20 +15,10 @@ import numpy as np
 from dlforge.decoding import SearchSettings, Special, search
 from dlforge.decoding.onnx_engine import OnnxEngine
 from dlforge.serve.protocol import MetadataTensor, ProtocolError
+from dlforge.tasks.classification_codec import utf8_texts
 from dlforge.text import PAD_ID, TokenizerError, decode, encode, tokenizer_from_bytes
 
 TEXT, TRANSLATION, SRC, IDS = "text", "translation", "src", "ids"
-
-
-def _texts(array: np.ndarray) -> list[str]:
-    texts = []
-    for i, item in enumerate(array.reshape(-1).tolist()):
-        try:
-            texts.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"input '{TEXT}': element {i} is not valid UTF-8 ({exc.reason} at byte "
-                                f"{exc.start})") from None
-    return texts
 
 
 class TranslationCodec:
@@ -52,7 +42,7 @@ class TranslationCodec:
         return [decode(self.target, [t for t in row if t != PAD_ID]) for row in ids.tolist()]
 
     def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {SRC: self.tokenize(_texts(inputs[TEXT]))}
+        return {SRC: self.tokenize(utf8_texts(inputs[TEXT], TEXT))}
 
     def encode(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = np.empty(len(outputs[IDS]), dtype=object)
