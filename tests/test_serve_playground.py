@@ -21,8 +21,9 @@ import pytest
 from PIL import Image
 
 from dlforge.export.package import ModelPackage, load_package
+from dlforge.serve.contract import Runtime
 from dlforge.serve.images import preprocess_image
-from dlforge.serve.runtime import Runtime, load_runtime
+from dlforge.serve.runtime import load_runtime
 from dlforge.serve.settings import Settings
 from tests.serve_helpers import CHROMIUM, CHROMIUM_FLAGS, NO_CHROMIUM, artifacts_dir, running
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from dlforge.config.schema import ComponentSpec, ModelConfig, OptimizerConfig, Strict
+from dlforge.config.common import ComponentSpec, ModelConfig, OptimizerConfig, Strict
 
 
 class GanConfig(Strict):

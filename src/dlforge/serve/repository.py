@@ -19,8 +19,8 @@ from typing import Any
 from dlforge.errors import UserError
 from dlforge.registry import suggest
 from dlforge.serve.batcher import Batcher
+from dlforge.serve.contract import Runtime
 from dlforge.serve.protocol import RepositoryIndexItem, shorten
-from dlforge.serve.runtime import Runtime
 from dlforge.serve.validate import ModelSignature
 from dlforge.tasks import Codec
 

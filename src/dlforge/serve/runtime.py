@@ -1,4 +1,4 @@
-"""The small contract between the server and a model engine: load once, `infer` many times.
+"""The engines behind the contract of dlforge.serve.contract: load once, `infer` many times.
 
 `infer` takes and returns whole batches (rows on axis 0) and is called from the batcher's
 executor thread, never on the event loop. ONNX Runtime is the default engine; the torch engine
@@ -10,34 +10,16 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dlforge.registry import Registry
+from dlforge.serve.contract import Runtime, Tensors, package_metadata
 from dlforge.serve.protocol import DATATYPES, MetadataTensor
 
 if TYPE_CHECKING:
     from dlforge.export.package import ModelPackage
-
-Tensors = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class RuntimeMetadata:
-    """What the V2 metadata route reports for one loaded model."""
-
-    platform: str
-    inputs: list[MetadataTensor]
-    outputs: list[MetadataTensor]
-
-
-class Runtime(Protocol):
-    metadata: RuntimeMetadata
-
-    def infer(self, batch: Tensors) -> Tensors: ...
-
 
 RuntimeFactory = Callable[["ModelPackage", int], Runtime]
 RUNTIMES: Registry[RuntimeFactory] = Registry("runtime")
@@ -63,15 +45,6 @@ def batch_latency(runtime: Runtime, rows: int = 1, repeats: int = 20, budget_s: 
         runtime.infer(batch)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
-
-
-def package_metadata(package: ModelPackage, platform: str) -> RuntimeMetadata:
-    m = package.manifest
-    return RuntimeMetadata(
-        platform=platform,
-        inputs=[MetadataTensor(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in m.inputs],
-        outputs=[MetadataTensor(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in m.outputs],
-    )
 
 
 def warmup_batch(inputs: list[MetadataTensor], rows: int = 1) -> Tensors:

@@ -14,6 +14,7 @@ import numpy as np
 
 from dlforge.decoding import SearchSettings, Special, search
 from dlforge.decoding.onnx_engine import OnnxEngine
+from dlforge.serve.contract import package_metadata
 from dlforge.serve.protocol import MetadataTensor, ProtocolError
 from dlforge.tasks.classification_codec import utf8_texts
 from dlforge.text import PAD_ID, TokenizerError, decode, encode, tokenizer_from_bytes
@@ -70,8 +71,6 @@ class Seq2SeqRuntime:
     """The serving engine of a seq2seq package: `src` ids → search → `ids` (ONNX Runtime, or torch)."""
 
     def __init__(self, package: Any, threads: int, engine: Any = None, platform: str = "onnxruntime_onnx") -> None:
-        from dlforge.serve.runtime import package_metadata
-
         m = package.manifest
         prep = m.preprocessing
         self.engine = engine or OnnxEngine(package.path(m.graphs[0]), package.path(m.graphs[1]), threads)
