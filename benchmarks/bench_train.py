@@ -28,10 +28,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from dlforge.config import ExperimentConfig, parse_config
 from dlforge.data.splits import load_data
 from dlforge.train import dist
-from dlforge.train.loop import LoopState, build_trainer
+from dlforge.train.loop import build_trainer
 from dlforge.train.progress import EpochProgress
 from dlforge.train.run import make_model
 from dlforge.train.step import train_epoch
+from dlforge.train.trainer import LoopState
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -88,7 +88,59 @@ def _import_cycles(folder: str) -> list[list[str]]:
     return cycles
 
 
-@pytest.mark.parametrize("folder", ["serve"])
+FOLDERS = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
 def test_no_import_circles_inside_a_folder(folder: str) -> None:
-    """STYLE.md 19: when two modules need each other, the shared piece becomes a third, lower module."""
+    """STYLE.md 19: when two modules need each other, the shared piece becomes a third, lower module
+    (type-only imports count too: each folder reads top-down)."""
     assert not _import_cycles(folder)
+
+
+def _module_name(path: Path) -> str:
+    return "dlforge." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _runtime_graph() -> dict[str, set[str]]:
+    """Module → the dlforge modules it imports when it runs (`from pkg import submodule` names the submodule)."""
+    names = {_module_name(path) for path in modules_under("")}
+    graph: dict[str, set[str]] = {}
+    for path in modules_under(""):
+        tree = ast.parse(path.read_text())
+        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                and ast.unparse(node.test) == "TYPE_CHECKING" for child in node.body for n in ast.walk(child)}
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name in names}
+            elif isinstance(node, ast.ImportFrom) and node.module in names:
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in names else node.module
+                          for a in node.names}
+        graph[_module_name(path)] = found - {_module_name(path)}
+    return graph
+
+
+def test_no_import_circles_in_the_package_at_run_time() -> None:
+    """Across folders too, no module needs one that needs it back (lazy imports included; a type-only
+    reference such as a task's `Trainer` hint is not a run-time dependency)."""
+    graph, cycles = _runtime_graph(), []
+
+    def walk(node: str, trail: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in trail:
+                cycles.append(" -> ".join([*trail[trail.index(nxt):], nxt]))
+            elif len(trail) < 8:
+                walk(nxt, [*trail, nxt])
+
+    for start in sorted(graph):
+        walk(start, [start])
+    assert not cycles, cycles[:5]
+
+
+def test_the_product_holds_no_test_hooks() -> None:
+    """#18: fault injection for tests lives in tests/worker_hooks, not in code users run."""
+    for path in modules_under(""):
+        assert "DLFORGE_TEST" not in path.read_text(), path.relative_to(PACKAGE)

@@ -26,6 +26,7 @@ from dlforge.train.checkpoint import list_checkpoints
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 SRC = Path(__file__).resolve().parents[1] / "src"
+WORKER_HOOKS = Path(__file__).resolve().parent / "worker_hooks"
 
 # 1348 training samples (val_fraction 0.0995): even, and 1348 % 8 is even, so the sampler never pads and
 # both workers' last batches are equal halves; no batchnorm, no dropout, so 1 and 2 workers compute the
@@ -48,7 +49,8 @@ def write_config(folder: Path, raw: dict[str, Any]) -> Path:
 
 def launch(config: Path, out: Path, *extra: str, **env: str) -> subprocess.Popen[bytes]:
     """`python -m dlforge train CONFIG --out OUT ...` with this worktree's code, one thread per worker."""
-    full_env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "DLFORGE_DIST_TIMEOUT": "60", **env}
+    path = os.pathsep.join([str(SRC), str(WORKER_HOOKS)])  # worker_hooks/sitecustomize.py: the fault injection
+    full_env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "DLFORGE_DIST_TIMEOUT": "60", **env}
     return subprocess.Popen([sys.executable, "-m", "dlforge", "train", str(config), "--out", str(out), *extra],
                             env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from dlforge.config import dump_config
-from dlforge.rundir import CONFIG, RunDirError, RunInfo, prepare_run_dir
+from dlforge.rundir import CONFIG, RunDirError, prepare_run_dir
+from dlforge.runinfo import RunInfo
 from dlforge.tasks import TASKS
 from dlforge.train.checkpoint import list_checkpoints
 from dlforge.train.run import train_run

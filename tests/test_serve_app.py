@@ -276,3 +276,26 @@ def test_batcher_settings_come_from_the_measured_latency_unless_given(model_pack
     with running(Settings(path=model_package, max_batch_size=4, max_queue_delay_ms=7)) as (_, app):
         batcher = app.state.serve.repository.get("tiny", None).batcher
         assert batcher.max_batch_size == 4 and batcher.max_queue_delay == pytest.approx(0.007)
+
+
+def test_the_experiments_serving_section_reaches_the_server_and_a_flag_overrides_it(model_package: Path,
+                                                                                    tmp_path: Path) -> None:
+    """#18: `export.serving` is written into the manifest by `dlforge export` and read by `dlforge serve`."""
+    import shutil
+
+    import yaml
+
+    from dlforge.export.package import export_run, load_package
+
+    run = tmp_path / "run"
+    shutil.copytree(model_package.parent, run, ignore=shutil.ignore_patterns("package"))
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["export"]["serving"] = {"max_batch_size": 2, "max_batch_rows": 3}
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    package = export_run(run)
+    assert load_package(package).manifest.serving.max_batch_rows == 3
+    for flags, status in (({}, 400), ({"max_batch_rows": 5}, 200)):
+        with running(Settings(path=package, **flags)) as (url, _), httpx.Client(base_url=url, timeout=30) as c:
+            assert c.post(INFER, json=infer_body(images(3))).status_code == 200
+            r = c.post(INFER, json=infer_body(images(4)))
+            assert r.status_code == status, r.text

@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from dlforge.train.checkpoint import list_checkpoints, load_checkpoint
+from dlforge.train.precision import autocast, grad_scaler
 from dlforge.train.run import train_run
-from dlforge.train.step import autocast, grad_scaler
+from dlforge.train.trainer import steps_optimizer, updates_per_epoch
 from tests.conftest import tiny_config
 
 MLP = {"arch": "mlp_tiny", "params": {"dropout": 0.0}}
@@ -62,3 +63,20 @@ def test_compiled_training_matches_eager(tmp_path: Path) -> None:
     compiled = weights(tmp_path / "compiled")
     assert not any("_orig_mod" in k for k in compiled)  # saved without the compile wrapper's prefix
     assert close(compiled, weights(tmp_path / "eager"), atol=1e-4)
+
+
+@pytest.mark.parametrize(("batches", "accumulate", "updates"), [(7, 1, 7), (7, 3, 3), (6, 3, 2), (2, 4, 1), (1, 1, 1)])
+def test_one_rule_says_when_accumulation_steps_the_optimizer(batches: int, accumulate: int, updates: int) -> None:
+    steps = [i for i in range(1, batches + 1) if steps_optimizer(i, batches, accumulate)]
+    assert updates_per_epoch(batches, accumulate) == len(steps) == updates
+    assert steps[-1] == batches  # a short tail still updates
+
+
+def test_the_schedule_spans_exactly_the_updates_training_takes(tmp_path: Path) -> None:
+    """#18: steps per epoch were computed twice (scheduler length, epoch loop); one rule now feeds both."""
+    cfg = tiny_config(model=MLP, train={"epochs": 2, "batch_size": 128, "accumulate": 3,
+                                         "scheduler": {"name": "cosine"}})
+    train_run(cfg, tmp_path / "run")
+    _, _, state = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
+    assert state["loop"]["step"] == state["scheduler"]["last_epoch"]  # every update advanced the schedule once
+    assert state["scheduler"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-9)  # and the cosine ended at its floor

@@ -421,7 +421,8 @@ def _model_of(source: Path, overrides: list[str] | None) -> tuple[ExperimentConf
 
     if source.is_dir():
         from dlforge.config import load_config
-        from dlforge.rundir import CONFIG, RUN_INFO, RunInfo, require
+        from dlforge.rundir import CONFIG, require
+        from dlforge.runinfo import RUN_INFO, RunInfo
 
         require(source, CONFIG, RUN_INFO)
         cfg = load_config(source / CONFIG, overrides)

@@ -9,7 +9,6 @@ so the torch runtime rebuilds with the same function (`rebuild_model`, which ask
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,45 +17,18 @@ from torch import nn
 
 from dlforge.config import ExperimentConfig, load_config
 from dlforge.errors import UserError
+from dlforge.runinfo import RUN_INFO, RunInfo
 from dlforge.tasks import get_task
 
 if TYPE_CHECKING:
-    from dlforge.data.splits import DataBundle
+    pass
 
-CONFIG, RUN_INFO, WEIGHTS = "config.yaml", "run.json", "model.safetensors"
+CONFIG, WEIGHTS = "config.yaml", "model.safetensors"
 METRICS, HISTORY = "metrics.json", "history.jsonl"
 CHECKPOINTS, REPORT, PACKAGE = "checkpoints", "report", "package"
 PRETRAINED_REPORT = "pretrained.json"  # what model.pretrained loaded, replaced and left out
 RUN_ENTRIES = (CONFIG, RUN_INFO, WEIGHTS, METRICS, HISTORY, CHECKPOINTS, REPORT, PACKAGE,
                PRETRAINED_REPORT)  # what --overwrite removes
-
-
-@dataclass
-class RunInfo:
-    """Facts about the data the model was trained on (everything the task's model needs but the spec)."""
-
-    input_shape: list[int]
-    labels: list[str]
-    integer_input: bool
-    preprocessing: dict[str, Any]
-    dataset: str
-    artifacts: list[str] = field(default_factory=list)  # files beside it (tokenizer.json), copied into packages
-
-    @classmethod
-    def from_bundle(cls, bundle: DataBundle, dataset: str) -> RunInfo:
-        return cls(list(bundle.input_shape), bundle.labels, bundle.integer_input, bundle.preprocessing, dataset,
-                   sorted(bundle.artifacts))
-
-    def save(self, run_dir: Path) -> None:
-        (run_dir / RUN_INFO).write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, run_dir: Path) -> RunInfo:
-        return cls.read(run_dir / RUN_INFO)
-
-    @classmethod
-    def read(cls, path: Path) -> RunInfo:
-        return cls(**json.loads(path.read_text()))
 
 
 class RunDirError(UserError, FileNotFoundError):

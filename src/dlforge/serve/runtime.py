@@ -87,7 +87,8 @@ class TorchRuntime:
 
         from dlforge.config import load_config
         from dlforge.export.errors import PackageError
-        from dlforge.rundir import CONFIG, RUN_INFO, WEIGHTS, RunInfo, rebuild_model
+        from dlforge.rundir import CONFIG, WEIGHTS, rebuild_model
+        from dlforge.runinfo import RUN_INFO, RunInfo
 
         if package.manifest.task != "classification":  # its infer() returns logits and probabilities
             raise PackageError(f"{package.root}: --runtime torch serves classification packages; this one is "

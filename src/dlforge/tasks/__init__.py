@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 
     from dlforge.config import ExperimentConfig
     from dlforge.data.splits import DataBundle
-    from dlforge.rundir import RunInfo
+    from dlforge.runinfo import RunInfo
     from dlforge.serve.protocol import MetadataTensor
-    from dlforge.train.loop import Trainer
+    from dlforge.train.trainer import Trainer
 
 __all__ = ["TASKS", "Codec", "Task", "TaskEntry", "get_codec", "get_task"]
 
@@ -85,7 +85,7 @@ class Task(Protocol):
     def train_step(self, trainer: Trainer, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
         """Forward, backward and — when `optimizer_step` — the update(s) for one micro-batch already on the
         device; returns the detached losses named in `losses`. The step owns its optimizers: the shared
-        `train.step.optimizer_update(trainer)` serves the common single-optimizer case."""
+        `trainer.optimizer_update()` serves the common single-optimizer case."""
         ...
 
     def evaluate(self, model: nn.Module, batches: Any, info: RunInfo, device: torch.device) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from dlforge.nn.build import InputNormalize
 from dlforge.nn.checks import check_model
 
 if TYPE_CHECKING:
-    from dlforge.rundir import RunInfo
-    from dlforge.train.loop import Trainer
+    from dlforge.runinfo import RunInfo
+    from dlforge.train.trainer import Trainer
 
 PARITY_SAMPLES, CALIBRATION_SAMPLES = 256, 256
 

@@ -15,48 +15,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dlforge.config import ConfigError, ExperimentConfig
-from dlforge.config.generative import DenoiseConfig
-from dlforge.data.noise import Corruption, build_corruption
+from dlforge.data.noise import build_corruption
 from dlforge.data.splits import DataBundle, load_data
 from dlforge.evaluate.image_quality import ssim_kernel
 from dlforge.nn import MODELS
-from dlforge.nn.build import ModelBuildError, build_layers, layer_specs
 from dlforge.nn.checks import check_model
 from dlforge.nn.generative_archs import ARCH_TASKS
+from dlforge.tasks.denoise_model import as_denoiser, build_denoiser, denoise_settings, noisy_batch
 from dlforge.tasks.gan import image_data_problems
 
 if TYPE_CHECKING:
-    from dlforge.rundir import RunInfo
-    from dlforge.train.loop import Trainer
-
-EVAL_NOISE_SEED = 4321
-
-
-def denoise_settings(cfg: ExperimentConfig) -> DenoiseConfig:
-    return cfg.denoise or DenoiseConfig()
-
-
-class Denoiser(nn.Module):
-    """The image-to-image network plus the noise it was trained against (not saved: it is in the config)."""
-
-    def __init__(self, body: nn.Module, corruption: Corruption) -> None:
-        super().__init__()
-        self.body = body
-        self.corruption = corruption
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-
-def build_denoiser(cfg: ExperimentConfig, image_shape: tuple[int, ...]) -> Denoiser:
-    specs, where = layer_specs(cfg.model, image_shape, 0)
-    body, out = build_layers(specs, tuple(image_shape), where if cfg.model.layers is None else "model.layers",
-                             torch.float32)
-    if out != tuple(image_shape):
-        raise ModelBuildError(f"model: a denoiser must return images of the input's shape {tuple(image_shape)}, "
-                              f"got {out} — end the layers with `- conv2d: {image_shape[0]}` and `- sigmoid`")
-    return Denoiser(body, build_corruption(denoise_settings(cfg).noise))
-
+    from dlforge.runinfo import RunInfo
+    from dlforge.train.trainer import Trainer
 
 class DenoiseTask:
     name = "denoise"
@@ -102,7 +72,7 @@ class DenoiseTask:
         clean, y = batch
         if tr.augmenter is not None:
             clean, _ = tr.augmenter(clean, y)
-        noisy = _denoiser(tr.model).corruption(clean)  # torch's RNG, reseeded per (epoch, rank): exact resume
+        noisy = as_denoiser(tr.model).corruption(clean)  # torch's RNG, reseeded per (epoch, rank): exact resume
         with tr.sync_gradients(optimizer_step):
             with tr.autocast():
                 loss = _loss(tr.model(noisy).float(), clean, denoise_settings(tr.cfg).loss)
@@ -123,26 +93,13 @@ class DenoiseTask:
 
     def export(self, net: nn.Module, bundle: DataBundle, info: RunInfo, cfg: ExperimentConfig, root: Path,
                tolerance: float, quantize: str | None) -> dict[str, Any]:
-        from dlforge.tasks.denoise_report import export_denoiser
+        from dlforge.tasks.denoise_report import export_denoiser  # onnx is imported only to export
 
-        return export_denoiser(_denoiser(net), bundle, info, cfg, root, tolerance, quantize)
+        return export_denoiser(as_denoiser(net), bundle, info, cfg, root, tolerance, quantize)
 
 
 def _loss(out: Tensor, clean: Tensor, kind: str) -> Tensor:
     return F.mse_loss(out, clean) if kind == "mse" else F.l1_loss(out, clean)
-
-
-def _denoiser(model: nn.Module) -> Denoiser:
-    net = getattr(model, "module", model)
-    if not isinstance(net, Denoiser):
-        raise TypeError(f"task denoise expects its Denoiser, got {type(net).__name__}")
-    return net
-
-
-def noisy_batch(denoiser: Denoiser, clean: Tensor, index: int) -> Tensor:
-    """The validation/test corruption of batch `index`: the same noise every epoch and every run."""
-    g = torch.Generator(device=clean.device).manual_seed(EVAL_NOISE_SEED + index)
-    return denoiser.corruption(clean, g)
 
 
 @torch.no_grad()
@@ -151,7 +108,7 @@ def evaluate_denoiser(model: nn.Module, batches: Any, device: torch.device) -> d
     from torchmetrics import MeanMetric
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-    denoiser = _denoiser(model)
+    denoiser = as_denoiser(model)
     was_training = model.training
     model.eval()
     meters: dict[str, Any] = {}
@@ -176,4 +133,4 @@ def evaluate_denoiser(model: nn.Module, batches: Any, device: torch.device) -> d
 
 
 TASK = DenoiseTask()
-__all__ = ["TASK", "DenoiseTask", "Denoiser", "build_denoiser", "evaluate_denoiser", "noisy_batch"]
+__all__ = ["TASK", "DenoiseTask", "evaluate_denoiser"]

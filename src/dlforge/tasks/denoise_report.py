@@ -16,10 +16,10 @@ from dlforge.evaluate.plots import Panel, plot_learning_curves
 from dlforge.export.errors import ExportError
 from dlforge.export.onnx import session
 from dlforge.imagegrid import save_grid
+from dlforge.tasks.denoise_model import Denoiser, as_denoiser, noisy_batch
 
 if TYPE_CHECKING:
-    from dlforge.rundir import RunInfo
-    from dlforge.tasks.denoise import Denoiser
+    from dlforge.runinfo import RunInfo
 
 IMAGE, DENOISED = "image", "denoised"
 EXAMPLES, PARITY_SAMPLES = 12, 64
@@ -28,13 +28,11 @@ EXAMPLES, PARITY_SAMPLES = 12, 64
 def write_denoise_report(run_dir: Path) -> None:
     """report/examples.png (rows: noisy, denoised, clean; test split) and report/learning_curves.png."""
     from dlforge.rundir import load_run, read_history
-    from dlforge.tasks.denoise import noisy_batch
-
     cfg, _, net = load_run(run_dir)
     report = run_dir / "report"
     report.mkdir(exist_ok=True)
     clean = load_data(cfg.data, cfg.seed).test.tensors[0][:EXAMPLES]
-    noisy = noisy_batch(net, clean, 0)  # type: ignore[arg-type]
+    noisy = noisy_batch(as_denoiser(net), clean, 0)
     with torch.no_grad():
         out = net(noisy)
     rows = torch.cat([noisy, out, clean]).numpy()
@@ -51,8 +49,6 @@ DENOISE_PANELS = (
 
 def export_denoiser(net: Denoiser, bundle: DataBundle, info: RunInfo, cfg: ExperimentConfig, root: Path,
                     tolerance: float, quantize: str | None) -> dict[str, Any]:
-    from dlforge.tasks.denoise import noisy_batch
-
     if quantize:
         raise ExportError("export.quantize: int8 is for classifiers; a denoiser is exported in fp32")
     net.eval()

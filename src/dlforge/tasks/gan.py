@@ -9,33 +9,25 @@ checkpoint: the EMA is part of the model, the discriminator's optimizer in `trai
 from __future__ import annotations
 
 import json
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from dlforge.config import ConfigError, ExperimentConfig
-from dlforge.config.generative import GanConfig
 from dlforge.data.datasets import DATASETS
 from dlforge.data.splits import DataBundle, load_data, peek_input_shape
 from dlforge.nn import MODELS
 from dlforge.nn.checks import check_model
-from dlforge.nn.gan import GanModel, build_discriminator, build_generator, ema_copy, ema_decay_at, ema_update
+from dlforge.nn.gan import ema_decay_at, ema_update
 from dlforge.nn.generative_archs import ARCH_TASKS
-from dlforge.tasks.gan_metrics import Judge, eval_latents, generate, load_judge, sample_quality
+from dlforge.tasks.gan_metrics import eval_latents, generate, sample_quality
+from dlforge.tasks.gan_model import as_gan, build_gan, gan_settings, judge
 
 if TYPE_CHECKING:
-    from dlforge.rundir import RunInfo
-    from dlforge.train.loop import Trainer
-
-GRID_PER_CLASS = 8
-
-
-def gan_settings(cfg: ExperimentConfig) -> GanConfig:
-    return cfg.gan or GanConfig()
-
+    from dlforge.runinfo import RunInfo
+    from dlforge.train.trainer import Trainer
 
 class GanTask:
     name = "gan"
@@ -84,18 +76,18 @@ class GanTask:
 
     def create_model(self, cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker
-        net = _build(cfg, bundle.input_shape, bundle.num_classes)
+        net = build_gan(cfg, bundle.input_shape, bundle.num_classes)
         judge(net)  # training evaluates every epoch: a missing or mismatched classifier fails now, not after epoch 1
         return net
 
     def build_model(self, cfg: ExperimentConfig, info: RunInfo) -> nn.Module:
-        return _build(cfg, tuple(info.input_shape), len(info.labels))
+        return build_gan(cfg, tuple(info.input_shape), len(info.labels))
 
     # --- training ---------------------------------------------------------------------------------
 
     def setup(self, tr: Trainer) -> None:
         """The shared optimizer and schedule drive the generator; the discriminator gets its own pair."""
-        g, net = gan_settings(tr.cfg), _gan(tr.net)
+        g, net = gan_settings(tr.cfg), as_gan(tr.net)
         tr.optimizer, tr.scheduler = tr.make_optimizer(net.generator.parameters())
         tr.extra["d_optimizer"], tr.extra["d_scheduler"] = tr.make_optimizer(net.discriminator.parameters(),
                                                                              g.d_optimizer)
@@ -104,7 +96,7 @@ class GanTask:
         real, y = batch
         if tr.augmenter is not None:
             real, _ = tr.augmenter(real, y)
-        g, net = gan_settings(tr.cfg), _gan(tr.net)
+        g, net = gan_settings(tr.cfg), as_gan(tr.net)
         labels = y if g.conditional else None
         d_optimizer, d_scheduler = tr.extra["d_optimizer"], tr.extra["d_scheduler"]
         for _ in range(g.d_steps):
@@ -133,7 +125,7 @@ class GanTask:
 
     def evaluate(self, model: nn.Module, batches: Any, info: RunInfo, device: torch.device) -> dict[str, Any]:
         """Sample quality on the whole split (identical on every worker: fixed latents, all samples)."""
-        net = _gan(model)
+        net = as_gan(model)
         judge_ = judge(net).to(device)
         real, real_y = (t.to(device) for t in batches.dataset.tensors)
         conditional = net.generator.num_classes > 0
@@ -150,7 +142,7 @@ class GanTask:
 
     def on_epoch_end(self, model: nn.Module, run_dir: Path, epoch: int) -> None:
         """report/samples/epoch_<n>.png on the fixed grid latents, every `gan.grid_every` epochs."""
-        every = _gan(model).grid_every
+        every = as_gan(model).grid_every
         if every and epoch % every == 0:
             from dlforge.tasks.gan_report import write_epoch_grid
 
@@ -169,7 +161,7 @@ class GanTask:
                tolerance: float, quantize: str | None) -> dict[str, Any]:
         from dlforge.tasks.gan_export import export_generator
 
-        return export_generator(_gan(net), info, cfg, root, tolerance, quantize)
+        return export_generator(as_gan(net), info, cfg, root, tolerance, quantize)
 
 
 def finetune_problems(cfg: ExperimentConfig) -> list[str]:
@@ -201,52 +193,10 @@ def image_data_problems(cfg: ExperimentConfig) -> list[str]:
     return []
 
 
-def _gan(model: nn.Module) -> GanModel:
-    net = getattr(model, "module", model)  # DDP wraps the model
-    if not isinstance(net, GanModel):
-        raise TypeError(f"task gan expects its GanModel, got {type(net).__name__}")
-    return net
-
-
 def _clip(module: nn.Module, max_norm: float | None) -> None:
     if max_norm:
         nn.utils.clip_grad_norm_(module.parameters(), max_norm)
 
 
-def _build(cfg: ExperimentConfig, image_shape: tuple[int, ...], num_classes: int) -> GanModel:
-    g = gan_settings(cfg)
-    classes = num_classes if g.conditional else 0
-    generator = build_generator(cfg.model, image_shape, g.latent_dim, classes, g.embed_dim)
-    discriminator = build_discriminator(g.discriminator, image_shape, classes, g.spectral_norm)
-    net = GanModel(generator, discriminator, ema_copy(generator) if g.ema_decay > 0 else None)
-    net.load_judge = partial(load_judge, g.classifier, image_shape, num_classes)  # only evaluation needs it
-    net.eval_samples, net.grid_every = g.eval_samples, g.grid_every
-    return net
-
-
-def judge(net: GanModel) -> Judge:
-    """The sample judge, loaded on first use: export, serving and `generate` never need the classifier."""
-    if net.judge is None:
-        net.judge = net.load_judge()
-    return cast(Judge, net.judge)
-
-
-def grid_latents(latent_dim: int, num_classes: int) -> tuple[Tensor, Tensor | None]:
-    """Fixed latents for the per-epoch sample grid: one row per class (8 columns) or 8x8 samples."""
-    g = torch.Generator().manual_seed(0)
-    rows = num_classes or GRID_PER_CLASS
-    z = torch.randn(rows * GRID_PER_CLASS, latent_dim, generator=g)
-    y = torch.arange(rows).repeat_interleave(GRID_PER_CLASS) if num_classes else None
-    return z, y
-
-
-def epoch_grid(model: nn.Module) -> Tensor:
-    """The EMA generator's samples on the fixed grid latents (rows = classes)."""
-    net = _gan(model)
-    device = next(net.parameters()).device
-    z, y = grid_latents(net.generator.latent_dim, net.generator.num_classes)
-    return generate(net.sampler, z.to(device), None if y is None else y.to(device)).cpu()
-
-
 TASK = GanTask()
-__all__ = ["TASK", "GanTask", "epoch_grid", "grid_latents", "judge"]
+__all__ = ["TASK", "GanTask"]

@@ -17,7 +17,7 @@ from dlforge.export.onnx import session
 from dlforge.nn.gan import GanModel, Generator
 
 if TYPE_CHECKING:
-    from dlforge.rundir import RunInfo
+    from dlforge.runinfo import RunInfo
 
 LATENT, CLASS, IMAGE = "latent", "class", "image"
 PARITY_SAMPLES = 64

@@ -8,14 +8,13 @@ from torch import nn
 
 from dlforge.evaluate.plots import Panel, plot_learning_curves
 from dlforge.imagegrid import save_grid
+from dlforge.tasks.gan_model import GRID_PER_CLASS, build_gan, epoch_grid, judge
 
 GRIDS = "samples"
 
 
 def write_epoch_grid(model: nn.Module, run_dir: Path, epoch: int) -> Path:
     """report/samples/epoch_<n>.png from the fixed grid latents: progress you can look at."""
-    from dlforge.tasks.gan import GRID_PER_CLASS, epoch_grid
-
     folder = run_dir / "report" / GRIDS
     folder.mkdir(parents=True, exist_ok=True)
     return save_grid(epoch_grid(model).numpy(), folder / f"epoch_{epoch:04d}.png", columns=GRID_PER_CLASS)
@@ -27,14 +26,13 @@ def untrained_baseline(run_dir: Path) -> dict[str, float | None]:
 
     from dlforge.config import load_config
     from dlforge.data.splits import load_data
-    from dlforge.rundir import RunInfo
-    from dlforge.tasks.gan import TASK, _gan, judge
+    from dlforge.runinfo import RunInfo
     from dlforge.tasks.gan_metrics import eval_latents, generate, sample_quality
 
     cfg, info = load_config(run_dir / "config.yaml"), RunInfo.load(run_dir)
     real, real_y = load_data(cfg.data, cfg.seed).test.tensors
     torch.manual_seed(cfg.seed)  # the initial weights of this very run
-    net = _gan(TASK.build_model(cfg, info))
+    net = build_gan(cfg, tuple(info.input_shape), len(info.labels))
     conditional = net.generator.num_classes > 0
     z, y = eval_latents(max(net.eval_samples, len(real)), net.generator.latent_dim, len(info.labels),
                         torch.device("cpu"))
@@ -45,8 +43,6 @@ def untrained_baseline(run_dir: Path) -> dict[str, float | None]:
 def write_gan_report(run_dir: Path) -> None:
     """report/samples.png (the final EMA generator) and report/learning_curves.png."""
     from dlforge.rundir import load_run, read_history
-    from dlforge.tasks.gan import GRID_PER_CLASS, epoch_grid
-
     report = run_dir / "report"
     report.mkdir(exist_ok=True)
     _, _, net = load_run(run_dir)

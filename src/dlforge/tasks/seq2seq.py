@@ -33,8 +33,8 @@ from dlforge.tasks.seq2seq_data import SOURCE_FILE, TARGET_FILE, load_seq2seq_da
 from dlforge.text import decode
 
 if TYPE_CHECKING:
-    from dlforge.rundir import RunInfo
-    from dlforge.train.loop import Trainer
+    from dlforge.runinfo import RunInfo
+    from dlforge.train.trainer import Trainer
 
 SAMPLES = 20
 

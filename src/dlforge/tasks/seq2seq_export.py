@@ -24,7 +24,7 @@ from dlforge.nn.seq2seq.engine import TorchEngine
 from dlforge.text import decode
 
 if TYPE_CHECKING:
-    from dlforge.rundir import RunInfo
+    from dlforge.runinfo import RunInfo
 
 PARITY_SENTENCES = 64
 SRC, IDS = "src", "ids"

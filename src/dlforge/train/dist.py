@@ -334,10 +334,3 @@ def all_sum(values: Tensor, ctx: DistContext) -> Tensor:
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
-
-
-def write_pid(ctx: DistContext, folder: str | None) -> None:
-    """Test hook: each worker leaves `rank-<r>.pid` in `folder` so a test can kill one."""
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / f"rank-{ctx.rank}.pid").write_text(str(os.getpid()))

@@ -7,109 +7,26 @@ from epoch k continues bitwise as if never stopped (on CPU).
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
-from torch.utils.data import DataLoader
+from torch import nn
 
 from dlforge.config import ExperimentConfig
-from dlforge.config.schema import OptimizerConfig
 from dlforge.data.loaders import eval_loader, train_loader
 from dlforge.data.splits import DataBundle
-from dlforge.rundir import RunInfo
+from dlforge.runinfo import RunInfo
 from dlforge.tasks import Task, get_task
 from dlforge.train import checkpoint as ckpt
 from dlforge.train import dist
 from dlforge.train.dist import DistContext
-from dlforge.train.optim import build_optimizer, build_scheduler
-from dlforge.train.param_groups import Freezer, check_freeze_setup, optimizer_groups, plan_groups
+from dlforge.train.param_groups import Freezer, check_freeze_setup
+from dlforge.train.precision import grad_scaler
 from dlforge.train.progress import EpochProgress
-from dlforge.train.step import autocast, grad_scaler, optimizer_update, train_epoch
-
-
-@dataclass
-class LoopState:
-    """The loop's counters; saved in every checkpoint."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimiser steps
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: float | None = None
-    best_epoch: int | None = None
-    bad_epochs: int = 0
-    stopped_early: bool = False
-
-
-@dataclass
-class Trainer:
-    """Everything a training step needs; tasks use its helpers rather than importing the loop."""
-
-    cfg: ExperimentConfig
-    ctx: DistContext
-    net: nn.Module  # the plain model (saved, exported)
-    model: nn.Module  # what runs: maybe DDP- and/or compile-wrapped
-    optimizer: Optimizer
-    scheduler: LRScheduler
-    train_batches: DataLoader
-    val_batches: DataLoader
-    task: Task
-    info: RunInfo
-    augmenter: nn.Module | None = None
-    scaler: torch.amp.GradScaler | None = None
-    best_state: dict[str, Tensor] | None = None
-    freezer: Freezer | None = None  # train.freeze, applied per epoch
-    extra: dict[str, Any] = field(default_factory=dict)  # task state with state_dict(), checkpointed
-
-    @property
-    def labels(self) -> list[str]:
-        return self.info.labels
-
-    @property
-    def monitor(self) -> str:
-        return self.cfg.train.monitor or self.task.default_monitor
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """Mixed precision (train.precision) for forward passes and losses."""
-        return autocast(self.cfg.train.precision, self.ctx.device)
-
-    def sync_gradients(self, optimizer_step: bool) -> contextlib.AbstractContextManager[Any]:
-        """Around forward + backward: skips DDP's all-reduce on micro-batches that do not step."""
-        return dist.no_sync(self.model, self.ctx, skip=not optimizer_step)
-
-    def backward(self, loss: Tensor) -> None:
-        """Backward of `loss` averaged over `train.accumulate` micro-batches, scaled for fp16."""
-        scaled = loss / self.cfg.train.accumulate
-        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-
-    def optimizer_update(self) -> None:
-        """Unscale, clip, step, zero and advance the schedule of the main optimizer."""
-        optimizer_update(self)
-
-    def make_optimizer(self, params: nn.Module | Iterable[nn.Parameter], settings: OptimizerConfig | None = None
-                       ) -> tuple[Optimizer, LRScheduler]:
-        """An optimizer (default settings: train.optimizer) with train.scheduler over the same steps — for
-        tasks that train several models (a GAN's discriminator) or only part of one. A module's parameters
-        are grouped by train.param_groups / layer_decay (regexes on its own parameter names)."""
-        return make_optimizer(self.cfg, params, settings, len(self.train_batches))
-
-
-def make_optimizer(cfg: ExperimentConfig, params: nn.Module | Iterable[nn.Parameter],
-                   settings: OptimizerConfig | None, batches_per_epoch: int) -> tuple[Optimizer, LRScheduler]:
-    """`Trainer.make_optimizer`; the trainer's own optimizer is built here too, before the trainer exists."""
-    t = cfg.train
-    settings = settings or t.optimizer
-    groups = optimizer_groups(plan_groups(params, t, settings)) if isinstance(params, nn.Module) else params
-    optimizer = build_optimizer(groups, settings)
-    steps = math.ceil(batches_per_epoch / t.accumulate)
-    return optimizer, build_scheduler(optimizer, t.scheduler, settings.lr, steps, t.epochs)
+from dlforge.train.step import train_epoch
+from dlforge.train.trainer import LoopState, Trainer, make_optimizer
 
 
 def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx: DistContext,

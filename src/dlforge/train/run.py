@@ -7,7 +7,6 @@ kinds of models (data, model, step, metrics, report) is the experiment's task (d
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +14,16 @@ from rich.console import Console
 from torch import nn
 
 from dlforge.config import ExperimentConfig, dump_config
-from dlforge.data.datasets import DataError
 from dlforge.data.loaders import eval_loader
 from dlforge.data.splits import DataBundle
 from dlforge.nn.pretrained import load_pretrained
-from dlforge.rundir import CONFIG, PRETRAINED_REPORT, WEIGHTS, RunInfo, prepare_run_dir
+from dlforge.rundir import CONFIG, PRETRAINED_REPORT, WEIGHTS, prepare_run_dir
+from dlforge.runinfo import RunInfo
 from dlforge.tasks import get_task
 from dlforge.train import dist
 from dlforge.train.checkpoint import list_checkpoints, save_weights
 from dlforge.train.loop import build_trainer, fit
 from dlforge.weights import pretrained_weights
-
-PID_DIR_ENV = "DLFORGE_TEST_PID_DIR"  # test hook: workers write rank-<r>.pid there
-FAIL_RANK_ENV = "DLFORGE_TEST_FAIL_RANK"  # test hook: this rank raises a data error after set-up
 
 
 def start_from_pretrained(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, run_dir: Path | None) -> None:
@@ -56,12 +52,6 @@ def write_run_files(cfg: ExperimentConfig, bundle: DataBundle, run_dir: Path) ->
     return info
 
 
-def apply_test_hooks(ctx: dist.DistContext) -> None:
-    dist.write_pid(ctx, os.environ.get(PID_DIR_ENV))
-    if os.environ.get(FAIL_RANK_ENV) == str(ctx.rank):
-        raise DataError(f"injected failure on rank {ctx.rank} ({FAIL_RANK_ENV})")
-
-
 @dist.record_errors
 def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train, then evaluate on the test split (sharded across workers); main worker writes files.
@@ -84,7 +74,6 @@ def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwr
         if ctx.is_main:
             write_run_files(cfg, bundle, run_dir)
         trainer = build_trainer(cfg, bundle, net, ctx, info)
-        apply_test_hooks(ctx)
         state = fit(trainer, run_dir, resume)
         test = eval_loader(bundle.test, cfg.eval.batch_size, ctx.rank, ctx.world_size)
         metrics = task.evaluate(trainer.net, test, info, ctx.device)

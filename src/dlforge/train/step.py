@@ -1,50 +1,21 @@
-"""One training epoch and the shared optimiser update: mixed precision, gradient accumulation, DDP no_sync.
+"""One training epoch: gradient accumulation, global loss sums and throughput, without per-batch syncs.
 
 What one micro-batch does (forward, loss, backward) is the task's `train_step` (dlforge.tasks)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dlforge.train import dist
+from dlforge.train.trainer import steps_optimizer
 
 if TYPE_CHECKING:
-    from dlforge.train.loop import LoopState, Trainer
     from dlforge.train.progress import EpochProgress
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision for the forward pass (and the loss): bf16 or fp16, on CPU and GPU alike."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[precision])
-
-
-def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
-    """fp16 gradients underflow without loss scaling (on any device); bf16 has fp32's range and needs none."""
-    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
-
-
-def optimizer_update(tr: Trainer) -> None:
-    if tr.scaler:
-        tr.scaler.unscale_(tr.optimizer)  # clip the true gradients, not the scaled ones
-    if tr.cfg.train.grad_clip:
-        nn.utils.clip_grad_norm_(tr.net.parameters(), tr.cfg.train.grad_clip)
-    if tr.scaler:
-        tr.scaler.step(tr.optimizer)  # skipped when the gradients overflowed
-        tr.scaler.update()
-    else:
-        tr.optimizer.step()
-    tr.optimizer.zero_grad(set_to_none=True)
-    tr.scheduler.step()
-
+    from dlforge.train.trainer import LoopState, Trainer
 
 def train_epoch(tr: Trainer, state: LoopState, bar: EpochProgress) -> dict[str, float]:
     """One pass over this worker's shard; the loss and throughput returned are global (summed over ranks)."""
@@ -60,7 +31,7 @@ def train_epoch(tr: Trainer, state: LoopState, bar: EpochProgress) -> dict[str, 
     started, last = time.perf_counter(), len(tr.train_batches)
     for i, batch in enumerate(tr.train_batches, start=1):
         batch = to_device(batch, tr.ctx.device)
-        step = i % tr.cfg.train.accumulate == 0 or i == last
+        step = steps_optimizer(i, last, tr.cfg.train.accumulate)
         losses, rows = tr.task.train_step(tr, batch, step), batch_rows(batch)
         total[:-1] += torch.stack([losses[name].float() for name in names]) * rows
         total[-1] += rows

@@ -1,0 +1,45 @@
+"""run.json: the facts about the training data that a model needs besides its spec.
+
+Torch-free and below every task: tasks, the trainer and the torch runtime all read it, and
+dlforge.rundir (which asks a task to rebuild a model) builds on it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dlforge.data.splits import DataBundle
+
+RUN_INFO = "run.json"
+
+
+@dataclass
+class RunInfo:
+    """Facts about the data the model was trained on (everything the task's model needs but the spec)."""
+
+    input_shape: list[int]
+    labels: list[str]
+    integer_input: bool
+    preprocessing: dict[str, Any]
+    dataset: str
+    artifacts: list[str] = field(default_factory=list)  # files beside it (tokenizer.json), copied into packages
+
+    @classmethod
+    def from_bundle(cls, bundle: DataBundle, dataset: str) -> RunInfo:
+        return cls(list(bundle.input_shape), bundle.labels, bundle.integer_input, bundle.preprocessing, dataset,
+                   sorted(bundle.artifacts))
+
+    def save(self, run_dir: Path) -> None:
+        (run_dir / RUN_INFO).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunInfo:
+        return cls.read(run_dir / RUN_INFO)
+
+    @classmethod
+    def read(cls, path: Path) -> RunInfo:
+        return cls(**json.loads(path.read_text()))

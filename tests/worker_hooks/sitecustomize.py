@@ -1,0 +1,39 @@
+"""Fault injection for the distributed tests, kept out of the product (#18 item 11).
+
+tests/test_dist.py puts this folder on PYTHONPATH of the `dlforge train` job it launches, so Python
+imports this file at start-up in the launcher and in every torchrun worker. Only when a test sets one
+of the variables below does it wrap `fit` in dlforge.train.run; the real training code runs unchanged.
+
+- DLFORGE_TEST_PID_DIR: each worker writes `rank-<r>.pid` there before training (a test kills one).
+- DLFORGE_TEST_FAIL_RANK: that rank raises a data error once its trainer is set up.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+PID_DIR_ENV, FAIL_RANK_ENV = "DLFORGE_TEST_PID_DIR", "DLFORGE_TEST_FAIL_RANK"
+
+
+def _install() -> None:
+    import dlforge.train.run as run
+    from dlforge.data.datasets import DataError
+
+    real_fit = run.fit
+
+    def fit(tr: Any, run_dir: Path, resume: bool = False) -> Any:
+        rank = tr.ctx.rank
+        if folder := os.environ.get(PID_DIR_ENV):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / f"rank-{rank}.pid").write_text(str(os.getpid()))
+        if os.environ.get(FAIL_RANK_ENV) == str(rank):
+            raise DataError(f"injected failure on rank {rank} ({FAIL_RANK_ENV})")
+        return real_fit(tr, run_dir, resume)
+
+    run.fit = fit
+
+
+if os.environ.get(PID_DIR_ENV) or os.environ.get(FAIL_RANK_ENV):
+    _install()
