@@ -17,6 +17,7 @@ def test_cli_help_imports_no_torch() -> None:
     loaded = modules_after("import sys\nfrom dlforge.cli import main\nsys.argv = ['dlforge', '--help']\n"
                            "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code")
     assert "dlforge.cli" in loaded and "torch" not in loaded
+    assert not {"numpy", "pydantic", "dlforge.config"} & loaded  # each command imports what it uses, when it runs
 
 
 def test_loading_a_package_in_the_onnx_runtime_imports_no_torch(model_package: Path) -> None:

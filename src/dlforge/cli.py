@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,9 +14,10 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from dlforge.config import ExperimentConfig
-from dlforge.config.components import describe
 from dlforge.errors import UserError
+
+if TYPE_CHECKING:  # `dlforge --help` loads no config schema, numpy or torch: each command imports what it uses
+    from dlforge.config import ExperimentConfig
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -189,7 +190,7 @@ def augmentations() -> None:
     """List the augmentation ops for the `augment:` list, with their parameters."""
     from dlforge.data.augment import AUGMENTATIONS
 
-    _print_components("augmentations", describe(AUGMENTATIONS))
+    _print_components("augmentations", AUGMENTATIONS)
 
 
 PackageArg = Annotated[Path, typer.Argument(help="a model package folder (e.g. runs/digits_cnn/package)")]
@@ -343,11 +344,13 @@ def inspect(package: PackageArg) -> None:
         print_metrics(m.metrics, "test metrics (from training)")
 
 
-def _print_components(title: str, rows: list[tuple[str, str, str]]) -> None:
+def _print_components(title: str, registry: Any) -> None:
+    from dlforge.config.components import describe
+
     table = Table(title=title, show_lines=False)
     for col in ("name", "parameters", "what it is"):
         table.add_column(col, overflow="fold")
-    for row in rows:
+    for row in describe(registry):
         table.add_row(*row)
     console.print(table)
 
@@ -379,7 +382,7 @@ def layers() -> None:
     """List every layer type a `model.layers` list may use, with its parameters."""
     from dlforge.nn import LAYERS
 
-    _print_components("layers", describe(LAYERS))
+    _print_components("layers", LAYERS)
 
 
 @app.command()
@@ -387,7 +390,7 @@ def models() -> None:
     """List the named architectures for `model.arch`, with their parameters."""
     from dlforge.nn import MODELS
 
-    _print_components("architectures", describe(MODELS))
+    _print_components("architectures", MODELS)
 
 
 @app.command()
@@ -440,6 +443,8 @@ def _model_of(source: Path, overrides: list[str] | None) -> tuple[ExperimentConf
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the experiment file."""
+    from dlforge.config import ExperimentConfig
+
     json.dump(ExperimentConfig.model_json_schema(), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
