@@ -4,12 +4,19 @@ import pytest
 import torch
 
 from dlforge.config import ConfigError
+from dlforge.nn.build import ModelBuildError
 from dlforge.nn.seq2seq import SEQ2SEQ_MODELS, Vocab, build_seq2seq
+from dlforge.nn.seq2seq.layer_encoder import LayerEncoder
 
-VOCAB = Vocab(src_size=11, tgt_size=13, pad_id=0)
+VOCAB = Vocab(src_size=11, tgt_size=13, pad_id=0, max_source=10)
 VARIANTS = [(name, {}) for name in SEQ2SEQ_MODELS.names() if name.endswith("_tiny")] + [
     ("rnn_attention_tiny", {"cell": "lstm", "attention": "luong", "layers": 2}),
     ("transformer_tiny", {"norm_first": False, "decoder_layers": 2}),
+    # layer-list encoders (#12): a bidirectional GRU stack, and self-attention over learned positions
+    ("rnn_attention_tiny", {"encoder": [{"embedding": 8}, {"gru": {"hidden": 6, "bidirectional": True,
+                                                                     "return_sequences": True}}]}),
+    ("rnn_attention_tiny", {"cell": "lstm", "attention": "luong", "encoder": [
+        {"embedding": 8}, "positional", {"transformer_encoder": {"heads": 2, "dropout": 0.0}}]}),
 ]
 
 
@@ -50,3 +57,16 @@ def test_every_architecture_builds_and_bad_params_name_the_key() -> None:
         build_seq2seq("gru_attention", {"cel": "lstm"}, VOCAB)
     with pytest.raises(ConfigError, match=r"model.arch: unknown seq2seq architecture 'transfomer' — did you mean"):
         build_seq2seq("transfomer", {}, VOCAB)
+
+
+def test_a_layer_list_encoder_replaces_the_built_in_one_and_bad_lists_say_why() -> None:
+    layers = [{"embedding": 8}, {"lstm": {"hidden": 5, "return_sequences": True}}]
+    model = build_seq2seq("rnn_attention_tiny", {"encoder": layers}, VOCAB)
+    assert isinstance(model.encoder, LayerEncoder) and model.encoder.body[0].num_embeddings == VOCAB.src_size
+    assert model.key.in_features == 5  # the decoder attends over the list's output width
+    with pytest.raises(ModelBuildError, match=r"model.params.encoder: must return one vector per source step"):
+        build_seq2seq("rnn_attention_tiny", {"encoder": [{"embedding": 8}, {"gru": 5}]}, VOCAB)  # last step only
+    with pytest.raises(ModelBuildError, match=r"model.params.encoder\[0\].vocab_size: comes from the source"):
+        build_seq2seq("rnn_attention_tiny", {"encoder": [{"embedding": {"dim": 8, "vocab_size": 99}}]}, VOCAB)
+    with pytest.raises(ConfigError, match=r"model.params.encoder\[1\]: unknown layer 'gruu'"):
+        build_seq2seq("rnn_attention_tiny", {"encoder": [{"embedding": 8}, {"gruu": 5}]}, VOCAB)

@@ -184,3 +184,20 @@ def test_the_playground_translates_typed_lines_in_chromium(trained: Path) -> Non
             assert page.locator("#status").inner_text() == ""
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_a_layer_list_encoder_trains_exports_with_parity_and_translates(tmp_path: Path) -> None:
+    """#12: `model.params.encoder` — the layers of `dlforge layers` as the encoder of an attention RNN."""
+    raw = seq2seq_config(epochs=2)
+    raw["data"]["params"]["n_samples"] = 160
+    raw["model"] = {"arch": "rnn_attention_tiny", "params": {"encoder": [
+        {"embedding": 8}, "positional", {"gru": {"hidden": 8, "bidirectional": True, "return_sequences": True}}]}}
+    (tmp_path / "s2s.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run([sys.executable, "-m", "dlforge", "run", str(tmp_path / "s2s.yaml"), "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Warning" not in proc.stderr, proc.stderr[-3000:]  # the exporter's noise stays out of the user's way
+    package = load_package(tmp_path / "run" / "package")
+    assert package.manifest.task_info["parity"] == {"identical_greedy": 24, "identical_beam": 24}
+    assert translate_lines(package, SENTENCES) == translate_lines(package, SENTENCES, runtime="torch")

@@ -6,8 +6,6 @@ model decodes with exactly the search torch decoding uses; parity is checked on 
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 
 import onnx
@@ -16,6 +14,7 @@ from torch import Tensor, nn
 
 from dlforge.decoding.onnx_engine import LOG_PROBS, OUT_SUFFIX, SRC, TOKENS
 from dlforge.export.errors import ExportError
+from dlforge.export.quiet import quiet_exporter
 from dlforge.nn.seq2seq.base import Seq2SeqModel
 
 ENCODER_FILE, STEP_FILE = "encoder.onnx", "decoder_step.onnx"
@@ -46,9 +45,7 @@ class StepGraph(nn.Module):
 
 def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, opset: int, inputs: list[str],
             outputs: list[str], shapes: dict[str, object]) -> None:
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
+    with quiet_exporter():
         torch.onnx.export(module.eval(), args, str(path), dynamo=True, opset_version=opset, input_names=inputs,
                           output_names=outputs, dynamic_shapes=shapes, external_data=False, verbose=False)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from dlforge.data.splits import DataBundle, load_data
 from dlforge.evaluate.plots import Panel, plot_learning_curves
 from dlforge.export.errors import ExportError
 from dlforge.export.onnx import session
+from dlforge.export.quiet import quiet_exporter
 from dlforge.imagegrid import save_grid
 from dlforge.tasks.denoise_model import Denoiser, as_denoiser, noisy_batch
 
@@ -54,11 +54,11 @@ def export_denoiser(net: Denoiser, bundle: DataBundle, info: RunInfo, cfg: Exper
     net.eval()
     path = root / "model.onnx"
     noisy = noisy_batch(net, bundle.val.tensors[0][:PARITY_SAMPLES], 0)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    torch.onnx.export(net, (noisy[:2],), str(path), dynamo=True, opset_version=cfg.export.opset,
-                      input_names=[IMAGE], output_names=[DENOISED],
-                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-                      external_data=False, verbose=False)
+    with quiet_exporter():
+        torch.onnx.export(net, (noisy[:2],), str(path), dynamo=True, opset_version=cfg.export.opset,
+                          input_names=[IMAGE], output_names=[DENOISED],
+                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                          external_data=False, verbose=False)
     onnx.checker.check_model(str(path), full_check=True)
     with torch.no_grad():
         expected = net(noisy).numpy()

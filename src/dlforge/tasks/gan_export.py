@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,7 @@ from torch import Tensor, nn
 from dlforge.config import ExperimentConfig
 from dlforge.export.errors import ExportError
 from dlforge.export.onnx import session
+from dlforge.export.quiet import quiet_exporter
 from dlforge.nn.gan import GanModel, Generator
 
 if TYPE_CHECKING:
@@ -56,10 +56,10 @@ def export_generator(net: GanModel, info: RunInfo, cfg: ExperimentConfig, root: 
     batch = torch.export.Dim("batch")
     shapes = {"latent": {0: batch}, **({"label": {0: batch}} if conditional else {})}
     path = root / "model.onnx"
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    torch.onnx.export(wrapper, _examples(generator, 2), str(path), dynamo=True, opset_version=cfg.export.opset,
-                      input_names=names, output_names=[IMAGE], dynamic_shapes=shapes, external_data=False,
-                      verbose=False)
+    with quiet_exporter():
+        torch.onnx.export(wrapper, _examples(generator, 2), str(path), dynamo=True, opset_version=cfg.export.opset,
+                          input_names=names, output_names=[IMAGE], dynamic_shapes=shapes, external_data=False,
+                          verbose=False)
     onnx.checker.check_model(str(path), full_check=True)
     diff = _parity(wrapper, path, names, tolerance)
     shape = list(info.input_shape)

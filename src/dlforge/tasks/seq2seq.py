@@ -40,7 +40,8 @@ SAMPLES = 20
 
 
 def vocab_of(prep: dict[str, Any]) -> Vocab:
-    return Vocab(int(prep["source_vocab"]), int(prep["target_vocab"]), int(prep["pad_id"]))
+    return Vocab(int(prep["source_vocab"]), int(prep["target_vocab"]), int(prep["pad_id"]),
+                 prep.get("max_source_tokens"))
 
 
 def special_of(prep: dict[str, Any]) -> Special:

@@ -11,9 +11,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dlforge.config import ConfigError
+from dlforge.config.common import ComponentSpec
 from dlforge.config.components import Component
 from dlforge.config.errors import problems_from
 from dlforge.nn.seq2seq.base import Seq2SeqModel, Vocab
+from dlforge.nn.seq2seq.layer_encoder import build_layer_encoder
 from dlforge.nn.seq2seq.rnn import RnnSeq2Seq
 from dlforge.nn.seq2seq.transformer import TransformerSeq2Seq
 from dlforge.registry import Registry, RegistryError
@@ -32,6 +34,8 @@ class RnnParams(Params):
     hidden: int = Field(128, ge=1, description="per direction in the encoder; the decoder's size")
     layers: int = Field(1, ge=1, le=8)
     dropout: float = Field(0.1, ge=0, lt=1)
+    encoder: list[ComponentSpec] | None = Field(
+        None, description="a layer list over source ids replacing the bidirectional encoder (see docs/translation.md)")
 
 
 class LstmParams(RnnParams):
@@ -73,7 +77,8 @@ class TinyTransformerParams(TransformerParams):
 
 
 def rnn(p: RnnParams, vocab: Vocab) -> Seq2SeqModel:
-    return RnnSeq2Seq(vocab, p.cell, p.attention, p.embedding, p.hidden, p.layers, p.dropout)
+    encoder = build_layer_encoder(p.encoder, vocab) if p.encoder is not None else None
+    return RnnSeq2Seq(vocab, p.cell, p.attention, p.embedding, p.hidden, p.layers, p.dropout, encoder)
 
 
 def transformer(p: TransformerParams, vocab: Vocab) -> Seq2SeqModel:

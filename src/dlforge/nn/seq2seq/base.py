@@ -27,6 +27,7 @@ class Vocab:
     src_size: int
     tgt_size: int
     pad_id: int = 0
+    max_source: int | None = None  # longest source in tokens (sizes position tables of a layer-list encoder)
 
 
 class Seq2SeqModel(nn.Module):

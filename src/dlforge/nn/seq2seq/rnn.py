@@ -57,11 +57,17 @@ class RnnSeq2Seq(Seq2SeqModel):
     state_axes: ClassVar[dict[str, dict[int, str]]] = {key: {1: "src_len"} for key in static_keys}
 
     def __init__(self, vocab: Vocab, cell: Cell = "gru", attention: Attention = "bahdanau", emb: int = 64,
-                 hidden: int = 128, layers: int = 1, dropout: float = 0.1) -> None:
+                 hidden: int = 128, layers: int = 1, dropout: float = 0.1,
+                 encoder: tuple[nn.Module, int] | None = None) -> None:
+        """`encoder`: (a module returning (memory, summary) like RnnEncoder, its memory width) replacing the
+        built-in bidirectional encoder — a layer list from `model.params.encoder`."""
         super().__init__(vocab)
         self.cell, self.attention, self.layers, self.hidden = cell, attention, layers, hidden
-        memory = 2 * hidden
-        self.encoder = RnnEncoder(vocab, cell, emb, hidden, layers, dropout)
+        if encoder is None:
+            self.encoder: nn.Module = RnnEncoder(vocab, cell, emb, hidden, layers, dropout)
+            memory = 2 * hidden
+        else:
+            self.encoder, memory = encoder
         self.bridge = nn.Linear(memory, layers * hidden)
         self.embed = nn.Embedding(vocab.tgt_size, emb, padding_idx=vocab.pad_id)
         self.key = nn.Linear(memory, hidden, bias=attention == "bahdanau")
