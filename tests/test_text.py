@@ -208,6 +208,8 @@ def test_predict_and_the_server_agree_on_raw_strings(text_package: Path, tmp_pat
     with running(Settings(path=text_package)) as (url, _):
         meta = httpx.get(f"{url}/v2/models/langid_tiny").json()
         assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        card = httpx.get(f"{url}/v2/models/langid_tiny/card").json()  # the playground shows what clients send
+        assert card["inputs"] == meta["inputs"] and card["graph_inputs"][0]["datatype"] == "INT64"
         reply = _served(url, {"inputs": [{"name": "text", "shape": [4], "datatype": "BYTES", "data": PHRASES}]})
         assert reply.status_code == 200, reply.text
         outputs = {o["name"]: o for o in reply.json()["outputs"]}

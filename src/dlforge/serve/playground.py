@@ -71,5 +71,10 @@ async def card(request: Request) -> Response:
     if not instance.batcher.running:
         raise ModelNotReady(f"model '{name}' is not ready")
     manifest = instance.manifest.model_dump(mode="json") if hasattr(instance.manifest, "model_dump") else {}
+    # `inputs`/`outputs` are what a client sends and gets (the codec's: `text` BYTES for a text model), as in
+    # the V2 metadata; the ONNX graph's own tensors (token ids…) are kept beside them.
     return JSONResponse({**manifest, "name": instance.name, "version": instance.version,
-                         "versions": state.repository.versions(name)})
+                         "versions": state.repository.versions(name),
+                         "inputs": [t.model_dump() for t in instance.codec.inputs],
+                         "outputs": [t.model_dump() for t in instance.codec.outputs],
+                         "graph_inputs": manifest.get("inputs", []), "graph_outputs": manifest.get("outputs", [])})
