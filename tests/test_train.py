@@ -86,3 +86,12 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path: Path, delay: float, aug
     assert (tmp_path / "killed/model.safetensors").read_bytes() == straight
     history = (tmp_path / "killed/history.jsonl").read_text().splitlines()
     assert len(history) == 8
+
+
+def test_train_threads_sets_the_workers_thread_count(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        train_run(tiny_config(model={"arch": "mlp_tiny"}, train={"epochs": 1, "threads": 1}), tmp_path / "run")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -80,6 +80,9 @@ class TrainConfig(Strict):
     strategy: Literal["ddp", "fsdp"] = "ddp"
     sync_batchnorm: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, le=1024, description=(
+        "CPU threads per worker for torch's ops (default: torch's choice, one per core; torchrun gives each "
+        "worker 1). On a machine whose cores other jobs share, 1 can be many times faster"))
     progress: bool = True
     freeze: Freeze = Field(None, description="'backbone' (all but the classifier) or regexes of parameter names")
     unfreeze_at_epoch: int | None = Field(None, ge=2, description="epoch (1-based) from which nothing is frozen")

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from torch import nn
 
@@ -64,6 +65,8 @@ def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwr
     # Every rank checks before joining the group, so no rank can see files another has already written.
     prepare_run_dir(run_dir, cfg, resume, overwrite, clear=dist.env_rank() == 0)
     ctx = dist.setup(cfg.train.device)
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)  # before any op: the intra-op pool is sized on first use
     task = get_task(cfg.task)
     try:
         bundle = task.load_data(cfg, run_dir if resume else None)
