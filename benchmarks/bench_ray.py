@@ -80,12 +80,15 @@ def serve_batch_deployment() -> Any:
     from dlforge.export.package import load_package
     from dlforge.serve import protocol as v2
     from dlforge.serve.runtime import load_runtime
+    from dlforge.serve.validate import ModelSignature, parse_infer
 
     @serve.deployment(max_ongoing_requests=32)
     class ServeBatch:
         def __init__(self, package: str) -> None:
             self.runtime = load_runtime("onnx", load_package(Path(package)), 1)
             self.name = load_package(Path(package)).manifest.name
+            meta = self.runtime.metadata
+            self.signature = ModelSignature(tuple(meta.inputs), tuple(o.name for o in meta.outputs))
 
         @serve.batch(max_batch_size=32)
         async def run(self, rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
@@ -96,9 +99,8 @@ def serve_batch_deployment() -> Any:
             return [{k: parts[k][i] for k in parts} for i in range(len(rows))]
 
         async def __call__(self, request: Request) -> Response:
-            req, arrays = v2.parse_request_body(await request.body(),
-                                                v2.parse_header_length(request.headers.get(v2.HEADER_LENGTH)))
-            inputs = v2.match_inputs(self.runtime.metadata.inputs, req, arrays)
+            req, inputs = parse_infer(await request.body(),
+                                      v2.parse_header_length(request.headers.get(v2.HEADER_LENGTH)), self.signature)
             outputs = await self.run(inputs)
             body, headers = v2.encode_response(self.name, "1", req.id, outputs, req.outputs,
                                                v2.wants_binary(req.parameters, "binary_data_output", False))

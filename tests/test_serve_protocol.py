@@ -20,12 +20,12 @@ from dlforge.serve.protocol import (
     RequestOutput,
     check_outputs,
     encode_response,
-    match_inputs,
     parse_header_length,
     parse_request_body,
     parse_response_body,
     wants_binary,
 )
+from dlforge.serve.validate import ModelSignature, check_request
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -169,7 +169,7 @@ def test_wants_binary() -> None:
         wants_binary({"binary_data": 1}, "binary_data", False)
 
 
-def test_match_inputs_against_model_metadata() -> None:
+def test_requests_are_checked_against_the_model_signature() -> None:
     declared = [
         MetadataTensor(name="image", datatype="FP32", shape=[-1, 3]),
         MetadataTensor(name="mask", datatype="BOOL", shape=[-1]),
@@ -180,18 +180,19 @@ def test_match_inputs_against_model_metadata() -> None:
             inputs=[{"name": n, "datatype": d, "shape": s, "data": []} for n, d, s in inputs]
         )
 
-    ok = request(("mask", "BOOL", [2]), ("image", "FP32", [2, 3]))
-    assert list(match_inputs(declared, ok, [np.zeros(2), np.zeros((2, 3))])) == ["mask", "image"]
+    signature = ModelSignature(tuple(declared), ("probabilities",), max_rows=4)
+    check_request(request(("mask", "BOOL", [2]), ("image", "FP32", [2, 3])), signature)
     cases = [
         (request(("imag", "FP32", [1, 3])), r"unknown input 'imag' — did you mean 'image'\?"),
         (request(("image", "FP32", [1, 3])), r"missing input\(s\): mask"),
         (request(("image", "FP64", [1, 3]), ("mask", "BOOL", [1])), "datatype must be FP32"),
         (request(("image", "FP32", [1, 4]), ("mask", "BOOL", [1])), r"does not match \[-1, 3\]"),
         (request(("image", "FP32", [3]), ("mask", "BOOL", [1])), r"shape \[3\] does not match"),
+        (request(("image", "FP32", [5, 3]), ("mask", "BOOL", [5])), r"5 rows is over this model's limit of 4"),
     ]
     for req, message in cases:
         with pytest.raises(ProtocolError, match=message):
-            match_inputs(declared, req, [np.zeros(1)] * len(req.inputs))
+            check_request(req, signature)
 
 
 # --- responses --------------------------------------------------------------------------------

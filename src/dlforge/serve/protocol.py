@@ -69,7 +69,6 @@ __all__ = [
     "decode_tensor",
     "encode_response",
     "get_datatype",
-    "match_inputs",
     "parse_header_length",
     "parse_request_body",
     "parse_request_header",
@@ -279,41 +278,6 @@ def wants_binary(parameters: Parameters | None, key: str, default: bool) -> bool
     if not isinstance(value, bool):
         raise ProtocolError(f"parameters.{key} must be true or false, got {value!r}")
     return value
-
-
-def match_inputs(
-    declared: list[MetadataTensor], request: InferenceRequest, arrays: list[np.ndarray],
-    optional: frozenset[str] = frozenset(),
-) -> dict[str, np.ndarray]:
-    """Inputs by name, checked against a model's declared inputs (names, datatypes, shapes).
-
-    `optional` names inputs a request may leave out (e.g. a generator's `latent` when it sends `seed`)."""
-    known = {t.name: t for t in declared}
-    for inp in request.inputs:
-        if inp.name not in known:
-            name, names = shorten(inp.name), list(known)
-            raise ProtocolError(
-                f"unknown input '{name}'{suggest(name, names)} (inputs: {', '.join(names)})"
-            )
-        _check_against(known[inp.name], inp)
-    missing = sorted(set(known) - optional - {i.name for i in request.inputs})
-    if missing:
-        raise ProtocolError(f"missing input(s): {', '.join(missing)}")
-    return {inp.name: a for inp, a in zip(request.inputs, arrays, strict=True)}
-
-
-def _check_against(spec: MetadataTensor, inp: RequestInput) -> None:
-    if inp.datatype != spec.datatype:
-        raise ProtocolError(
-            f"input '{inp.name}': datatype must be {spec.datatype}, got {inp.datatype}"
-        )
-    fits = len(inp.shape) == len(spec.shape) and all(
-        want in (-1, got) for want, got in zip(spec.shape, inp.shape, strict=True)
-    )
-    if not fits:
-        raise ProtocolError(
-            f"input '{inp.name}': shape {inp.shape} does not match {spec.shape} (-1 = any size)"
-        )
 
 
 def _split_header(body: bytes, header_length: int | None) -> tuple[bytes, memoryview]:
