@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from dlforge.config import ExperimentConfig, parse_config
+
+# One torch thread in this process and in every process it starts (`dlforge run` / `train` / `serve`
+# subprocesses read OMP_NUM_THREADS): the suite runs several processes on 2 cores, and torch's spinning
+# thread pool under contention made the 20-epoch augmentation test time out at 300 s where one thread
+# trains it in 22 s on the same loaded machine.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 def tiny_config(**sections: Any) -> ExperimentConfig:
