@@ -133,8 +133,8 @@ def main() -> None:
     for name, ms in lat.items():
         print(f"  {name}: {ms:.3f} ms")
     conv, op = lat["ONNX Runtime (stft: conv)"], lat["ONNX Runtime (stft: onnx)"]
-    print(f"  ORT conv vs STFT op: {op / conv:.2f}x; ORT (conv) vs torch: "
-          f"{lat['torch eager (stft: conv)'] / conv:.2f}x faster")
+    print(f"  ORT with the conv STFT is {op / conv:.2f}x faster than with the STFT op and "
+          f"{lat['torch eager (stft: conv)'] / conv:.2f}x faster than torch eager")
     rates = [h["samples_per_s"] for h in history]
     print(f"\ntraining: {statistics.median(rates):,.0f} clips/s (median over {len(rates)} epochs; best "
           f"{max(rates):,.0f}), augmentation and front-end included")

@@ -110,6 +110,35 @@ def test_gain_and_noise_follow_their_settings() -> None:
     assert (snr - 20).abs().max() < 0.5
 
 
+def dominant_hz(wave: torch.Tensor) -> float:
+    spectrum = np.abs(np.fft.rfft(wave.numpy()))
+    return float(np.argmax(spectrum)) * RATE / len(wave)
+
+
+def test_speed_scales_every_frequency_by_its_factor_about_the_centre() -> None:
+    t = torch.arange(RATE // 2) / RATE
+    burst = torch.sin(2 * torch.pi * 500 * t) * torch.hann_window(RATE // 2)  # 0.5 s of 500 Hz
+    x = torch.nn.functional.pad(burst, (RATE // 4, RATE // 4)).repeat(4, 1)  # in the middle of a 1 s clip
+    faster = augment([{"speed": [1.25, 1.25]}], x)
+    slower = augment([{"speed": 0.8}], x)
+    middle = slice(3 * RATE // 8, 5 * RATE // 8)
+    assert dominant_hz(faster[0, middle]) == pytest.approx(625, abs=4)
+    assert dominant_hz(slower[0, middle]) == pytest.approx(400, abs=4)
+
+    def support(row: torch.Tensor) -> tuple[int, int]:
+        inside = (row.abs() > 1e-4).nonzero()
+        return int(inside[0]), int(inside[-1])
+
+    first, last = support(faster[0])  # 0.4 s long now, still centred
+    assert abs(first - 0.3 * RATE) < 40 and abs(last - 0.7 * RATE) < 40
+    first, last = support(slower[0])  # 0.625 s
+    assert abs(first - 0.1875 * RATE) < 40 and abs(last - 0.8125 * RATE) < 40
+    drawn = augment([{"speed": [0.8, 1.25]}], x)
+    assert len({round(dominant_hz(row[middle])) for row in drawn}) > 1  # per-clip factors
+    with pytest.raises(ConfigError, match=r"augment\[0\]\.factor.*min, max"):
+        validate_augment([ComponentSpec.model_validate({"speed": [1.2, 0.8]})], (RATE,))
+
+
 def test_spec_masks_run_inside_the_model_in_training_only() -> None:
     net = build_model(ModelConfig(arch="audio_cnn_tiny", params={"sample_rate": RATE}), (RATE,), 2)
     aug = build_augmenter([ComponentSpec.model_validate({"time_mask": {"max_frames": 8, "count": 1}})], (RATE,), 2)

@@ -361,8 +361,8 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("spoken-digits")
 def spoken_digits(out: Annotated[Path, typer.Option("--out", "-o", help="new folder for the clips")],
-                  voices: Annotated[int, typer.Option(help="eSpeak NG voice variants (speakers)")] = 60,
-                  takes: Annotated[int, typer.Option(help="renditions of each digit per voice")] = 5,
+                  voices: Annotated[int, typer.Option(help="eSpeak NG voice variants (speakers)")] = 89,
+                  takes: Annotated[int, typer.Option(help="renditions of each digit per voice")] = 8,
                   sample_rate: Annotated[int, typer.Option(help="Hz of the written WAV files")] = 16000,
                   seed: Annotated[int, typer.Option(help="the same seed writes the same files")] = 0) -> None:
     """Synthesize "zero" … "nine" with eSpeak NG (offline): voices × takes × 10 WAV clips in

@@ -1,6 +1,6 @@
 """Audio augmentations for the `augment:` list, on whole batches on the device (a few tensor ops each).
 
-Waveform ops (time_shift, gain, noise) act on (N, samples) batches before the model, like image ops.
+Waveform ops (time_shift, gain, noise, speed) act on (N, samples) batches before the model, like image ops.
 SpecAugment's masks (time_mask, freq_mask) act on the spectrogram, which lives inside the model, so
 they run as a forward hook on its front-end layer, in training mode only: evaluation and export never
 see them. All randomness comes from torch's global RNG.
@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from dlforge.config.components import Component
-from dlforge.data.augment_ops import AUGMENTATIONS, OpParams, Probability
+from dlforge.data.augment_ops import AUGMENTATIONS, OpParams, PositiveRange, Probability
 
 Shape = tuple[int, ...]
 
@@ -91,6 +91,39 @@ class NoiseParams(AudioOp):
         return NoiseAtSnr(self.snr_db, self.p)
 
 
+class Speed(nn.Module):
+    def __init__(self, factor: tuple[float, float], p: float) -> None:
+        super().__init__()
+        self.factor, self.p = factor, p
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, length = x.shape
+        factor = torch.empty(n, 1, device=x.device).uniform_(*self.factor)
+        factor = torch.where(_chosen(n, self.p, x.device)[:, None], factor, 1.0)
+        centre = (length - 1) / 2  # the clip is stretched about its centre, where the word usually is
+        source = (torch.arange(length, device=x.device)[None, :] - centre) * factor + centre
+        left = source.floor()
+        frac, left_i = source - left, left.long()
+
+        def at(i: Tensor) -> Tensor:
+            inside = (i >= 0) & (i < length)
+            return torch.where(inside, x.gather(1, i.clamp(0, length - 1)), torch.zeros_like(x))
+
+        return at(left_i) * (1 - frac) + at(left_i + 1) * frac  # linear interpolation, zeros beyond the ends
+
+
+class SpeedParams(AudioOp):
+    """Speed perturbation: play each clip `factor` times faster, so pitch and formants (the vocal tract's
+    size) scale by it and the duration by its inverse: speakers between and beyond the training voices.
+    Linear interpolation without an anti-alias filter (a factor above 1 folds a little of the top band)."""
+
+    factor: PositiveRange = Field((0.85, 1.15), description="speed factor drawn from [min, max]")
+    p: Probability = 1.0
+
+    def build(self, shape: Shape) -> nn.Module:
+        return Speed(self.factor, self.p)
+
+
 # --- SpecAugment masks: (N, 1, bins, frames), inside the model -------------------------------
 
 
@@ -148,6 +181,7 @@ _CATALOG: list[tuple[str, type[AudioOp], str | None, str]] = [
     ("time_shift", TimeShiftParams, "max_fraction", "audio: shift the waveform, zeros in at the edge"),
     ("gain", GainParams, "db", "audio: scale the waveform by a gain in dB"),
     ("noise", NoiseParams, "snr_db", "audio: add white noise at a signal-to-noise ratio in dB"),
+    ("speed", SpeedParams, "factor", "audio: speed perturbation, pitch and formants × factor"),
     ("time_mask", TimeMaskParams, "max_frames", "audio: SpecAugment time masks on the model's spectrogram"),
     ("freq_mask", FreqMaskParams, "max_bins", "audio: SpecAugment frequency masks on the model's spectrogram"),
 ]

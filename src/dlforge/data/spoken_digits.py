@@ -3,9 +3,9 @@
 eSpeak NG comes from the `espeakng-loader` wheel (libespeak-ng plus its voice data); it offers only the
 library's path, so we call the C API through ctypes. A *voice* is one of eSpeak's voice variants
 (m1…m8, f1…f5, klatt, Alex, …: the 89 of its 104 that are not whispered or robotic); every take of a
-voice gets a seeded random English accent, rate, pitch, gain, silence and background noise. Files are
-`<digit>/<voice>__<take>.wav`, so `group_by: '^(.+?)__'` keeps each voice in one split. torch-free;
-the same seed writes the same bytes.
+voice gets a seeded random English accent, rate, pitch, a frequency warp (vocal tract length), gain,
+silence and background noise. Files are `<digit>/<voice>__<take>.wav`, so `group_by: '^(.+?)__'` keeps
+each voice in one split. torch-free; the same seed writes the same bytes.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Take:
     snr_db: float
     noise: str  # white | pink
     lead_s: float  # silence before the word
+    warp: float  # all frequencies (pitch and formants) × warp, duration ÷ warp: a longer or shorter vocal tract
 
 
 class ESpeak:
@@ -78,10 +79,15 @@ class ESpeak:
         return sorted(p.name for p in folder.iterdir() if p.is_file() and re.fullmatch(r"[A-Za-z0-9-]+", p.name)
                       and not NOT_SPEECH_LIKE.search(p.name))
 
-    def say(self, text: str, take: Take) -> np.ndarray:
-        """int16 samples at `self.rate` Hz."""
+    def say(self, text: str, take: Take, seed: int) -> np.ndarray:
+        """int16 samples at `self.rate` Hz.
+
+        `seed` seeds eSpeak's own random generator (breathy voices such as f2 or Alicia add noise from
+        it), which espeak_Initialize seeds from the clock: without it those voices differ from run to run.
+        """
         if self.lib.espeak_SetVoiceByName(f"{take.accent}+{take.voice}".encode()) != 0:
             raise SynthError(f"eSpeak NG has no voice {take.accent}+{take.voice}")
+        self.lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))
         for parameter, value in ((_RATE, take.rate), (_PITCH, take.pitch), (_RANGE, take.range)):
             self.lib.espeak_SetParameter(parameter, value, 0)
         self._chunks = []
@@ -94,7 +100,7 @@ class ESpeak:
 def draw_take(voice: str, rng: np.random.Generator) -> Take:
     return Take(voice, str(rng.choice(ACCENTS)), int(rng.integers(120, 221)), int(rng.integers(20, 81)),
                 int(rng.integers(20, 81)), float(rng.uniform(0.3, 1.0)), float(rng.uniform(8.0, 35.0)),
-                str(rng.choice(["white", "pink"])), float(rng.uniform(0.0, 0.15)))
+                str(rng.choice(["white", "pink"])), float(rng.uniform(0.0, 0.15)), float(rng.uniform(0.88, 1.12)))
 
 
 def noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -108,10 +114,14 @@ def noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def render(speech: np.ndarray, take: Take, rate: int, out_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """The take as float32 at `out_rate`: resampled, padded with silence, scaled, with noise at its SNR."""
+    """The take as float32 at `out_rate`: warped, resampled, padded with silence, scaled, with noise at its SNR.
+
+    The warp plays the samples as if they were recorded at `rate × warp` (one resampling): eSpeak's
+    variants are a few fixed formant sets, and scaling them covers the space between (and around) them.
+    """
     import soxr
 
-    wave = soxr.resample(speech.astype(np.float32) / 32768.0, rate, out_rate, quality="HQ")
+    wave = soxr.resample(speech.astype(np.float32) / 32768.0, rate * take.warp, out_rate, quality="HQ")
     lead, tail = int(take.lead_s * out_rate), int(rng.uniform(0.0, 0.15) * out_rate)
     wave = np.concatenate([np.zeros(lead, np.float32), wave, np.zeros(tail, np.float32)])
     peak = max(float(np.abs(wave).max()), 1e-6)
@@ -128,7 +138,7 @@ def choose_voices(variants: list[str], count: int, seed: int) -> list[str]:
     return sorted(variants[i] for i in picked)
 
 
-def generate(out: Path, voices: int = 60, takes: int = 5, seed: int = 0, sample_rate: int = 16000) -> int:
+def generate(out: Path, voices: int = 89, takes: int = 8, seed: int = 0, sample_rate: int = 16000) -> int:
     """Write `voices` × `takes` × 10 clips under `out` (which must be empty or absent); returns the count."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SynthError(f"--out {out} exists and is not an empty folder; choose a new one (nothing was written)")
@@ -151,11 +161,12 @@ def _write_all(out: Path, voices: int, takes: int, seed: int, sample_rate: int) 
             for t in range(takes):
                 rng = np.random.default_rng([seed, v, d, t])
                 take = draw_take(voice, rng)
-                wave = render(engine.say(word, take), take, engine.rate, sample_rate, rng)
+                speech = engine.say(word, take, seed=int(rng.integers(2**31)))
+                wave = render(speech, take, engine.rate, sample_rate, rng)
                 name = f"{word}/{voice}__{t}.wav"
                 sf.write(out / name, wave, sample_rate, subtype="PCM_16")
                 rows.append({"file": name, "voice": voice, **{k: getattr(take, k) for k in
-                             ("accent", "rate", "pitch", "range", "gain", "snr_db", "noise", "lead_s")}})
+                             ("accent", "rate", "pitch", "range", "gain", "snr_db", "noise", "lead_s", "warp")}})
     with (out / "voices.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
