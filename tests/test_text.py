@@ -59,6 +59,17 @@ def test_padding_never_changes_an_rnn_prediction(cell: str, pooling: str) -> Non
     assert torch.allclose(alone, padded, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", [2, 3])
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_padding_never_changes_a_text_cnn_prediction(kernel: int, pooling: str) -> None:
+    """An even kernel pads unevenly; a real step at a text's end must still see zeros past it, not padding."""
+    torch.manual_seed(0)
+    model = ModelConfig(arch="text_cnn_tiny", params={"kernel": kernel, "pooling": pooling, "channels": [8, 8]})
+    net = build_model(model, (16,), 3, integer_input=True, pad_id=0, vocab_size=30).eval()
+    alone, padded = _padded_pairs(net, 16)
+    assert torch.allclose(alone, padded, atol=1e-5)
+
+
 def test_padding_never_changes_a_transformer_prediction() -> None:
     torch.manual_seed(0)
     net = build_model(ModelConfig(arch="text_transformer_tiny"), (16,), 3, True, pad_id=0, vocab_size=30).eval()
