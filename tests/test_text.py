@@ -23,6 +23,7 @@ from dlforge.experiment import check_experiment
 from dlforge.export.package import export_run, load_package
 from dlforge.export.predict import predict_files
 from dlforge.nn import build_model
+from dlforge.nn.sequence import StepConv
 from dlforge.serve.batcher import Batcher
 from dlforge.serve.protocol import HEADER_LENGTH, parse_response_body
 from dlforge.serve.settings import Settings
@@ -62,10 +63,15 @@ def test_padding_never_changes_an_rnn_prediction(cell: str, pooling: str) -> Non
 @pytest.mark.parametrize("kernel", [2, 3])
 @pytest.mark.parametrize("pooling", ["mean", "max"])
 def test_padding_never_changes_a_text_cnn_prediction(kernel: int, pooling: str) -> None:
-    """An even kernel pads unevenly; a real step at a text's end must still see zeros past it, not padding."""
+    """Past a text's end a convolution reads its learned `outside` vector whether that is padding or the
+    batch's edge (an even kernel reaches unevenly); trained-looking, non-zero vectors here."""
     torch.manual_seed(0)
     model = ModelConfig(arch="text_cnn_tiny", params={"kernel": kernel, "pooling": pooling, "channels": [8, 8]})
     net = build_model(model, (16,), 3, integer_input=True, pad_id=0, vocab_size=30).eval()
+    convs = [m for m in net.modules() if isinstance(m, StepConv)]
+    assert len(convs) == 2
+    for conv in convs:
+        torch.nn.init.normal_(conv.outside)
     alone, padded = _padded_pairs(net, 16)
     assert torch.allclose(alone, padded, atol=1e-5)
 

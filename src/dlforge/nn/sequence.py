@@ -145,18 +145,24 @@ class StepConvParams(Params):
 class StepConv(nn.Module):
     """Conv1d + ReLU along the steps of (batch, steps, features): learned character n-gram detectors.
 
-    Padded steps are zeroed first and the convolution pads with zeros, so a real step next to the end of
-    its text sees the same zeros however much padding follows: padding never changes a real step."""
+    Every step outside the text — padding, and the edges the convolution reaches past — reads one learned
+    `outside` vector (zeros at first): a word at the start or end of a text then looks the same as one between
+    spaces can, and a real step sees the same inputs however much padding follows (padding invariance)."""
 
     takes_mask = True
 
     def __init__(self, features: int, p: StepConvParams) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(features, p.channels, p.kernel, padding="same")
+        self.conv = nn.Conv1d(features, p.channels, p.kernel)
+        self.outside = nn.Parameter(torch.zeros(features))
+        self.left = (p.kernel - 1) // 2
+        self.right = p.kernel - 1 - self.left
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if mask is not None:
-            x = x * mask.unsqueeze(-1).to(x.dtype)
+            x = torch.where(mask.unsqueeze(-1), x, self.outside)
+        b, _, f = x.shape
+        x = torch.cat([self.outside.expand(b, self.left, f), x, self.outside.expand(b, self.right, f)], dim=1)
         return F.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
 
 
