@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from dlforge.export.onnx import check_parity, export_onnx, run_onnx, session
+from dlforge.config import ModelConfig
+from dlforge.export.onnx import check_parity, export_onnx, input_dims, run_onnx, session
 from dlforge.export.package import (
     ExportError,
     Manifest,
@@ -22,6 +23,7 @@ from dlforge.export.package import (
     export_run,
     load_package,
 )
+from dlforge.nn import build_model
 from dlforge.rundir import load_run
 from dlforge.train.run import train_run
 from tests.conftest import tiny_config
@@ -156,3 +158,36 @@ def test_load_package_needs_no_torch(package: Path) -> None:
     code = (f"import sys; from dlforge.export.package import load_package; load_package({str(package)!r}); "
             "assert 'torch' not in sys.modules and 'onnx' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(SCHEMA.parents[2])})
+
+
+def _text_rnn() -> torch.nn.Module:
+    cfg = ModelConfig(arch="text_rnn_tiny", params={"bidirectional": False})  # one GRU: half the export time
+    return build_model(cfg, [24], 3, integer_input=True, pad_id=0, vocab_size=30).eval()
+
+
+@pytest.mark.slow
+def test_a_second_rnn_export_in_one_process_keeps_the_sequence_axis(tmp_path: Path) -> None:
+    """torch's exporter cached the first export's RNN kernel and fixed the next graph's sequence axis to the
+    example's length; every export must come out with both axes symbolic and run at any length."""
+    torch.manual_seed(0)
+    example = torch.randint(1, 30, (8, 24))
+    example[:4, 10:] = 0  # right padding, as the text datasets write it
+    for index in range(2):
+        net, path = _text_rnn(), tmp_path / f"m{index}.onnx"
+        export_onnx(net, example, path, 18, integer_input=True)
+        assert input_dims(path) == ["batch", "sequence"]
+        sess = session(path)
+        for batch, steps in [(3, 5), (2, 40)]:
+            x = torch.randint(1, 30, (batch, steps))
+            logits, _ = run_onnx(sess, x.numpy())
+            with torch.no_grad():
+                assert np.abs(logits - net(x).numpy()).max() < 1e-4
+
+
+def test_a_graph_fixed_to_the_example_length_is_refused(tmp_path: Path) -> None:
+    """Flatten over the steps needs one length: the exporter fixes the axis, and we say so instead of shipping
+    a manifest that promises any length."""
+    cfg = ModelConfig(layers=[{"embedding": {"vocab_size": 30, "dim": 4}}, "flatten", {"dense": 3}])
+    net = build_model(cfg, [6], 3, integer_input=True).eval()
+    with pytest.raises(ExportError, match=r"fixed sequence \(axis 1\) = 6"):
+        export_onnx(net, torch.randint(1, 30, (4, 6)), tmp_path / "m.onnx", 18, integer_input=True)

@@ -44,11 +44,12 @@ def test_short_forms_and_inferred_sizes() -> None:
 def test_every_registered_layer_builds_somewhere() -> None:
     inputs = {(3, 8, 8): ["conv2d", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d"],
               (6, 5): ["conv1d", "batchnorm1d", "layernorm", "lstm", "gru", "dense", "linear", "pool", "positional",
-                       "transformer_encoder"],
+                       "transformer_encoder", "step_conv"],
               (7,): ["dropout", "flatten", "relu", "gelu", "sigmoid", "tanh", "silu", "elu", "leaky_relu", "softmax"],
               (1600,): ["melspectrogram", "mfcc"]}
     params = {"conv2d": {"channels": 2}, "conv1d": {"channels": 2}, "lstm": {"hidden": 3}, "gru": {"hidden": 3},
-              "dense": {"units": 3}, "linear": {"units": 3}, "transformer_encoder": {"heads": 1}}
+              "dense": {"units": 3}, "linear": {"units": 3}, "transformer_encoder": {"heads": 1},
+              "step_conv": {"channels": 2}}
     covered = {"embedding", "residual", "conv_transpose2d", "upsample", "reshape", "concat_skip"}  # test_generative
     for shape, names in inputs.items():
         for name in names:

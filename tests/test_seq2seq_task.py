@@ -42,8 +42,7 @@ def seq2seq_config(**train: object) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`dlforge run` in its own process: an RNN export leaves torch's exporter in a state that makes a later
-    in-process export of the text RNN specialise its sequence axis (tests/test_text.py would fail after us)."""
+    """`dlforge run` in its own process, as a user runs it (command line, exit status, the files it leaves)."""
     root = tmp_path_factory.mktemp("s2s")
     (root / "s2s.yaml").write_text(yaml.safe_dump(seq2seq_config()))
     proc = subprocess.run([sys.executable, "-m", "dlforge", "run", str(root / "s2s.yaml"), "--out",

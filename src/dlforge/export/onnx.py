@@ -6,8 +6,8 @@ The graph also outputs softmax probabilities so servers need no post-processing.
 
 from __future__ import annotations
 
-import logging
-import warnings
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,11 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from dlforge.export.errors import ExportError
+from dlforge.export.quiet import quiet_exporter
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
 INPUT, LOGITS, PROBS = "input", "logits", "probabilities"
+AXIS_NAMES = {0: "batch", 1: "sequence"}
 
 
 class WithProbabilities(nn.Module):
@@ -44,19 +46,34 @@ def dynamic_dims(sample_shape: list[int], integer_input: bool) -> list[int]:
     return dims
 
 
+@contextlib.contextmanager
+def fresh_rnn_dispatch() -> Iterator[None]:
+    """Forget the Python dispatcher's cached GRU/LSTM kernels around an export.
+
+    torch.onnx swaps in a while-loop decomposition of aten.gru/aten.lstm for dynamic shapes by editing the
+    op's `py_kernels`, but not its `_dispatch_cache`: once an earlier export in this process had cached the
+    unrolled decomposition, the next one unrolled the loop over the example's length, failed the dynamic
+    `sequence` constraint, and the exporter quietly retried with the axis fixed (torch 2.13). An empty cache
+    makes the dispatcher look the kernel up again, inside the exporter's patch."""
+    ops = (torch.ops.aten.gru.input, torch.ops.aten.lstm.input)
+    for op in ops:
+        op._dispatch_cache.clear()
+    try:
+        yield
+    finally:
+        for op in ops:
+            op._dispatch_cache.clear()
+
+
 def export_onnx(net: nn.Module, example: Tensor, path: Path, opset: int, integer_input: bool = False) -> None:
-    """Write a single self-contained ONNX file for `net` (eval mode) and validate it with onnx.checker."""
+    """Write a single self-contained ONNX file for `net` (eval mode) and validate it with onnx.checker.
+
+    The batch axis (and the sequence axis of token / (steps, features) inputs) is declared dynamic and
+    checked to be symbolic in the written graph: a graph fixed to the example's length must never ship."""
     dyn = dynamic_dims(list(example.shape[1:]), integer_input)
-    names = {0: "batch", 1: "sequence"}
-    shapes = {"x": {d: torch.export.Dim(names[d]) for d in dyn}}
+    shapes = {"x": {d: torch.export.Dim(AXIS_NAMES[d]) for d in dyn}}
     example = example[:2] if example.shape[0] >= 2 else torch.cat([example, example])  # batch 1 specialises
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
-    with warnings.catch_warnings():
-        # RNN flat weights are re-assigned while tracing; harmless, torch asks for buffers instead
-        warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
-        # torch 2.13's exporter calling its own deprecated internals: one per export, four more for RNNs
-        warnings.filterwarnings("ignore", category=FutureWarning, message="_check_is_size will be removed")
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r"`isinstance\(treespec, LeafSpec\)`")
+    with quiet_exporter(), fresh_rnn_dispatch():
         torch.onnx.export(WithProbabilities(net).eval(), (example,), str(path), dynamo=True, opset_version=opset,
                           input_names=[INPUT], output_names=[LOGITS, PROBS], dynamic_shapes=shapes,
                           external_data=False, verbose=False)
@@ -64,6 +81,24 @@ def export_onnx(net: nn.Module, example: Tensor, path: Path, opset: int, integer
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"{path.name}: onnx.checker rejected the exported model: {exc}") from None
+    check_dynamic_axes(path, {d: AXIS_NAMES[d] for d in dyn})
+
+
+def input_dims(path: Path) -> list[int | str]:
+    """The graph input's dims: an int where fixed, the symbol's name where dynamic."""
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_param if d.HasField("dim_param") else d.dim_value for d in dims]
+
+
+def check_dynamic_axes(path: Path, axes: dict[int, str]) -> None:
+    """ExportError unless every axis in `axes` is symbolic in the written graph: the manifest promises -1
+    there, so a server would otherwise refuse (or an engine fail on) every other batch size or length."""
+    dims = input_dims(path)
+    fixed = [f"{name} (axis {a}) = {dims[a]}" for a, name in axes.items() if not isinstance(dims[a], str)]
+    if fixed:
+        raise ExportError(f"{path.name}: the exporter fixed {', '.join(fixed)} of input {dims}; that axis must "
+                          "stay dynamic (a layer that needs a fixed length, e.g. flatten over the steps, "
+                          "cannot take variable-length sequences)")
 
 
 def session(path: Path) -> ort.InferenceSession:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from dlforge.decoding.onnx_engine import LOG_PROBS, OUT_SUFFIX, SRC, TOKENS
 from dlforge.export.errors import ExportError
+from dlforge.export.onnx import check_dynamic_axes, fresh_rnn_dispatch
 from dlforge.export.quiet import quiet_exporter
 from dlforge.nn.seq2seq.base import Seq2SeqModel
 
@@ -45,7 +46,7 @@ class StepGraph(nn.Module):
 
 def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, opset: int, inputs: list[str],
             outputs: list[str], shapes: dict[str, object]) -> None:
-    with quiet_exporter():
+    with quiet_exporter(), fresh_rnn_dispatch():  # else a second export fixes src_len
         torch.onnx.export(module.eval(), args, str(path), dynamo=True, opset_version=opset, input_names=inputs,
                           output_names=outputs, dynamic_shapes=shapes, external_data=False, verbose=False)
     try:
@@ -63,6 +64,7 @@ def export_seq2seq(model: Seq2SeqModel, src: Tensor, bos: int, root: Path, opset
     keys = list(model.static_keys + model.dynamic_keys)
     _export(EncoderGraph(model), (src,), root / ENCODER_FILE, opset, [SRC], keys,
             {"src": {0: dim("batch"), 1: dim("src_len")}})
+    check_dynamic_axes(root / ENCODER_FILE, {0: "batch", 1: "src_len"})
     with torch.no_grad():  # two steps in, so the cache axis of the example is not 0 or 1 (specialised)
         state = model.encode(src)
         for _ in range(2):

@@ -150,7 +150,7 @@ class TextRnnParams(Params):
     vocab_size: int | None = Field(None, ge=2, description="default: the data's tokenizer")
 
 
-def _vocab(p: TextRnnParams | TextTransformerParams, arch: str) -> int:
+def _vocab(p: TextRnnParams | TextCnnParams | TextTransformerParams, arch: str) -> int:
     if p.vocab_size is None:
         raise ConfigError([f"model.params.vocab_size: {arch} needs token ids; use a text dataset (its tokenizer "
                            "sets the vocabulary) or set vocab_size"])
@@ -164,6 +164,22 @@ def text_rnn(p: TextRnnParams, shape: Shape, num_classes: int) -> list[Any]:
     return [{"embedding": {"vocab_size": _vocab(p, "text_rnn"), "dim": p.embedding_dim, "padding_idx": 0}},
             {"dropout": p.dropout}, {p.cell: rnn}, {"pool": p.pooling}, {"dropout": p.dropout},
             {"dense": num_classes}]
+
+
+class TextCnnParams(Params):
+    embedding_dim: int = Field(64, ge=1)
+    channels: list[int] = Field([256], min_length=1, description="one step_conv each")
+    kernel: int = Field(3, ge=1, description="steps each convolution sees")
+    dropout: float = Field(0.2, ge=0, lt=1)
+    pooling: Literal["last", "mean", "max", "attention"] = "max"
+    vocab_size: int | None = Field(None, ge=2, description="default: the data's tokenizer")
+
+
+def text_cnn(p: TextCnnParams, shape: Shape, num_classes: int) -> list[Any]:
+    """Embedding → convolutions along the tokens (n-gram detectors) → pooling over the real tokens → dense."""
+    return [{"embedding": {"vocab_size": _vocab(p, "text_cnn"), "dim": p.embedding_dim, "padding_idx": 0}},
+            {"dropout": p.dropout}, *[{"step_conv": {"channels": c, "kernel": p.kernel}} for c in p.channels],
+            {"pool": p.pooling}, {"dropout": p.dropout}, {"dense": num_classes}]
 
 
 class TextTransformerParams(Params):
@@ -207,10 +223,13 @@ def _register() -> None:
     add("resnet34_tiny", Component(tiny_params(ResNetParams, width=4), resnet34, None, "resnet34 at width 4"))
     add("rnn_tiny", Component(tiny_params(RnnParams, hidden=8, embedding_dim=8), rnn, None, "rnn with 8 hidden units"))
     add("text_rnn", Component(TextRnnParams, text_rnn, None, "text: embedding, bidirectional GRU/LSTM, pooling"))
+    add("text_cnn", Component(TextCnnParams, text_cnn, None, "text: embedding, convolutions along the tokens, pooling"))
     add("text_transformer", Component(TextTransformerParams, text_transformer, None,
                                       "text: a small Transformer encoder with learned positions"))
     add("text_rnn_tiny", Component(tiny_params(TextRnnParams, embedding_dim=8, hidden=8), text_rnn, None,
                                    "text_rnn with 8 hidden units"))
+    add("text_cnn_tiny", Component(tiny_params(TextCnnParams, embedding_dim=8, channels=[8]), text_cnn, None,
+                                   "text_cnn with one convolution of 8 channels"))
     add("text_transformer_tiny", Component(tiny_params(TextTransformerParams, dim=16, heads=2, layers=1),
                                            text_transformer, None, "text_transformer: 1 block of width 16"))
     add("audio_cnn", Component(AudioCnnParams, audio_cnn, None, "audio: log-mel/MFCC front-end and a small CNN"))

@@ -136,6 +136,41 @@ def pool(p: PoolParams, shape: Shape) -> nn.Module:
     return SequencePool(p.mode, shape[-1])
 
 
+# --- convolution along the steps ------------------------------------------------------------------
+class StepConvParams(Params):
+    channels: int = Field(ge=1, description="output features per step")
+    kernel: int = Field(3, ge=1, description="steps each output sees (odd: centred)")
+
+
+class StepConv(nn.Module):
+    """Conv1d + ReLU along the steps of (batch, steps, features): learned character n-gram detectors.
+
+    Every step outside the text — padding, and the edges the convolution reaches past — reads one learned
+    `outside` vector (zeros at first): a word at the start or end of a text then looks the same as one between
+    spaces can, and a real step sees the same inputs however much padding follows (padding invariance)."""
+
+    takes_mask = True
+
+    def __init__(self, features: int, p: StepConvParams) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(features, p.channels, p.kernel)
+        self.outside = nn.Parameter(torch.zeros(features))
+        self.left = (p.kernel - 1) // 2
+        self.right = p.kernel - 1 - self.left
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if mask is not None:
+            x = torch.where(mask.unsqueeze(-1), x, self.outside)
+        b, _, f = x.shape
+        x = torch.cat([self.outside.expand(b, self.left, f), x, self.outside.expand(b, self.right, f)], dim=1)
+        return F.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+
+
+def step_conv(p: StepConvParams, shape: Shape) -> nn.Module:
+    need_rank("step_conv", shape, (2,), "(steps, features)", " — use `embedding` first for token ids")
+    return StepConv(shape[-1], p)
+
+
 # --- positions and a Transformer encoder ---------------------------------------------------------------
 class PositionalParams(Params):
     pass
@@ -201,6 +236,8 @@ def register() -> None:
     add("lstm", Component(RecurrentParams, lstm, "hidden", "LSTM over (steps, features); ignores padding"))
     add("gru", Component(RecurrentParams, gru, "hidden", "GRU over (steps, features); ignores padding"))
     add("pool", Component(PoolParams, pool, "mode", "(steps, features) → (features,): last | mean | max | attention"))
+    add("step_conv", Component(StepConvParams, step_conv, "channels",
+                               "conv1d + ReLU along (steps, features), e.g. character n-grams; ignores padding"))
     add("positional", Component(PositionalParams, positional, None, "learned position embeddings"))
     add("transformer_encoder", Component(EncoderParams, encoder, "heads",
                                          "pre-norm self-attention + MLP block; ignores padding"))
