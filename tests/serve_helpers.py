@@ -32,6 +32,23 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 NO_CHROMIUM = "no chromium on this machine (CI installs it: apt-get install chromium)"
 
 
+@contextlib.contextmanager
+def browser_page() -> Iterator[Any]:
+    """A page in headless Debian chromium (Playwright never downloads a browser here), closed afterwards.
+    Waits are 30 s: a loaded 2-core CI machine is slow, not hung."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(30_000)
+            expect.set_options(timeout=30_000)
+            yield page
+        finally:
+            browser.close()
+
+
 def artifacts_dir() -> Path:
     """Where browser tests leave screenshots: $DLFORGE_TEST_ARTIFACTS, else test-artifacts/ in the checkout."""
     path = Path(os.environ.get("DLFORGE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))

@@ -19,7 +19,7 @@ from dlforge.export.package import export_run, load_package
 from dlforge.serve.settings import Settings
 from dlforge.train.run import train_run
 from tests.audio_helpers import spoken_digits, tone, wav_bytes
-from tests.serve_helpers import CHROMIUM, CHROMIUM_FLAGS, NO_CHROMIUM, artifacts_dir, infer_body, running
+from tests.serve_helpers import CHROMIUM, NO_CHROMIUM, artifacts_dir, browser_page, infer_body, running
 
 pytestmark = pytest.mark.slow
 RATE = 8000
@@ -103,25 +103,18 @@ def test_predict_refuses_a_clip_that_is_too_long(trained: tuple[Path, Path], tmp
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_playground_classifies_an_uploaded_wav_in_chromium(trained: tuple[Path, Path]) -> None:
     """The audio panel of the page: choose a WAV, hear it, see the label /classify gives for the same file."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     clips, package = trained
     clip = next((clips / "three").glob("*.wav"))
     with running(Settings(path=package)) as (url, _):
         expected = httpx.post(f"{url}/v2/models/spoken/classify?top_k=5", timeout=60,
                               files={"file": ("c.wav", clip.read_bytes(), "audio/wav")}).json()["predictions"]
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 900})
-                page.set_default_timeout(30_000)
-                expect.set_options(timeout=30_000)  # a loaded 2-core CI machine, not a hang
-                page.goto(f"{url}/playground/spoken")
-                expect(page.locator("#audio-input")).to_be_visible()
-                page.set_input_files("#audio-file", str(clip))
-                expect(page.locator("#player")).to_be_visible()
-                expect(page.locator("#topk li")).to_have_count(5)
-                expect(page.locator("#topk li").first.locator(".label")).to_have_text(expected[0]["label"])
-                page.screenshot(path=str(artifacts_dir() / "playground-audio.png"), full_page=True)
-            finally:
-                browser.close()
+        with browser_page() as page:
+            page.goto(f"{url}/playground/spoken")
+            expect(page.locator("#audio-input")).to_be_visible()
+            page.set_input_files("#audio-file", str(clip))
+            expect(page.locator("#player")).to_be_visible()
+            expect(page.locator("#topk li")).to_have_count(5)
+            expect(page.locator("#topk li").first.locator(".label")).to_have_text(expected[0]["label"])
+            page.screenshot(path=str(artifacts_dir() / "playground-audio.png"), full_page=True)

@@ -21,8 +21,7 @@ from dlforge.experiment import check_experiment
 from dlforge.export.package import load_package
 from dlforge.serve.settings import Settings
 from dlforge.tasks.seq2seq_codec import translate_lines
-from tests.serve_helpers import running
-from tests.test_serve_playground import CHROMIUM, CHROMIUM_FLAGS
+from tests.serve_helpers import CHROMIUM, NO_CHROMIUM, browser_page, running
 
 SENTENCES = ["12", "345", "7", "908"]
 
@@ -162,27 +161,20 @@ def _check_grpc(target: str, expected: list[str]) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # the module's first test also trains and exports the model
 @pytest.mark.serve
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (CI installs it: apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_playground_translates_typed_lines_in_chromium(trained: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     expected = translate_lines(load_package(trained / "package"), SENTENCES[:2])
     assert any(expected)
-    with running(Settings(path=trained / "package")) as (base, _), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(30_000)
-            expect.set_options(timeout=30_000)  # a loaded 2-core CI machine, not a hang
-            page.goto(f"{base}/playground/tiny_s2s")
-            expect(page.locator("#classify-text")).to_have_text("Translate")
-            page.fill("#text", "\n".join(SENTENCES[:2]))
-            page.click("#classify-text")
-            expect(page.locator("#topk li .translation")).to_have_text(expected)
-            expect(page.locator("#topk li .source")).to_have_text(SENTENCES[:2])
-            assert page.locator("#status").inner_text() == ""
-        finally:
-            browser.close()
+    with running(Settings(path=trained / "package")) as (base, _), browser_page() as page:
+        page.goto(f"{base}/playground/tiny_s2s")
+        expect(page.locator("#classify-text")).to_have_text("Translate")
+        page.fill("#text", "\n".join(SENTENCES[:2]))
+        page.click("#classify-text")
+        expect(page.locator("#topk li .translation")).to_have_text(expected)
+        expect(page.locator("#topk li .source")).to_have_text(SENTENCES[:2])
+        assert page.locator("#status").inner_text() == ""
 
 
 @pytest.mark.slow

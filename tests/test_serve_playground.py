@@ -25,7 +25,7 @@ from dlforge.serve.contract import Runtime
 from dlforge.serve.images import preprocess_image
 from dlforge.serve.runtime import load_runtime
 from dlforge.serve.settings import Settings
-from tests.serve_helpers import CHROMIUM, CHROMIUM_FLAGS, NO_CHROMIUM, artifacts_dir, running
+from tests.serve_helpers import CHROMIUM, NO_CHROMIUM, artifacts_dir, browser_page, running
 
 pytestmark = pytest.mark.serve
 AUTH = {"Authorization": "Bearer secret"}
@@ -106,41 +106,34 @@ def _gray(image: np.ndarray, scale: int = 1) -> Image.Image:
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_page_classifies_an_uploaded_and_a_drawn_digit_in_chromium(model_package: Path, server: str,
                                                                        tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     image, label = _digit_the_model_gets_right(model_package)
     upload = tmp_path / "digit.png"
     upload.write_bytes(_png(_gray(image)))
     drawn = _label(model_package, _png(_gray(image, scale=35).convert("RGBA")))  # what the 280x280 canvas sends
     manifest = json.loads((model_package / "manifest.json").read_text())
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(30_000)
-            expect.set_options(timeout=30_000)  # a loaded 2-core CI machine, not a hang
-            page.goto(f"{server}/playground/tiny")
-            expect(page.locator("#status")).to_contain_text("401")  # asks for the token before anything else
-            page.fill("#token", "secret")
-            page.press("#token", "Enter")
-            expect(page.locator("#card")).to_contain_text("tiny")
-            expect(page.locator("#files")).to_contain_text(manifest["files"]["model.onnx"]["sha256"])
-            expect(page.locator("#metrics")).to_contain_text("accuracy")
-            expect(page.locator("#confusion")).to_be_visible()
+    with browser_page() as page:
+        page.goto(f"{server}/playground/tiny")
+        expect(page.locator("#status")).to_contain_text("401")  # asks for the token before anything else
+        page.fill("#token", "secret")
+        page.press("#token", "Enter")
+        expect(page.locator("#card")).to_contain_text("tiny")
+        expect(page.locator("#files")).to_contain_text(manifest["files"]["model.onnx"]["sha256"])
+        expect(page.locator("#metrics")).to_contain_text("accuracy")
+        expect(page.locator("#confusion")).to_be_visible()
 
-            page.set_input_files("#image-file", str(upload))
-            expect(page.locator("#topk li")).to_have_count(5)
-            expect(page.locator("#topk li").first.locator(".label")).to_have_text(label)
-            expect(page.locator("#latency")).to_have_text(re.compile(r"round trip \d+\.\d ms"))
+        page.set_input_files("#image-file", str(upload))
+        expect(page.locator("#topk li")).to_have_count(5)
+        expect(page.locator("#topk li").first.locator(".label")).to_have_text(label)
+        expect(page.locator("#latency")).to_have_text(re.compile(r"round trip \d+\.\d ms"))
 
-            page.evaluate("() => document.getElementById('topk').replaceChildren()")
-            page.evaluate(_DRAW, image.tolist())
-            page.click("#classify-drawing")
-            expect(page.locator("#topk li").first.locator(".label")).to_have_text(drawn)
-            assert page.locator("#status").inner_text() == ""
-            page.screenshot(path=str(artifacts_dir() / "playground.png"), full_page=True)
-        finally:
-            browser.close()
+        page.evaluate("() => document.getElementById('topk').replaceChildren()")
+        page.evaluate(_DRAW, image.tolist())
+        page.click("#classify-drawing")
+        expect(page.locator("#topk li").first.locator(".label")).to_have_text(drawn)
+        assert page.locator("#status").inner_text() == ""
+        page.screenshot(path=str(artifacts_dir() / "playground.png"), full_page=True)
 
 
 # Paints an 8x8 digit (values 0..16) onto the 280x280 canvas as 35-pixel gray squares: the same pixels the

@@ -30,7 +30,7 @@ from dlforge.serve.settings import Settings
 from dlforge.serve.tensors import encode_binary
 from dlforge.text import tokenizer_from_bytes
 from dlforge.train.run import train_run
-from tests.serve_helpers import CHROMIUM, CHROMIUM_FLAGS, NO_CHROMIUM, artifacts_dir, running
+from tests.serve_helpers import CHROMIUM, NO_CHROMIUM, artifacts_dir, browser_page, running
 
 runner = CliRunner()
 TOKENIZER = {"kind": "char", "max_length": 40}
@@ -288,30 +288,23 @@ def _check_grpc_text(port: int, package: Path) -> None:
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_playground_classifies_typed_text_in_chromium(text_package: Path) -> None:
     """The page in a real browser for a text model: the text box shows, typed text gets the engine's label."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     package = load_package(text_package)
     # One text at a time, as the page sends it (no padding from a longer neighbour in the batch).
     expected = [predict_files(package, [], 1, texts=[phrase])[0].top[0][0] for phrase in PHRASES]
-    with running(Settings(path=text_package)) as (url, _), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(30_000)
-            expect.set_options(timeout=30_000)  # a loaded 2-core CI machine, not a hang
-            page.goto(f"{url}/playground/langid_tiny")
-            expect(page.locator("#card")).to_contain_text("langid_tiny")
-            expect(page.locator("#text-input")).to_be_visible()
-            expect(page.locator("#image-input")).to_be_hidden()
-            for phrase, label in zip(PHRASES, expected, strict=True):
-                page.evaluate("() => document.getElementById('topk').replaceChildren()")
-                page.fill("#text", phrase)
-                page.click("#classify-text")
-                expect(page.locator("#topk li")).to_have_count(4)  # every label of the 4-language model
-                expect(page.locator("#topk li").first.locator(".label")).to_have_text(label)
-            page.fill("#text", "")
+    with running(Settings(path=text_package)) as (url, _), browser_page() as page:
+        page.goto(f"{url}/playground/langid_tiny")
+        expect(page.locator("#card")).to_contain_text("langid_tiny")
+        expect(page.locator("#text-input")).to_be_visible()
+        expect(page.locator("#image-input")).to_be_hidden()
+        for phrase, label in zip(PHRASES, expected, strict=True):
+            page.evaluate("() => document.getElementById('topk').replaceChildren()")
+            page.fill("#text", phrase)
             page.click("#classify-text")
-            expect(page.locator("#status")).to_contain_text("has no tokens")  # the server's 400, shown as is
-            page.screenshot(path=str(artifacts_dir() / "playground-text.png"), full_page=True)
-        finally:
-            browser.close()
+            expect(page.locator("#topk li")).to_have_count(4)  # every label of the 4-language model
+            expect(page.locator("#topk li").first.locator(".label")).to_have_text(label)
+        page.fill("#text", "")
+        page.click("#classify-text")
+        expect(page.locator("#status")).to_contain_text("has no tokens")  # the server's 400, shown as is
+        page.screenshot(path=str(artifacts_dir() / "playground-text.png"), full_page=True)
