@@ -180,7 +180,7 @@ def _register() -> None:
     add("flatten", Component(NoParams, flatten, None, "flatten all but the batch dimension"))
     add("dense", Component(DenseParams, dense, "units", "fully connected (alias: linear)"))
     add("linear", Component(DenseParams, dense, "units", "fully connected (alias of dense)"))
-    add("embedding", Component(EmbeddingParams, embedding, None, "token ids → vectors"))
+    add("embedding", Component(EmbeddingParams, embedding, "dim", "token ids → vectors"))
     add("leaky_relu", Component(LeakyParams, lambda p, s: nn.LeakyReLU(p.slope), "slope", "leaky ReLU"))
     add("softmax", Component(SoftmaxParams, lambda p, s: nn.Softmax(p.dim), "dim", "softmax"))
     for name, module in {"relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,

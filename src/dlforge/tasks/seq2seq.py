@@ -39,11 +39,6 @@ if TYPE_CHECKING:
 SAMPLES = 20
 
 
-def vocab_of(prep: dict[str, Any]) -> Vocab:
-    return Vocab(int(prep["source_vocab"]), int(prep["target_vocab"]), int(prep["pad_id"]),
-                 prep.get("max_source_tokens"))
-
-
 def special_of(prep: dict[str, Any]) -> Special:
     return Special(int(prep["bos_id"]), int(prep["eos_id"]))
 
@@ -106,10 +101,10 @@ class Seq2SeqTask:
 
     def create_model(self, cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker
-        return build_seq2seq(cfg.model.arch or "", cfg.model.params, vocab_of(bundle.preprocessing))
+        return build_seq2seq(cfg.model.arch or "", cfg.model.params, Vocab.of(bundle.preprocessing))
 
     def build_model(self, cfg: ExperimentConfig, info: RunInfo) -> nn.Module:
-        return build_seq2seq(cfg.model.arch or "", cfg.model.params, vocab_of(info.preprocessing))
+        return build_seq2seq(cfg.model.arch or "", cfg.model.params, Vocab.of(info.preprocessing))
 
     # --- training ---------------------------------------------------------------------------------
 

@@ -94,8 +94,7 @@ def torch_runtime(package: Any, threads: int) -> Seq2SeqRuntime:
     torch.set_num_threads(max(1, threads))
     prep = package.manifest.preprocessing
     cfg = load_config(package.path("config.yaml"))
-    vocab = Vocab(int(prep["source_vocab"]), int(prep["target_vocab"]), int(prep["pad_id"]),
-                  prep.get("max_source_tokens"))
+    vocab = Vocab.of(prep)
     model = build_seq2seq(cfg.model.arch or "", cfg.model.params, vocab)
     model.load_state_dict(load_file(str(package.path("model.safetensors"))))
     return Seq2SeqRuntime(package, threads, TorchEngine(model.eval(), torch.device("cpu")), "pytorch_safetensors")

@@ -13,7 +13,7 @@ and the exported ONNX encoder / decoder-step graphs take and return exactly thes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -28,6 +28,12 @@ class Vocab:
     tgt_size: int
     pad_id: int = 0
     max_source: int | None = None  # longest source in tokens (sizes position tables of a layer-list encoder)
+
+    @classmethod
+    def of(cls, preprocessing: dict[str, Any]) -> Vocab:
+        """The sizes a run or package recorded for its tokenizers (its `preprocessing` section)."""
+        p = preprocessing
+        return cls(int(p["source_vocab"]), int(p["target_vocab"]), int(p["pad_id"]), p.get("max_source_tokens"))
 
 
 class Seq2SeqModel(nn.Module):

@@ -52,10 +52,8 @@ def _with_source_vocab(spec: ComponentSpec, index: int, vocab: Vocab) -> Compone
     if spec.type != "embedding":
         return spec
     params = dict(spec.params)
-    if spec.value is not None:
-        params.setdefault("dim", spec.value)
     for key, value in (("vocab_size", vocab.src_size), ("padding_idx", vocab.pad_id)):
         if key in params and params[key] != value:
             raise ModelBuildError(f"{PATH}[{index}].{key}: comes from the source tokenizer ({value}); leave it out")
         params[key] = value
-    return ComponentSpec(type="embedding", params=params)
+    return spec.model_copy(update={"params": params})
