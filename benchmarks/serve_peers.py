@@ -223,6 +223,21 @@ def descendants(pid: int) -> set[int]:
         return {pid}
 
 
+def cpu_seconds(server: Server) -> float:
+    """User + system CPU seconds used so far by the server's processes (every thread): what a request costs,
+    independent of what else the machine runs, unlike req/s."""
+    import psutil
+
+    total = 0.0
+    for pid in server.pids | (descendants(server.proc.pid) if server.proc else set()):
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
 def stop(server: Server) -> None:
     """Stop it and every process it started (TorchServe: `torchserve --stop`, then its Java and workers)."""
     import psutil

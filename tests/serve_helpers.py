@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import numpy as np
 import uvicorn
-from fastapi import FastAPI
 
 from dlforge.serve.app import create_app
+from dlforge.serve.fastpath import InferFastPath
 from dlforge.serve.protocol import HEADER_LENGTH
 from dlforge.serve.settings import Settings
 
@@ -63,7 +63,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(settings: Settings) -> Iterator[tuple[str, FastAPI]]:
+def running(settings: Settings) -> Iterator[tuple[str, InferFastPath]]:
     """Serve `settings` from a thread; yields (base URL, app); always stops the server."""
     port = free_port()
     app = create_app(settings.model_copy(update={"port": port}))
@@ -114,9 +114,12 @@ def serve_process(path: Path, *flags: str, log: Path, env: dict[str, str] | None
                   ready_s: float = 120) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`python -m dlforge serve PATH FLAGS` as a real process on a free port; yields (URL, process).
 
-    Always stops it (SIGTERM, then SIGKILL of its process group) so no server outlives the test."""
+    One worker process unless FLAGS say otherwise, so a test behaves the same on any number of cores (the
+    automatic choice has its own test). Always stops it (SIGTERM, then SIGKILL of its process group) so no
+    server outlives the test."""
     port = free_port()
-    cmd = [sys.executable, "-m", "dlforge", "serve", str(path), "--port", str(port), *flags]
+    workers = [] if "--workers" in flags else ["--workers", "1"]
+    cmd = [sys.executable, "-m", "dlforge", "serve", str(path), "--port", str(port), *workers, *flags]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": SRC, **(env or {})}, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)

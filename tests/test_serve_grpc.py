@@ -213,7 +213,7 @@ def test_without_an_admin_token_the_repository_rpcs_are_unimplemented(model_pack
 def test_dlforge_serve_grpc_port_answers_and_stops_on_sigterm(model_package: Path) -> None:
     http_port, grpc_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "dlforge", "serve", str(model_package), "--port", str(http_port),
-           "--grpc-port", str(grpc_port)]
+           "--grpc-port", str(grpc_port), "--workers", "1"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     client = tc.InferenceServerClient(f"127.0.0.1:{grpc_port}")

@@ -46,7 +46,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 60, lo
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(model_package: Path) -> None:
     port = free_port()
     # A long queue delay and a big batch hold the request in the batcher for ~1.5 s: it is in flight.
-    cmd = [sys.executable, "-m", "dlforge", "serve", str(model_package), "--port", str(port),
+    cmd = [sys.executable, "-m", "dlforge", "serve", str(model_package), "--port", str(port), "--workers", "1",
            "--max-batch-size", "64", "--max-queue-delay-ms", "1500"]
     env = {**os.environ, "PYTHONPATH": SRC}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

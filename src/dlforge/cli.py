@@ -459,7 +459,8 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     grpc_port: Annotated[int | None, typer.Option(help="also serve the KServe V2 gRPC API on this port")] = None,
     playground: Annotated[bool, typer.Option(help="serve the browser playground at GET /")] = True,
-    workers: Annotated[int, typer.Option(help="server processes behind the one port")] = 1,
+    workers: Annotated[str, typer.Option(
+        help="server processes behind the one port; auto: from the cores and the model's speed (logged)")] = "auto",
     max_batch_size: Annotated[int | None, typer.Option(help="override the manifest's serving.max_batch_size")] = None,
     max_queue_delay_ms: Annotated[float | None, typer.Option(help="override serving.max_queue_delay_ms")] = None,
     max_queue: Annotated[int | None, typer.Option(
@@ -510,7 +511,8 @@ def serve(
     admin = _read_tokens(admin_token_file)[0] if admin_token_file else admin_token
     try:
         settings = Settings(path=path, host=host, port=port, grpc_port=grpc_port, playground=playground,
-                            workers=workers, runtime=runtime,  # type: ignore[arg-type]
+                            workers=None if workers == "auto" else workers,  # type: ignore[arg-type]
+                            runtime=runtime,  # type: ignore[arg-type]
                             tokens=tuple(tokens), admin_token=admin, max_body_bytes=int(max_body_mb * 2**20),
                             max_json_bytes=int(max_json_mb * 2**20),
                             max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms, max_queue=max_queue,
@@ -551,7 +553,7 @@ def _serve_ray(settings: Any, values: dict[str, Any]) -> None:
     try:
         if values["replicas"] is not None and values["autoscaling"] is not None:
             raise RayBackendError("give either --replicas (fixed) or --min/--max-replicas (autoscaling), not both")
-        if settings.workers != 1:
+        if settings.workers not in (None, 1):
             raise RayBackendError("--workers is for the uvicorn backend; with --backend ray use --replicas")
         run_ray(settings, parse_options(**values), lambda line: console.print(line, highlight=False, soft_wrap=True))
     except RayBackendError as exc:

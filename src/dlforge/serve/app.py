@@ -25,6 +25,7 @@ from starlette.requests import Request
 from dlforge.export.inputs import InputRules
 from dlforge.serve.accesslog import AccessLog
 from dlforge.serve.batcher import Batcher
+from dlforge.serve.fastpath import InferFastPath
 from dlforge.serve.metrics import ServeMetrics
 from dlforge.serve.policy import batch_size, resolve_policy
 from dlforge.serve.repository import ModelInstance, Repository
@@ -40,11 +41,12 @@ __all__ = ["ServeState", "app_from_env", "create_app", "error_response", "status
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """A V2 inference server for the package or repository at `settings.path`."""
+def create_app(settings: Settings) -> InferFastPath:
+    """A V2 inference server for the package or repository at `settings.path`: the routed FastAPI app behind
+    the infer fast path (fastpath.py)."""
     state = ServeState(settings)
     state.repository = Repository(settings.path, lambda n, v, p: _load_instance(state, n, v, p), settings.models)
-    state.metrics = ServeMetrics(state.repository.batchers, multiprocess=settings.workers > 1)
+    state.metrics = ServeMetrics(state.repository.batchers, multiprocess=settings.processes > 1)
     app = FastAPI(title="dlforge serve", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serve = state
     for path, methods, endpoint in routes(admin=settings.admin_token is not None, docs=settings.docs,
@@ -56,18 +58,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_exception_handler(kind, _handle)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(AccessLog)
-    return app
+    return InferFastPath(app, state)
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> InferFastPath:
     """Entry point for `uvicorn --factory` in each of N worker processes (settings from env)."""
-    serve_log = logging.getLogger("dlforge.serve")  # access lines and model load reports
-    if not serve_log.handlers:  # uvicorn configures only its own loggers
-        serve_log.addHandler(logging.StreamHandler())
-        serve_log.setLevel(logging.INFO)
-        serve_log.propagate = False
-    from dlforge.serve.server import configure_process
+    from dlforge.serve.server import configure_logging, configure_process
 
+    configure_logging()
     settings = Settings.from_env()
     configure_process(settings)
     return create_app(settings)

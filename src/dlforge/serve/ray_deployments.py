@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dlforge.serve.app import ServeState, create_app, error_response
+from dlforge.serve.fastpath import InferFastPath
 from dlforge.serve.repository import ModelNotFound, unknown_model
 from dlforge.serve.routes import live, server_metadata
 from dlforge.serve.settings import Settings
@@ -38,7 +39,7 @@ class FullPath:
         await self.v2_app(scope, receive, send)
 
 
-def _accepting(app: FastAPI) -> bool:
+def _accepting(app: InferFastPath) -> bool:
     state: ServeState = app.state.serve
     return state.accepting and state.repository.ready()
 
@@ -50,7 +51,7 @@ class ModelDeployment:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.v2_app: FastAPI | None = None
+        self.v2_app: InferFastPath | None = None
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
         self.v2_app = create_app(self.settings)  # Ray runs its lifespan: the packages load and warm up here

@@ -126,6 +126,9 @@ class Repository:
         self.loader = loader
         self.only = frozenset(only)  # serve just these models (one Ray Serve deployment per model); empty = all
         self._models: dict[str, dict[str, _Entry]] = {}
+        # The default (highest loaded) version per name, with the entries it was found in: every load or
+        # unload installs a new entries dict, so an identity check tells whether it is still right.
+        self._latest: dict[str, tuple[dict[str, _Entry], ModelInstance]] = {}
         self._lock = asyncio.Lock()  # one load/unload at a time
 
     def discover(self) -> dict[str, dict[str, Path]]:
@@ -164,6 +167,7 @@ class Repository:
                 raise ModelLoadFailed(f"failed to load model '{name}' ({'; '.join(failed)}); "
                                       "the versions loaded before keep serving")
             old, self._models[name] = self._models.get(name, {}), fresh
+            self._latest.pop(name, None)  # not needed for correctness (see __init__): frees the old instance
             await _close_all(old)
             loaded = sorted((v for v, e in fresh.items() if e.instance), key=version_key)
             log.info("loaded %s versions %s", name, loaded)
@@ -200,12 +204,14 @@ class Repository:
             if entries is None:
                 raise ModelNotFound(f"no model '{shorten(name)}'{suggest(shorten(name), list(self._models))}")
             self._models[name] = {v: _Entry(e.path, reason="unloaded") for v, e in entries.items()}
+            self._latest.pop(name, None)
             await _close_all(entries)
 
     async def close(self) -> None:
         """Shutdown: drain every batcher."""
         async with self._lock:
             models, self._models = self._models, {}
+            self._latest.clear()
             await asyncio.gather(*(_close_all(entries) for entries in models.values()))
 
     # --- request path ---------------------------------------------------------------------------
@@ -214,10 +220,15 @@ class Repository:
         """The instance to serve; without `version`, the highest loaded one."""
         entries = self._entries(name)
         if version is None:
-            loaded = [v for v, e in entries.items() if e.instance is not None]
+            latest = self._latest.get(name)
+            if latest is not None and latest[0] is entries:
+                return latest[1]
+            loaded = {v: e.instance for v, e in entries.items() if e.instance is not None}
             if not loaded:
                 raise ModelNotReady(f"model '{name}' is not loaded ({_reasons(entries)})")
-            version = max(loaded, key=version_key)
+            instance = loaded[max(loaded, key=version_key)]
+            self._latest[name] = (entries, instance)
+            return instance
         entry = entries.get(version)
         if entry is None:
             known = ", ".join(self.versions(name))

@@ -24,6 +24,7 @@ from dlforge.export.inputs import check_values
 from dlforge.serve import playground as pg
 from dlforge.serve.audio import preprocess_audio
 from dlforge.serve.images import preprocess_image, top_k
+from dlforge.serve.infer import answer_infer
 from dlforge.serve.metrics import CONTENT_TYPE
 from dlforge.serve.openapi import docs_page, openapi_document
 from dlforge.serve.protocol import (
@@ -31,21 +32,14 @@ from dlforge.serve.protocol import (
     ModelMetadata,
     ProtocolError,
     RepositoryIndexRequest,
-    encode_response,
-    parse_header_length,
     shorten,
-    wants_binary,
 )
 from dlforge.serve.repository import ModelInstance
 from dlforge.serve.security import RequestTimeout, check_bearer
 from dlforge.serve.state import ServeState, error_response, status_of, submit
-from dlforge.serve.validate import parse_infer, to_graph
 
 Handler = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
-# Bodies above this are decoded on a worker thread, so the event loop keeps answering (health, small
-# requests) meanwhile; below it the thread hop would cost more than the decode.
-DECODE_INLINE_BYTES = 64 << 10
 MODEL = "/v2/models/{model}"
 VERSIONED = "/v2/models/{model}/versions/{version}"
 
@@ -167,32 +161,10 @@ async def infer(request: Request) -> Response:
 
 
 async def _infer(state: ServeState, request: Request, started: float) -> Response:
-    # Overloaded? Say so before reading (and paying for) the body.
-    _, instance = _model(request, auth=False)
-    instance.batcher.admit(1, started + state.settings.request_timeout_s)
-    body = await _read_body(state, request, started)
-    header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
-    # Look the instance up again after the body read: a reload may have swapped it meanwhile.
-    _, instance = _model(request, auth=False)
-    big = len(body) > DECODE_INLINE_BYTES
-    limit = state.settings.max_json_bytes
-    if big:
-        request_, inputs = await asyncio.to_thread(parse_infer, body, header_length, instance.signature, limit)
-    else:
-        request_, inputs = parse_infer(body, header_length, instance.signature, limit)
-    del body  # the decoded arrays are all that is needed from here on
-    binary_default = wants_binary(request_.parameters, "binary_data_output", False)
-    codec = instance.codec  # the task's codec: client tensors → graph tensors and back (e.g. text → token ids)
-    outputs = codec.encode(await submit(state, instance, to_graph(codec, instance.signature, inputs), started))
-    encode = functools.partial(encode_response, instance.name, instance.version, request_.id, outputs,
-                               request_.outputs, binary_default)
-    payload, headers = await asyncio.to_thread(encode) if big else encode()
+    payload, headers = await answer_infer(
+        state, request.path_params["model"], request.path_params.get("version"), request.headers.get(HEADER_LENGTH),
+        request.body, started)
     return Response(payload, headers=headers)
-
-
-async def _read_body(state: ServeState, request: Request, started: float) -> bytes:
-    """The whole body, within what is left of the request deadline (a slow upload gets 408)."""
-    return await _in_time(state, started, request.body())
 
 
 async def _in_time(state: ServeState, started: float, reading: Awaitable[T]) -> T:

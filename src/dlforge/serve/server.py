@@ -25,6 +25,7 @@ import uvicorn
 from dlforge.errors import UserError
 from dlforge.serve.http import GuardedHttpToolsProtocol
 from dlforge.serve.settings import ENV_VAR, Settings
+from dlforge.serve.workers import resolve_workers
 
 log = logging.getLogger("dlforge.serve")
 PARENT_VAR = "DLFORGE_SERVE_PARENT"  # the pid --workers children must outlive no longer
@@ -41,18 +42,20 @@ class PortInUse(UserError):
 def run_server(settings: Settings) -> None:
     """Block serving until SIGINT/SIGTERM; returns after a graceful drain."""
     check_ports(settings)
+    configure_logging()
+    settings = resolve_workers(settings)  # no --workers: chosen now, before the processes start
     os.environ[ENV_VAR] = settings.to_env()
     os.environ[PARENT_VAR] = str(os.getpid())
     # uvicorn drains on SIGTERM, then re-raises the signal; this handler turns that into exit status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     _raise_fd_limit()
-    with _shared_metrics_dir(settings.workers):
+    with _shared_metrics_dir(settings.processes):
         uvicorn.run(
             "dlforge.serve.app:app_from_env",
             factory=True,
             host=settings.host,
             port=settings.port,
-            workers=settings.workers,
+            workers=settings.processes,
             log_level=LOG_CONFIG_LEVEL,
             access_log=False,  # our AccessLog middleware writes one JSON line per request instead
             timeout_graceful_shutdown=math.ceil(settings.request_timeout_s) + 5,
@@ -90,11 +93,21 @@ def _try_bind(flag: str, host: str, port: int) -> None:
                             "port or stop the process that holds it") from None
 
 
+def configure_logging() -> None:
+    """Our `dlforge.serve` lines (access log, model loads, the worker choice) on stderr: uvicorn configures
+    only its own loggers."""
+    serve_log = logging.getLogger("dlforge.serve")
+    if not serve_log.handlers:
+        serve_log.addHandler(logging.StreamHandler())
+        serve_log.setLevel(logging.INFO)
+        serve_log.propagate = False
+
+
 def configure_process(settings: Settings) -> None:
     """In each serving process: the header limits, and with workers, die with the parent process."""
     GuardedHttpToolsProtocol.configure(settings.max_header_bytes, settings.header_timeout_s)
     parent = os.environ.get(PARENT_VAR)
-    if settings.workers > 1 and parent is not None and int(parent) != os.getpid():
+    if settings.processes > 1 and parent is not None and int(parent) != os.getpid():
         _die_with_parent(int(parent))
 
 

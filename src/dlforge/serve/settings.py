@@ -6,6 +6,7 @@ uvicorn starts them from an import string and cannot pass Python objects.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -16,11 +17,24 @@ ENV_VAR = "DLFORGE_SERVE_SETTINGS"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" or "max PERIOD" (a container's CPU limit)
+
+
 def usable_cores() -> int:
-    """Cores this process may run on (taskset / cgroup cpusets), not the machine's total."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """Cores this process may use: the CPU affinity mask (taskset, cpusets), capped by a cgroup CPU quota
+    (a container's `limits: {cpu: 2}`), not the machine's total."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota(CPU_MAX.read_text()) if CPU_MAX.is_file() else None
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def cpu_quota(cpu_max: str) -> float | None:
+    """Cores' worth of CPU time a cgroup v2 `cpu.max` allows (None: no limit, or a line we cannot read)."""
+    quota, _, period = cpu_max.strip().partition(" ")
+    try:
+        return int(quota) / int(period or "100000")
+    except ValueError:  # "max": unlimited
+        return None
 
 
 class Settings(BaseModel):
@@ -34,7 +48,7 @@ class Settings(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     grpc_port: int | None = Field(None, ge=0, le=65535)  # the V2 gRPC service on this port; None = off, 0 = any
     playground: bool = True  # GET / serves the browser playground
-    workers: int = Field(1, ge=1)
+    workers: int | None = Field(1, ge=1)  # None: chosen from the cores and the model (workers.py)
     runtime: Literal["onnx", "torch"] = "onnx"
     tokens: tuple[str, ...] = ()  # bearer tokens for inference; empty = open
     admin_token: str | None = None  # enables the repository API; None = the API is off
@@ -65,7 +79,12 @@ class Settings(BaseModel):
         """Runtime threads per process, so N workers do not oversubscribe the cores."""
         if self.intra_op_threads:
             return self.intra_op_threads
-        return max(1, usable_cores() // self.workers)
+        return max(1, usable_cores() // self.processes)
+
+    @property
+    def processes(self) -> int:
+        """Server processes: `workers`, or 1 while the automatic choice is not made yet."""
+        return self.workers or 1
 
     def exposed_without_token(self) -> bool:
         """Binding beyond loopback with no token lets anyone on the network run the model."""

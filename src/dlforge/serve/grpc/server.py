@@ -30,7 +30,7 @@ async def start_grpc(state: ServeState) -> grpc.aio.Server:
     options = [
         ("grpc.max_receive_message_length", s.max_body_bytes),
         ("grpc.max_send_message_length", -1),  # answers are bounded by what the model returns
-        ("grpc.so_reuseport", 1 if s.workers > 1 else 0),
+        ("grpc.so_reuseport", 1 if s.processes > 1 else 0),
     ]
     server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((handler(state),))

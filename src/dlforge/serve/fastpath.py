@@ -1,0 +1,109 @@
+"""The hot route, POST /v2/models/{model}[/versions/{version}]/infer, answered straight from ASGI.
+
+A profile of a tiny model under load (docs/serving.md) put 17 % of a request's CPU in the framework's
+middleware layers and routing. This wrapper answers the one route that carries the traffic itself and
+hands every other request, and the lifespan, to the FastAPI app. It does what the routed path does, in
+the same order and with the same errors: bearer token, body limit (declared and counted), body deadline,
+the shared infer core (infer.py), metrics, the access line; tests run the infer checks against it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
+
+from dlforge.serve import accesslog
+from dlforge.serve.infer import answer_infer
+from dlforge.serve.security import BodyTooLarge, check_authorization
+from dlforge.serve.state import ServeState, error_response, status_of
+
+HEADER_LENGTH = b"inference-header-content-length"
+
+
+def infer_target(path: str) -> tuple[str, str | None] | None:
+    """(model, version or None) when `path` is an infer route, else None; as the router matches `{model}`."""
+    parts = path.split("/")
+    if parts[-1] != "infer" or parts[:3] != ["", "v2", "models"] or not all(parts[3:-1]):
+        return None
+    if len(parts) == 5:
+        return parts[3], None
+    if len(parts) == 7 and parts[4] == "versions":
+        return parts[3], parts[5]
+    return None
+
+
+class InferFastPath:
+    """ASGI app: infer requests answered here, everything else by `app`."""
+
+    def __init__(self, app: FastAPI, state: ServeState) -> None:
+        self.app = app  # the routed app: every other route, the lifespan, and infer when used on its own
+        self.state = app.state  # tests and embedders reach the ServeState as `app.state.serve`, as before
+        self.serve = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or (target := infer_target(scope["path"])) is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+        try:
+            status = await self._infer(scope, receive, send, *target, started)
+        finally:
+            accesslog.write_line(scope, status, started)
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None,
+                     started: float) -> int:
+        state = self.serve
+        headers = _headers(scope)
+        limit = state.settings.max_body_bytes
+        declared = headers.get(b"content-length")
+        instance = None
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+            check_authorization(headers.get(b"authorization", b"").decode("latin-1"), state.settings.tokens)
+            instance = state.repository.get(model, version)  # 404/503 before reading the body
+            length = headers.get(HEADER_LENGTH)
+            payload, extra = await answer_infer(
+                state, model, version, None if length is None else length.decode("latin-1"),
+                lambda: _read_body(receive, limit), started)
+        except Exception as exc:  # the app's one mapping: a bug answers 500 and the server stays up
+            status = status_of(exc)
+            if instance is not None:
+                state.metrics.observe_request(instance.name, instance.version, status, time.monotonic() - started)
+            await error_response(exc)(scope, receive, send)
+            return status
+        state.metrics.observe_request(instance.name, instance.version, 200, time.monotonic() - started)
+        out = [(b"content-length", b"%d" % len(payload))]
+        out += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+        await send({"type": "http.response.start", "status": 200, "headers": out})
+        await send({"type": "http.response.body", "body": payload})
+        return 200
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    """Lower-case names (ASGI servers send them so); the first value of a repeated header wins."""
+    found: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        found.setdefault(name, value)
+    return found
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The whole body, counted against `limit` as it arrives (the caller holds the deadline)."""
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,0 +1,68 @@
+"""One V2 infer call, from body bytes to response bytes: the routed handler and the ASGI fast path share it.
+
+Neither HTTP object nor framework here: the caller has checked the bearer token, hands over how to read the
+body (within the request deadline) and the binary-extension header's value, and sends what comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+
+from dlforge.serve.batcher import DeadlineExceeded
+from dlforge.serve.protocol import encode_response, parse_header_length, wants_binary
+from dlforge.serve.security import RequestTimeout
+from dlforge.serve.state import ServeState
+from dlforge.serve.validate import parse_infer, to_graph
+
+# Bodies above this are decoded on a worker thread, so the event loop keeps answering (health, small
+# requests) meanwhile; below it the thread hop would cost more than the decode.
+DECODE_INLINE_BYTES = 64 << 10
+
+
+async def answer_infer(state: ServeState, model: str, version: str | None, header_length: str | None,
+                       read_body: Callable[[], Awaitable[bytes]], started: float) -> tuple[bytes, dict[str, str]]:
+    """Response body and headers for one infer request to `model` (`version`: None for the default).
+
+    One timer covers the request: the body must arrive within the request deadline (but no less than the
+    header timeout: a client is not refused for a deadline it cannot see; a body trickling in ends in 408),
+    then the answer within the request deadline (504)."""
+    s = state.settings
+    deadline = started + s.request_timeout_s
+    # Overloaded? Say so before reading (and paying for) the body.
+    instance = state.repository.get(model, version)
+    instance.batcher.admit(1, deadline)
+    reading = True
+    try:
+        async with asyncio.timeout(started + max(s.request_timeout_s, s.header_timeout_s)) as timer:
+            body = await read_body()
+            reading = False
+            timer.reschedule(deadline)
+            return await _answer(state, model, version, header_length, body, deadline)
+    except TimeoutError:
+        if reading:
+            allowed = max(s.request_timeout_s, s.header_timeout_s)
+            raise RequestTimeout(f"the request body did not arrive within {allowed:g} s") from None
+        raise DeadlineExceeded(f"the request did not finish within {s.request_timeout_s:.3g} s") from None
+
+
+async def _answer(state: ServeState, model: str, version: str | None, header_length: str | None, body: bytes,
+                  deadline: float) -> tuple[bytes, dict[str, str]]:
+    length = parse_header_length(header_length)
+    # Look the instance up again after the body read: a reload may have swapped it meanwhile.
+    instance = state.repository.get(model, version)
+    big = len(body) > DECODE_INLINE_BYTES
+    limit = state.settings.max_json_bytes
+    if big:
+        request, inputs = await asyncio.to_thread(parse_infer, body, length, instance.signature, limit)
+    else:
+        request, inputs = parse_infer(body, length, instance.signature, limit)
+    del body  # the decoded arrays are all that is needed from here on
+    binary_default = wants_binary(request.parameters, "binary_data_output", False)
+    codec = instance.codec  # the task's codec: client tensors → graph tensors and back (e.g. text → token ids)
+    graph = to_graph(codec, instance.signature, inputs)
+    outputs = codec.encode(await instance.batcher.submit(graph, deadline=deadline))
+    encode = functools.partial(encode_response, instance.name, instance.version, request.id, outputs,
+                               request.outputs, binary_default)
+    return await asyncio.to_thread(encode) if big else encode()
