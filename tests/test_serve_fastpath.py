@@ -93,3 +93,19 @@ def test_only_infer_paths_take_the_fast_path() -> None:
     for other in ("/v2/models/tiny", "/v2/models//infer", "/v2/models/tiny/infer/", "/v2/models/a/b/infer",
                   "/v2/models/tiny/versions//infer", "/v3/models/tiny/infer", "/v2/models/tiny/classify"):
         assert infer_target(other) is None, other
+
+
+@pytest.mark.parametrize("access_log", [True, False])
+def test_one_access_line_per_request_unless_turned_off(model_package: Path, access_log: bool,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(path=model_package, access_log=access_log)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as c, \
+            caplog.at_level("INFO", logger="dlforge.serve.access"):
+        assert c.post("/v2/models/tiny/infer", json=infer_body(X)).status_code == 200  # the fast path
+        assert c.get("/v2/health/live").status_code == 200  # the routed app
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "dlforge.serve.access"]
+    if not access_log:
+        assert lines == []
+        return
+    assert [(line["method"], line["path"], line["status"]) for line in lines] == [
+        ("POST", "/v2/models/tiny/infer", 200), ("GET", "/v2/health/live", 200)]

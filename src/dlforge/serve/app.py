@@ -57,7 +57,8 @@ def create_app(settings: Settings) -> InferFastPath:
     for kind in (Exception, HTTPException, RequestValidationError):
         app.add_exception_handler(kind, _handle)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(AccessLog)
+    if settings.access_log:
+        app.add_middleware(AccessLog)
     return InferFastPath(app, state)
 
 

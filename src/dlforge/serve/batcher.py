@@ -127,6 +127,7 @@ class Batcher:
         self.rejected = 0  # QueueFull answers
         self.expired = 0  # DeadlineExceeded answers
         self._pending: deque[_Request] = deque()
+        self._pending_rows = 0  # sum of rows in _pending: admission asks for it on every request
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -166,10 +167,12 @@ class Batcher:
         idle = not self._pending and not self._busy
         request = _Request(inputs, rows, key, deadline, time.monotonic(), future, idle)
         self._pending.append(request)
+        self._pending_rows += rows
         if idle and self.inline and self.flush_when_idle and rows <= self.max_batch_size:
             await asyncio.sleep(0)  # let requests submitted in the same turn join
             if len(self._pending) == 1 and self._pending[0] is request and not self._busy:
                 self._pending.popleft()
+                self._pending_rows -= rows
                 return self._run_inline(request)
         self._wakeup.set()
         return await future  # a cancelled caller cancels the future; the loop then skips it
@@ -191,7 +194,7 @@ class Batcher:
 
     def expected_wait(self, rows: int) -> float:
         """Seconds until a request of `rows` rows is answered: batches queued ahead, the one computing, its own."""
-        ahead = sum(r.rows for r in self._pending)
+        ahead = self._pending_rows
         batches = math.ceil(ahead / self.max_batch_size) + int(self._busy) + math.ceil(rows / self.max_batch_size)
         return batches * self.batch_seconds
 
@@ -267,6 +270,7 @@ class Batcher:
                 full = full or r.key == key  # keep arrival order: nothing jumps a waiting peer
                 rest.append(r)
         self._pending = rest
+        self._pending_rows = sum(r.rows for r in rest)
         return batch
 
     async def _run(self, batch: list[_Request]) -> None:
@@ -343,6 +347,7 @@ class Batcher:
     def _fail_pending(self, error: BatcherError) -> None:
         _fail(list(self._pending), error)
         self._pending.clear()
+        self._pending_rows = 0
 
 
 def _still_wanted(request: _Request) -> Callable[[], bool]:

@@ -52,7 +52,8 @@ class InferFastPath:
         try:
             status = await self._infer(scope, receive, send, *target, started)
         finally:
-            accesslog.write_line(scope, status, started)
+            if self.serve.settings.access_log:
+                accesslog.write_line(scope, status, started)
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None,
                      started: float) -> int:

@@ -66,6 +66,7 @@ class Settings(BaseModel):
     # inference thread and back costs more); 0 = always use the inference threads.
     inline_max_ms: float = Field(2.0, ge=0)
     allow_nonfinite: bool = False  # NaN/Inf float inputs are refused (400) unless allowed
+    access_log: bool = True  # one JSON line per request (~25 µs of CPU each: see docs/serving.md)
     docs: bool = False  # serve the interactive /docs page (the /openapi.json document is always served)
     # Connection limits, enforced by the HTTP server itself (server.py).
     limit_concurrency: int = Field(1024, ge=1)  # open connections + requests; over it every request gets 503

@@ -78,8 +78,13 @@ def get_datatype(name: str, what: str = "tensor") -> Datatype:
         ) from None
 
 
+_NAME_OF_DTYPE: dict[np.dtype, str] = {d.dtype: d.name for d in DATATYPES.values() if d.name != "BF16"}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """The V2 datatype name for a numpy array (str/bytes/object arrays are BYTES)."""
+    if (known := _NAME_OF_DTYPE.get(array.dtype)) is not None:  # every response asks: one dict lookup
+        return known
     if array.dtype.kind in "OSU":
         return "BYTES"
     if array.dtype.name == "bfloat16":  # e.g. ml_dtypes arrays
