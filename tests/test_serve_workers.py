@@ -67,3 +67,17 @@ def test_a_container_cpu_limit_caps_the_cores() -> None:
     assert cpu_quota("150000 100000") == 1.5  # usable_cores rounds a part core up
     assert cpu_quota("garbage") is None
     assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+
+
+def test_a_broken_package_is_skipped_by_the_choice(model_package: Path, tmp_path: Path) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(model_package, repo / "tiny" / "1")
+    shutil.copytree(model_package, repo / "broken" / "1")
+    (repo / "broken" / "1" / "model.onnx").write_bytes(b"tampered")  # fails its sha256 check
+    choice = choose_workers(Settings(path=repo, workers=None), cores=4)
+    assert "tiny v1 computes" in choice.reason
+    shutil.rmtree(repo / "tiny")
+    alone = choose_workers(Settings(path=repo, workers=None), cores=4)
+    assert (alone.workers, alone.reason) == (1, "no model could be timed")

@@ -45,7 +45,10 @@ def choose_workers(settings: Settings, cores: int | None = None) -> WorkerChoice
     if settings.admin_token is not None:  # load/unload reach one process: the repository API needs exactly one
         return WorkerChoice(1, settings.intra_op_threads or cores, "the repository API (--admin-token) needs one "
                             "process")
-    name, ms_per_row = _lightest_model(settings)
+    lightest = _lightest_model(settings)
+    if lightest is None:  # nothing loads: one process says why at start-up, as it would have anyway
+        return WorkerChoice(1, settings.intra_op_threads or cores, "no model could be timed")
+    name, ms_per_row = lightest
     workers, threads = split_cores(cores, ms_per_row)
     reason = (f"{cores} cores; {name} computes {ms_per_row:.3f} ms a row at batch {MEASURE_ROWS} against "
               f"~{HTTP_MS_PER_REQUEST} ms of HTTP work a request")
@@ -62,8 +65,10 @@ def resolve_workers(settings: Settings) -> Settings:
     return settings.model_copy(update={"workers": choice.workers, "intra_op_threads": choice.threads})
 
 
-def _lightest_model(settings: Settings) -> tuple[str, float]:
-    """The model with the cheapest row among those served, timed on one engine thread."""
+def _lightest_model(settings: Settings) -> tuple[str, float] | None:
+    """The model with the cheapest row among those served, timed on one engine thread (None: none loads).
+
+    A package that fails to load is skipped here: the server itself reports it and serves the others."""
     from dlforge.export.package import load_package
     from dlforge.serve.repository import discover
     from dlforge.serve.runtime import batch_latency, load_runtime
@@ -73,9 +78,14 @@ def _lightest_model(settings: Settings) -> tuple[str, float]:
         if settings.models and name not in settings.models:
             continue
         for version, path in versions.items():
-            package = load_package(path)
-            rows = min(MEASURE_ROWS, batch_size(settings, package.manifest.serving))
-            runtime = load_runtime(settings.runtime, package, 1)
-            timings[f"{name} v{version}"] = batch_latency(runtime, rows, repeats=5, budget_s=0.5) * 1000 / rows
+            try:
+                package = load_package(path)
+                rows = min(MEASURE_ROWS, batch_size(settings, package.manifest.serving))
+                runtime = load_runtime(settings.runtime, package, 1)
+                timings[f"{name} v{version}"] = batch_latency(runtime, rows, repeats=5, budget_s=0.5) * 1000 / rows
+            except Exception as exc:  # any load failure: the server's own load reports it
+                log.debug("not timed for the worker choice: %s v%s (%s)", name, version, exc)
+    if not timings:
+        return None
     name = min(timings, key=lambda n: timings[n])
     return name, timings[name]
