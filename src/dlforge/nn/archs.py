@@ -202,11 +202,10 @@ def text_transformer(p: TextTransformerParams, shape: Shape, num_classes: int) -
 
 class TextNgramParams(Params):
     dim: int = Field(64, ge=1, description="n-gram embedding width")
-    buckets: int = Field(262_144, ge=2, le=2**24, description="hash table rows")
+    buckets: int = Field(65_536, ge=2, le=2**24, description="hash table rows (65,536 x 64 floats: 16 MB)")
     min_n: int = Field(1, ge=1)
     max_n: int = Field(5, ge=1, le=8)
     boundary: bool = Field(True, description="a boundary symbol before and after each text")
-    reduce: Literal["mean", "sqrt"] = Field("mean", description="mean (fastText) or sum / sqrt(count)")
     within_words: bool = Field(True, description="n-grams never span the separator (char_wb); false: across words")
     separator: int | None = Field(None, ge=0, description="the space's token id (default: the char tokenizer's)")
     hidden: int | None = Field(None, ge=1, description="a ReLU layer before the classes (fastText: none)")
@@ -216,7 +215,7 @@ class TextNgramParams(Params):
 def text_ngram(p: TextNgramParams, shape: Shape, num_classes: int) -> list[Any]:
     """fastText: the mean of hashed character n-gram embeddings → (optionally a hidden layer) → dense."""
     bag = {"ngram_bag": {"dim": p.dim, "buckets": p.buckets, "min_n": p.min_n, "max_n": p.max_n,
-                              "boundary": p.boundary, "reduce": p.reduce,
+                              "boundary": p.boundary,
                               "separator": p.separator if p.within_words else None}}
     hidden = [{"dense": p.hidden}, "relu", {"dropout": p.dropout}] if p.hidden else []
     return [bag, {"dropout": p.dropout}, *hidden, {"dense": num_classes}]
