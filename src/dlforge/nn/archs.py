@@ -215,8 +215,7 @@ class TextNgramParams(Params):
 def text_ngram(p: TextNgramParams, shape: Shape, num_classes: int) -> list[Any]:
     """fastText: the mean of hashed character n-gram embeddings → (optionally a hidden layer) → dense."""
     bag = {"ngram_bag": {"dim": p.dim, "buckets": p.buckets, "min_n": p.min_n, "max_n": p.max_n,
-                              "boundary": p.boundary,
-                              "separator": p.separator if p.within_words else None}}
+                         "boundary": p.boundary, "separator": p.separator if p.within_words else None}}
     hidden = [{"dense": p.hidden}, "relu", {"dropout": p.dropout}] if p.hidden else []
     return [bag, {"dropout": p.dropout}, *hidden, {"dense": num_classes}]
 

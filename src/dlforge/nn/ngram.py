@@ -73,7 +73,7 @@ class NgramBag(nn.Module):
                 keep = keep & inside[:, k:stop]
                 if self.words and 0 < k < n - 1:  # a separator inside the n-gram: it spans two words
                     keep = keep & (symbols[:, k:stop] != self.edge)
-            hashes.append((h * MULTIPLIER + n) % self.buckets)  # the size too: "a" and "<a" never share a hash
+            hashes.append((h * MULTIPLIER + n) % self.buckets)  # the size too: "a" and "<a" hash apart
             counted.append(keep)
         weight = torch.cat(counted, dim=1).unsqueeze(-1).to(self.table.weight.dtype)
         vectors = self.table(torch.cat(hashes, dim=1)) * weight
