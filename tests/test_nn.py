@@ -50,7 +50,8 @@ def test_every_registered_layer_builds_somewhere() -> None:
     params = {"conv2d": {"channels": 2}, "conv1d": {"channels": 2}, "lstm": {"hidden": 3}, "gru": {"hidden": 3},
               "dense": {"units": 3}, "linear": {"units": 3}, "transformer_encoder": {"heads": 1},
               "step_conv": {"channels": 2}}
-    covered = {"embedding", "residual", "conv_transpose2d", "upsample", "reshape", "concat_skip"}  # test_generative
+    covered = {"embedding", "residual", "conv_transpose2d", "upsample", "reshape", "concat_skip",  # test_generative
+               "ngram_bag"}  # test_ngram
     for shape, names in inputs.items():
         for name in names:
             spec = {name: params[name]} if name in params else name

@@ -83,6 +83,17 @@ def test_padding_never_changes_a_transformer_prediction() -> None:
     assert torch.allclose(alone, padded, atol=1e-5)
 
 
+@pytest.mark.parametrize("boundary", [True, False])
+def test_padding_never_changes_a_text_ngram_prediction(boundary: bool) -> None:
+    """An n-gram touching padding never counts; with `boundary` the first step past the text reads the same
+    boundary symbol whether it is padding or the batch's edge."""
+    torch.manual_seed(0)
+    model = ModelConfig(arch="text_ngram_tiny", params={"boundary": boundary, "hidden": 8})
+    net = build_model(model, (16,), 3, integer_input=True, pad_id=0).eval()
+    alone, padded = _padded_pairs(net, 16)
+    assert torch.allclose(alone, padded, atol=1e-5)
+
+
 def test_without_a_pad_id_token_models_behave_as_before() -> None:
     torch.manual_seed(0)
     net = build_model(ModelConfig(arch="rnn_tiny", params={"vocab_size": 30}), (16,), 3, True).eval()

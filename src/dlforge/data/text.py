@@ -182,7 +182,8 @@ def tokenize_splits(raw: RawData, train_idx: Tensor, reuse: Path | None) -> RawD
     ids = np.pad(ids, [(0, 0), (0, cfg.max_length - ids.shape[1])], constant_values=PAD_ID)
     prep: dict[str, Any] = {"kind": "text", "tokenizer": TOKENIZER_FILE, "tokenizer_kind": cfg.kind,
                             "vocab_size": tok.get_vocab_size(), "max_length": cfg.max_length,
-                            "lowercase": cfg.lowercase, "pad_id": PAD_ID}
+                            "lowercase": cfg.lowercase, "pad_id": PAD_ID,
+                            "space_id": tok.token_to_id(" ")}  # char tokenizers keep spaces (None: no such token)
     return RawData(torch.from_numpy(ids), raw.y, raw.labels, prep, raw.skipped,
                    artifacts={TOKENIZER_FILE: tokenizer_to_bytes(tok)})
 

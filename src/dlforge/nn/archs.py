@@ -200,6 +200,26 @@ def text_transformer(p: TextTransformerParams, shape: Shape, num_classes: int) -
             {"dense": num_classes}]
 
 
+class TextNgramParams(Params):
+    dim: int = Field(64, ge=1, description="n-gram embedding width")
+    buckets: int = Field(65_536, ge=2, le=2**24, description="hash table rows (65,536 x 64 floats: 16 MB)")
+    min_n: int = Field(1, ge=1)
+    max_n: int = Field(5, ge=1, le=8)
+    boundary: bool = Field(True, description="a boundary symbol before and after each text")
+    within_words: bool = Field(True, description="n-grams never span the separator (char_wb); false: across words")
+    separator: int | None = Field(None, ge=0, description="the space's token id (default: the char tokenizer's)")
+    hidden: int | None = Field(None, ge=1, description="a ReLU layer before the classes (fastText: none)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+def text_ngram(p: TextNgramParams, shape: Shape, num_classes: int) -> list[Any]:
+    """fastText: the mean of hashed character n-gram embeddings → (optionally a hidden layer) → dense."""
+    bag = {"ngram_bag": {"dim": p.dim, "buckets": p.buckets, "min_n": p.min_n, "max_n": p.max_n,
+                         "boundary": p.boundary, "separator": p.separator if p.within_words else None}}
+    hidden = [{"dense": p.hidden}, "relu", {"dropout": p.dropout}] if p.hidden else []
+    return [bag, {"dropout": p.dropout}, *hidden, {"dense": num_classes}]
+
+
 def tiny_params(params: type[Params], **small: Any) -> type[Params]:
     """A preset's settings: the base model's, with smaller defaults (shown by `dlforge models`, overridable)."""
     fields: dict[str, Any] = {}
@@ -226,10 +246,14 @@ def _register() -> None:
     add("text_cnn", Component(TextCnnParams, text_cnn, None, "text: embedding, convolutions along the tokens, pooling"))
     add("text_transformer", Component(TextTransformerParams, text_transformer, None,
                                       "text: a small Transformer encoder with learned positions"))
+    add("text_ngram", Component(TextNgramParams, text_ngram, None,
+                                "text: fastText, the mean of hashed character n-gram embeddings"))
     add("text_rnn_tiny", Component(tiny_params(TextRnnParams, embedding_dim=8, hidden=8), text_rnn, None,
                                    "text_rnn with 8 hidden units"))
     add("text_cnn_tiny", Component(tiny_params(TextCnnParams, embedding_dim=8, channels=[8]), text_cnn, None,
                                    "text_cnn with one convolution of 8 channels"))
+    add("text_ngram_tiny", Component(tiny_params(TextNgramParams, dim=8, buckets=1024, max_n=3), text_ngram, None,
+                                     "text_ngram: 1-3-grams of width 8 in 1,024 buckets"))
     add("text_transformer_tiny", Component(tiny_params(TextTransformerParams, dim=16, heads=2, layers=1),
                                            text_transformer, None, "text_transformer: 1 block of width 16"))
     add("audio_cnn", Component(AudioCnnParams, audio_cnn, None, "audio: log-mel/MFCC front-end and a small CNN"))

@@ -165,15 +165,15 @@ def layer_specs(cfg: ModelConfig, input_shape: Shape, num_classes: int,
 
 
 def build_model(cfg: ModelConfig, input_shape: Shape, num_classes: int, integer_input: bool = False,
-                pad_id: int | None = None, vocab_size: int | None = None) -> Net:
+                pad_id: int | None = None, vocab_size: int | None = None, space_id: int | None = None) -> Net:
     """Build the network for inputs of `input_shape` (batch excluded) and `num_classes` outputs.
 
     `pad_id`: token inputs padded with this id; padding-aware layers then ignore those steps.
-    `vocab_size`: the tokenizer's, for architectures that leave it unset."""
+    `vocab_size`, `space_id`: the tokenizer's, for architectures that leave them unset."""
     if is_timm(cfg.arch):
         normalize = nn.Identity() if integer_input else InputNormalize(tuple(input_shape))
         return Net(normalize, build_timm(cfg.arch or "", cfg.params, tuple(input_shape), num_classes))
-    specs, path = layer_specs(cfg, input_shape, num_classes, {"vocab_size": vocab_size})
+    specs, path = layer_specs(cfg, input_shape, num_classes, {"vocab_size": vocab_size, "separator": space_id})
     dtype = torch.long if integer_input else torch.float32
     body, out = build_layers(specs, tuple(input_shape), path, dtype)
     if out != (num_classes,):

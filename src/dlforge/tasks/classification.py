@@ -66,7 +66,7 @@ class ClassificationTask:
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker
         prep = bundle.preprocessing
         net = build_model(cfg.model, bundle.input_shape, bundle.num_classes, bundle.integer_input,
-                          pad_id=prep.get("pad_id"), vocab_size=prep.get("vocab_size"))
+                          pad_id=prep.get("pad_id"), vocab_size=prep.get("vocab_size"), space_id=prep.get("space_id"))
         if isinstance(net.normalize, InputNormalize):
             net.normalize.set_stats(bundle.preprocessing["mean"], bundle.preprocessing["std"])
         return net
@@ -74,7 +74,7 @@ class ClassificationTask:
     def build_model(self, cfg: ExperimentConfig, info: RunInfo) -> nn.Module:
         prep = info.preprocessing
         return build_model(cfg.model, tuple(info.input_shape), len(info.labels), info.integer_input,
-                           pad_id=prep.get("pad_id"), vocab_size=prep.get("vocab_size"))
+                           pad_id=prep.get("pad_id"), vocab_size=prep.get("vocab_size"), space_id=prep.get("space_id"))
 
     # --- training ---------------------------------------------------------------------------------
 
