@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> InferFastPath:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.access_log:
         app.add_middleware(AccessLog)
-    return InferFastPath(app, state)
+    return InferFastPath(app)
 
 
 def app_from_env() -> InferFastPath:

@@ -15,12 +15,12 @@ from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from dlforge.serve import accesslog
+from dlforge.serve import accesslog, protocol
 from dlforge.serve.infer import answer_infer
-from dlforge.serve.security import BodyTooLarge, check_authorization
+from dlforge.serve.security import body_too_large, check_authorization, counting, declared_too_large
 from dlforge.serve.state import ServeState, error_response, status_of
 
-HEADER_LENGTH = b"inference-header-content-length"
+HEADER_LENGTH = protocol.HEADER_LENGTH.lower().encode()  # ASGI header names come lower-cased
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
@@ -38,10 +38,10 @@ def infer_target(path: str) -> tuple[str, str | None] | None:
 class InferFastPath:
     """ASGI app: infer requests answered here, everything else by `app`."""
 
-    def __init__(self, app: FastAPI, state: ServeState) -> None:
+    def __init__(self, app: FastAPI) -> None:
         self.app = app  # the routed app: every other route, the lifespan, and infer when used on its own
         self.state = app.state  # tests and embedders reach the ServeState as `app.state.serve`, as before
-        self.serve = state
+        self.serve: ServeState = app.state.serve
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or (target := infer_target(scope["path"])) is None:
@@ -60,17 +60,16 @@ class InferFastPath:
         state = self.serve
         headers = _headers(scope)
         limit = state.settings.max_body_bytes
-        declared = headers.get(b"content-length")
         instance = None
         try:
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+            if declared_too_large(headers.get(b"content-length"), limit):
+                raise body_too_large(limit)
             check_authorization(headers.get(b"authorization", b"").decode("latin-1"), state.settings.tokens)
             instance = state.repository.get(model, version)  # 404/503 before reading the body
             length = headers.get(HEADER_LENGTH)
             payload, extra = await answer_infer(
                 state, model, version, None if length is None else length.decode("latin-1"),
-                lambda: _read_body(receive, limit), started)
+                lambda: _read_body(counting(receive, limit)), started)
         except Exception as exc:  # the app's one mapping: a bug answers 500 and the server stays up
             status = status_of(exc)
             if instance is not None:
@@ -93,18 +92,13 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
     return found
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    """The whole body, counted against `limit` as it arrives (the caller holds the deadline)."""
+async def _read_body(receive: Receive) -> bytes:
+    """The whole body (`receive` counts it against the limit; the caller holds the deadline)."""
     chunks: list[bytes] = []
-    seen = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        seen += len(chunk)
-        if seen > limit:
-            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from dlforge.serve.batcher import DeadlineExceeded
 from dlforge.serve.protocol import encode_response, parse_header_length, wants_binary
-from dlforge.serve.security import RequestTimeout
+from dlforge.serve.security import body_too_late
 from dlforge.serve.state import ServeState
 from dlforge.serve.validate import parse_infer, to_graph
 
@@ -25,9 +25,8 @@ async def answer_infer(state: ServeState, model: str, version: str | None, heade
                        read_body: Callable[[], Awaitable[bytes]], started: float) -> tuple[bytes, dict[str, str]]:
     """Response body and headers for one infer request to `model` (`version`: None for the default).
 
-    One timer covers the request: the body must arrive within the request deadline (but no less than the
-    header timeout: a client is not refused for a deadline it cannot see; a body trickling in ends in 408),
-    then the answer within the request deadline (504)."""
+    One timer covers the request: the body must arrive within `Settings.body_timeout_s` (else 408), then the
+    answer within the request deadline (504)."""
     s = state.settings
     deadline = started + s.request_timeout_s
     # Overloaded? Say so before reading (and paying for) the body.
@@ -35,15 +34,14 @@ async def answer_infer(state: ServeState, model: str, version: str | None, heade
     instance.batcher.admit(1, deadline)
     reading = True
     try:
-        async with asyncio.timeout(started + max(s.request_timeout_s, s.header_timeout_s)) as timer:
+        async with asyncio.timeout(started + s.body_timeout_s) as timer:
             body = await read_body()
             reading = False
             timer.reschedule(deadline)
             return await _answer(state, model, version, header_length, body, deadline)
     except TimeoutError:
         if reading:
-            allowed = max(s.request_timeout_s, s.header_timeout_s)
-            raise RequestTimeout(f"the request body did not arrive within {allowed:g} s") from None
+            raise body_too_late(s.body_timeout_s) from None
         raise DeadlineExceeded(f"the request did not finish within {s.request_timeout_s:.3g} s") from None
 
 

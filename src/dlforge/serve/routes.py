@@ -35,7 +35,7 @@ from dlforge.serve.protocol import (
     shorten,
 )
 from dlforge.serve.repository import ModelInstance
-from dlforge.serve.security import RequestTimeout, check_bearer
+from dlforge.serve.security import body_too_late, check_bearer
 from dlforge.serve.state import ServeState, error_response, status_of, submit
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -168,15 +168,13 @@ async def _infer(state: ServeState, request: Request, started: float) -> Respons
 
 
 async def _in_time(state: ServeState, started: float, reading: Awaitable[T]) -> T:
-    """Await a body read within the request deadline, but no less than the header timeout: a client is
-    not refused for a deadline it cannot see, while a body trickling in byte by byte still ends in 408."""
-    s = state.settings
-    allowed = max(s.request_timeout_s, s.header_timeout_s)
+    """Await a body read within `Settings.body_timeout_s` of the request's start (else 408)."""
+    allowed = state.settings.body_timeout_s
     try:
         async with asyncio.timeout(started + allowed - time.monotonic()):
             return await reading
     except TimeoutError:
-        raise RequestTimeout(f"the request body did not arrive within {allowed:g} s") from None
+        raise body_too_late(allowed) from None
 
 
 async def classify(request: Request) -> Response:

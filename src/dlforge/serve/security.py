@@ -10,6 +10,7 @@ counted as it streams and refused as soon as it passes the limit.
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Iterable
 
 from starlette.requests import Request
@@ -53,6 +54,34 @@ def check_authorization(header: str, tokens: Iterable[str]) -> None:
         raise AuthError(403, "invalid token")
 
 
+def body_too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"request body is over the limit of {limit} bytes")
+
+
+def body_too_late(seconds: float) -> RequestTimeout:
+    return RequestTimeout(f"the request body did not arrive within {seconds:g} s")
+
+
+def declared_too_large(declared: bytes | None, limit: int) -> bool:
+    """A Content-Length header over `limit`: refused before anything is read."""
+    return declared is not None and declared.isdigit() and int(declared) > limit
+
+
+def counting(receive: Receive, limit: int) -> Receive:
+    """`receive`, raising BodyTooLarge as soon as the body read so far passes `limit` bytes."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:  # raised inside the route's body read → the 413 handler
+            raise body_too_large(limit)
+        return message
+
+    return counted
+
+
 class BodyLimit:
     """ASGI middleware: 413 for bodies over `limit` bytes, without buffering them first."""
 
@@ -64,28 +93,14 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if declared_too_large(dict(scope["headers"]).get(b"content-length"), self.limit):
             await _send_413(send, self.limit)
             return
-        await self.app(scope, self._counting(receive), send)
-
-    def _counting(self, receive: Receive) -> Receive:
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:  # raised inside the route's body read → the 413 handler
-                raise BodyTooLarge(f"request body is over the limit of {self.limit} bytes")
-            return message
-
-        return counted
+        await self.app(scope, counting(receive, self.limit), send)
 
 
 async def _send_413(send: Send, limit: int) -> None:
-    body = b'{"error":"request body is over the limit of %d bytes"}' % limit
+    body = json.dumps({"error": str(body_too_large(limit))}, separators=(",", ":")).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
                             (b"connection", b"close")]})

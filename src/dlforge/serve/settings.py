@@ -83,6 +83,12 @@ class Settings(BaseModel):
         return max(1, usable_cores() // self.processes)
 
     @property
+    def body_timeout_s(self) -> float:
+        """Time a request body may take: the request deadline, but no less than the header timeout (a client is
+        not refused for a deadline it cannot see, while a body trickling in byte by byte still ends in 408)."""
+        return max(self.request_timeout_s, self.header_timeout_s)
+
+    @property
     def processes(self) -> int:
         """Server processes: `workers`, or 1 while the automatic choice is not made yet."""
         return self.workers or 1
