@@ -29,7 +29,10 @@ def test_cheap_rows_get_processes_and_expensive_rows_get_engine_threads() -> Non
 def test_the_choice_for_a_real_package(model_package: Path) -> None:
     auto = Settings(path=model_package, workers=None)
     tiny = choose_workers(auto, cores=4)  # the test model computes a row in microseconds
-    assert (tiny.workers, tiny.threads) == (4, 1) and "tiny v1 computes" in tiny.reason
+    assert "tiny v1 computes" in tiny.reason
+    # The split follows the measured cost (timing moves with the machine's load, so not an exact count) and
+    # gives a model this cheap several processes: it would take ~0.33 ms a row to drop to one.
+    assert (tiny.workers, tiny.threads) == split_cores(4, _logged_ms(tiny.reason)) and tiny.workers >= 2
     assert choose_workers(auto, cores=1).workers == 1
     pinned = choose_workers(auto.model_copy(update={"intra_op_threads": 3}), cores=4)
     assert pinned.threads == 3  # --threads is kept
