@@ -84,3 +84,14 @@ def test_a_broken_package_is_skipped_by_the_choice(model_package: Path, tmp_path
     shutil.rmtree(repo / "tiny")
     alone = choose_workers(Settings(path=repo, workers=None), cores=4)
     assert (alone.workers, alone.reason) == (1, "no model could be timed")
+
+
+@pytest.mark.parametrize(("value", "said"), [("abc", "a number of processes or auto"), ("0", "greater than or equal")])
+def test_a_bad_workers_value_is_one_error_line(model_package: Path, value: str, said: str) -> None:
+    from typer.testing import CliRunner
+
+    from dlforge.cli import app
+
+    result = CliRunner().invoke(app, ["serve", str(model_package), "--workers", value])
+    assert result.exit_code == 2 and "--workers" in result.output and said in result.output
+    assert "Traceback" not in result.output

@@ -70,6 +70,8 @@ def serve(
     from dlforge.serve.server import run_server
     from dlforge.serve.settings import Settings
 
+    if workers != "auto" and not workers.lstrip("-").isdigit():
+        raise UserError(f"--workers: a number of processes or auto, got {workers!r}")
     tokens = [*(token or []), *_read_tokens(token_file)]
     admin = _read_tokens(admin_token_file)[0] if admin_token_file else admin_token
     try:
