@@ -16,7 +16,7 @@ import torch
 from dlforge.config import load_config
 from dlforge.data.parallel import load_parallel
 from dlforge.export.package import load_package
-from dlforge.tasks.seq2seq_codec import Seq2SeqRuntime, TranslationCodec, torch_runtime
+from dlforge.tasks.seq2seq.codec import Seq2SeqRuntime, TranslationCodec, torch_runtime
 
 
 def sentences_per_s(codec: TranslationCodec, runtime: Seq2SeqRuntime, texts: list[str], batch: int) -> float:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from dlforge.config import ConfigError, parse_config
 from dlforge.experiment import check_experiment
-from dlforge.tasks import get_task
+from dlforge.taskapi import get_task
 from dlforge.train.dist import DistContext
 from dlforge.train.loop import build_trainer
 from dlforge.train.param_groups import ParamGroupError

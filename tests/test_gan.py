@@ -25,10 +25,10 @@ from dlforge.cli import app
 from dlforge.config import ConfigError, parse_config
 from dlforge.config.loading import dump_config
 from dlforge.experiment import check_experiment
-from dlforge.export.generate import generate_images
 from dlforge.export.package import PackageError, export_run, load_package
 from dlforge.serve.runtime import load_runtime
 from dlforge.serve.settings import Settings
+from dlforge.tasks.gan.generate import generate_images
 from dlforge.train.checkpoint import list_checkpoints, load_checkpoint
 from dlforge.train.run import train_run
 from tests.conftest import tiny_config

@@ -9,8 +9,8 @@ from dlforge.data.noise import build_corruption
 from dlforge.evaluate.image_quality import psnr_ssim
 from dlforge.nn import ModelBuildError
 from dlforge.nn.build import build_layers, layer_specs
-from dlforge.nn.gan import GanModel, build_discriminator, build_generator, ema_copy, ema_update
 from dlforge.nn.generative_archs import ARCH_TASKS
+from dlforge.tasks.gan.nets import GanModel, build_discriminator, build_generator, ema_copy, ema_update
 
 SHAPES = [(1, 8, 8), (3, 32, 32), (1, 28, 28)]
 
@@ -111,7 +111,7 @@ def test_psnr_of_known_error() -> None:
 
 
 def test_seed_latents_are_numpys_pcg64() -> None:
-    from dlforge.tasks.gan_codec import latents_from_seeds
+    from dlforge.tasks.gan.codec import latents_from_seeds
 
     z = latents_from_seeds(np.array([5, 5, 6]), 4)
     assert z.dtype == np.float32 and z.shape == (3, 4)

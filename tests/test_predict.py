@@ -16,9 +16,9 @@ from dlforge.cli import app
 from dlforge.data.splits import load_data
 from dlforge.export.onnx import run_onnx, session
 from dlforge.export.package import load_package
-from dlforge.export.predict import predict_files
 from dlforge.export.quantize import accuracy
 from dlforge.rundir import load_run
+from dlforge.tasks.classification.predict import predict_files
 
 runner = CliRunner()
 # Enough capacity and epochs to land far from any threshold (test accuracy 0.97-0.99 over seeds 0-4): with

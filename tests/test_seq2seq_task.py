@@ -20,7 +20,7 @@ from dlforge.config import ConfigError, parse_config
 from dlforge.experiment import check_experiment
 from dlforge.export.package import load_package
 from dlforge.serve.settings import Settings
-from dlforge.tasks.seq2seq_codec import translate_lines
+from dlforge.tasks.seq2seq.codec import translate_lines
 from tests.serve_helpers import CHROMIUM, NO_CHROMIUM, browser_page, running
 
 SENTENCES = ["12", "345", "7", "908"]

@@ -14,14 +14,14 @@ import torch
 
 from dlforge.config import ConfigError, ExperimentConfig, parse_config
 from dlforge.experiment import check_experiment
-from dlforge.tasks import TASKS, TaskEntry, get_task
+from dlforge.taskapi import TASKS, TaskEntry, get_task
 from dlforge.train.checkpoint import list_checkpoints, load_checkpoint
 from dlforge.train.run import train_run
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).parents[1]
 if "toy_ema" not in TASKS:
-    TASKS.add("toy_ema", TaskEntry("tests.toy_task", "dlforge.tasks.classification_codec", "test task"))
+    TASKS.add("toy_ema", TaskEntry("tests.toy_task", "dlforge.tasks.classification.serving", "test task"))
 
 
 def test_unknown_task_is_refused_with_a_suggestion() -> None:
@@ -58,7 +58,7 @@ def test_a_task_module_trains_through_the_shared_loop_and_resumes_its_extra_stat
 
 
 def test_serving_codecs_never_import_torch() -> None:
-    code = ("import sys, dlforge.tasks.classification_codec, dlforge.tasks.seq2seq_codec, dlforge.serve.app, "
+    code = ("import sys, dlforge.tasks.classification.codec, dlforge.tasks.seq2seq.codec, dlforge.serve.app, "
             "dlforge.tasks; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})

@@ -21,13 +21,13 @@ from dlforge.data.datasets import DATASETS, DataError
 from dlforge.data.splits import load_data, split_indices
 from dlforge.experiment import check_experiment
 from dlforge.export.package import export_run, load_package
-from dlforge.export.predict import predict_files
 from dlforge.nn import build_model
 from dlforge.nn.sequence import StepConv
 from dlforge.serve.batcher import Batcher
 from dlforge.serve.protocol import HEADER_LENGTH, parse_response_body
 from dlforge.serve.settings import Settings
 from dlforge.serve.tensors import encode_binary
+from dlforge.tasks.classification.predict import predict_files
 from dlforge.text import tokenizer_from_bytes
 from dlforge.train.run import train_run
 from tests.serve_helpers import CHROMIUM, NO_CHROMIUM, artifacts_dir, browser_page, running

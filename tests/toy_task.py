@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from dlforge.tasks.classification import ClassificationTask
+from dlforge.tasks.classification.task import ClassificationTask
 
 
 class EmaClassification(ClassificationTask):

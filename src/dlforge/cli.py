@@ -48,14 +48,14 @@ def _run_dir(cfg: ExperimentConfig, out: Path | None) -> Path:
     return out or Path("runs") / cfg.name
 
 
-def print_metrics(metrics: dict[str, Any], title: str) -> None:
+def print_metrics(metrics: dict[str, Any], title: str, task: str) -> None:
+    """The task's headline metrics (`Task.summary`) as a table."""
+    from dlforge.taskapi import get_task
+
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    shown = ("accuracy", "precision", "recall", "f1", "bleu", "chrf", "exact_match", "token_accuracy", "beam_bleu",
-             "beam_chrf", "beam_exact_match", "fid", "class_accuracy", "diversity", "psnr", "psnr_noisy", "psnr_gain",
-             "ssim", "ssim_noisy", "loss")
-    for key in shown:
+    for key in get_task(task).summary:
         if isinstance(metrics.get(key), float | int):
             table.add_row(key, f"{metrics[key]:.4f}")
     console.print(table)
@@ -72,7 +72,7 @@ def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None, overw
     cfg = _load(config, set_)
     run_dir = _run_dir(cfg, out)
     metrics = train_run(cfg, run_dir, overwrite=overwrite)
-    print_metrics(metrics, f"{cfg.name}: test split")
+    print_metrics(metrics, f"{cfg.name}: test split", cfg.task)
     if cfg.export.enabled:
         from dlforge.export.package import export_run
 
@@ -107,14 +107,15 @@ def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
                         max_restarts)
         from dlforge.rundir import METRICS
 
-        print_metrics(json.loads((run_dir / METRICS).read_text()), f"{cfg.name}: test split ({nproc} workers)")
+        print_metrics(json.loads((run_dir / METRICS).read_text()), f"{cfg.name}: test split ({nproc} workers)",
+                      cfg.task)
         return
     from dlforge.train.dist import reports_to_user
     from dlforge.train.run import train_run
 
     metrics = train_run(cfg, run_dir, resume, overwrite)
     if reports_to_user():
-        print_metrics(metrics, f"{cfg.name}: test split")
+        print_metrics(metrics, f"{cfg.name}: test split", cfg.task)
 
 
 def _check_before_launch(cfg: ExperimentConfig, nproc: int, run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -153,10 +154,12 @@ def evaluate(run_dir: Annotated[Path, typer.Argument(help="a finished run direct
 
     Example: `dlforge evaluate runs/digits_cnn`
     """
+    from dlforge.config import load_config
     from dlforge.evaluate.report import evaluate_run
+    from dlforge.rundir import CONFIG
 
     metrics = evaluate_run(run_dir)
-    print_metrics(metrics, f"{run_dir}: test split")
+    print_metrics(metrics, f"{run_dir}: test split", load_config(run_dir / CONFIG).task)
     console.print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'report'}/")
 
 
@@ -220,7 +223,7 @@ def predict(package: PackageArg,
             top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="labels to show per sample")] = 3,
             int8: Annotated[bool, typer.Option(help="use model.int8.onnx")] = False,
             as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-            out: Annotated[Path, typer.Option("--out", "-o", help="denoisers: folder for the denoised PNGs")]
+            out: Annotated[Path, typer.Option("--out", "-o", help="folder for what a task writes (denoised PNGs)")]
             = Path("denoised")) -> None:
     """Classify files with a package's ONNX model (preprocessed exactly as in training); a denoiser's
     package writes denoised PNGs instead.
@@ -231,78 +234,24 @@ def predict(package: PackageArg,
     `dlforge predict runs/spoken_digits/package clip.wav`
     """
     from dlforge.export.package import PackageError, load_package
-    from dlforge.export.predict import predict_files
+    from dlforge.taskapi import PredictRequest, get_serving
 
     if not files and not text:
         raise PackageError("nothing to predict: pass files (images, audio clips, .npy, .txt) or --text \"some text\"")
     loaded = load_package(package)
-    if loaded.manifest.task == "denoise":
-        from dlforge.export.generate import denoise_files
-
-        for path in denoise_files(loaded, files or [], out):
-            console.print(f"wrote {path}")
-        return
-    results = predict_files(loaded, files or [], top_k, int8, text)
+    found = get_serving(loaded.manifest.task).predict(loaded, PredictRequest(files or [], text or [], top_k, int8, out))
     if as_json:
-        rows = [{"file": r.source, "top": [{"label": lb, "probability": p} for lb, p in r.top]} for r in results]
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        sys.stdout.write(json.dumps(found.rows, indent=2) + "\n")
         return
-    table = Table(title=f"{package}: top {top_k}")
-    for col in ("input", "label", "probability"):
-        table.add_column(col, justify="right" if col == "probability" else "left")
-    for r in results:
-        for rank, (label, p) in enumerate(r.top):
-            table.add_row(r.source if rank == 0 else "", label, f"{p:.4f}")
-    console.print(table)
-
-
-@app.command()
-def translate(package: PackageArg,
-              texts: Annotated[list[str] | None, typer.Argument(help="sentences to translate")] = None,
-              file: Annotated[Path | None, typer.Option("--file", "-f",
-                                                        help="a UTF-8 file, one sentence a line")] = None,
-              beam: Annotated[int | None, typer.Option(min=1, max=64,
-                                                       help="beam size (1 = greedy); default: the package's")] = None,
-              runtime: Annotated[str, typer.Option(help="onnx (ONNX Runtime) or torch")] = "onnx") -> None:
-    """Translate sentences with a seq2seq package, one translation a line (the server's decoding, no server).
-
-    Examples: `dlforge translate runs/translate_numbers/package "four hundred and twenty-one"`,
-    `dlforge translate PKG --file sentences.txt --beam 1`
-    """
-    from dlforge.export.errors import PackageError
-    from dlforge.export.package import load_package
-    from dlforge.tasks.seq2seq_codec import translate_lines
-
-    lines = list(texts or [])
-    if file is not None:
-        try:
-            lines += file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PackageError(f"--file {file}: cannot read it as UTF-8 text ({exc})") from None
-    if not lines:
-        raise PackageError('nothing to translate: give sentences or --file FILE, e.g. dlforge translate PKG "one"')
-    for line in translate_lines(load_package(package), lines, runtime, beam):
-        sys.stdout.write(line + "\n")
-
-
-@app.command()
-def generate(package: PackageArg,
-             n: Annotated[int, typer.Option("--n", help="how many images (1…1024)")] = 64,
-             label: Annotated[int | None, typer.Option("--class", help="class index (conditional GANs); "
-                                                       "default: cycle through the classes")] = None,
-             seed: Annotated[int, typer.Option(help="image i uses seed + i: the same seed, the same images")] = 0,
-             out: Annotated[Path, typer.Option("--out", "-o", help="grid PNG to write")] = Path("samples.png"),
-             ) -> None:
-    """Sample images from a GAN package (ONNX Runtime) into a grid PNG.
-
-    Examples: `dlforge generate runs/digits_gan/package --n 64 --out grid.png`,
-    `dlforge generate PKG --n 16 --class 7 --seed 42`
-    """
-    from dlforge.export.generate import write_generated
-    from dlforge.export.package import load_package
-
-    path = write_generated(load_package(package), n, label, seed, out)
-    console.print(f"wrote {n} samples to {path}")
+    if found.table:
+        table = Table(title=f"{package}: top {top_k}")
+        for col in found.columns:
+            table.add_column(col, justify="right" if col == "probability" else "left")
+        for cells in found.table:
+            table.add_row(*cells)
+        console.print(table)
+    for path in found.written:
+        console.print(f"wrote {path}")
 
 
 @app.command()
@@ -331,14 +280,14 @@ def inspect(package: PackageArg) -> None:
     console.print(table)
     _print_quantized(m.quantized)
     if m.metrics:
-        print_metrics(m.metrics, "test metrics (from training)")
+        print_metrics(m.metrics, "test metrics (from training)", m.task)
 
 
 def _print_components(title: str, registry: Any) -> None:
     from dlforge.config.components import describe
 
     table = Table(title=title, show_lines=False)
-    for col in ("name", "parameters", "what it is"):
+    for col in ("name", "parameters", "what it is", "from"):
         table.add_column(col, overflow="fold")
     for row in describe(registry):
         table.add_row(*row)
@@ -384,6 +333,23 @@ def models() -> None:
 
 
 @app.command()
+def tasks() -> None:
+    """List the tasks (`task:` in an experiment file), built-in and from plugins, with what they add."""
+    import importlib
+
+    from dlforge.taskapi import TASKS
+
+    table = Table(title="tasks")
+    for col in ("name", "what it does", "from", "commands"):
+        table.add_column(col, overflow="fold")
+    for name in TASKS.names():
+        entry = TASKS.get(name)
+        commands = importlib.import_module(entry.commands).COMMANDS if entry.commands else []
+        table.add_row(name, entry.doc, TASKS.origin(name), ", ".join(f"dlforge {c.__name__}" for c in commands))
+    console.print(table)
+
+
+@app.command()
 def params(source: Annotated[Path, typer.Argument(help="a run directory or an experiment YAML")],
            set_: SetOpt = None) -> None:
     """Show the optimiser's parameter groups: learning rate, weight decay, trainable and frozen counts.
@@ -410,7 +376,7 @@ def params(source: Annotated[Path, typer.Argument(help="a run directory or an ex
 def _model_of(source: Path, overrides: list[str] | None) -> tuple[ExperimentConfig, Any, int | None]:
     """(config, freshly built model, number of classes when the task's model has a classifier) of a run
     directory or an experiment file."""
-    from dlforge.tasks import get_task
+    from dlforge.taskapi import get_task
 
     if source.is_dir():
         from dlforge.config import load_config
@@ -427,7 +393,7 @@ def _model_of(source: Path, overrides: list[str] | None) -> tuple[ExperimentConf
         task = get_task(cfg.task)
         bundle = task.load_data(cfg)
         net, num_classes = task.create_model(cfg, bundle), bundle.num_classes
-    return cfg, net, num_classes if getattr(task, "has_classifier", False) else None
+    return cfg, net, num_classes if task.has_classifier else None
 
 
 @app.command()
@@ -440,6 +406,22 @@ def schema() -> None:
 
 
 app.command()(serve)  # cli_serve.py
+
+
+def _add_task_commands() -> None:
+    """Commands a task brings (`TaskEntry.commands`: dlforge translate, dlforge generate, a plugin's own)."""
+    import importlib
+
+    from dlforge.taskapi import TASKS
+
+    for name in TASKS.names():
+        module = TASKS.get(name).commands
+        if module is not None:
+            for command in importlib.import_module(module).COMMANDS:
+                app.command()(command)
+
+
+_add_task_commands()
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from dlforge.data.datasets import DATASETS
 from dlforge.nn.audio import frontend_rate
 from dlforge.nn.checks import check_model
 from dlforge.registry import RegistryError
-from dlforge.tasks import TASKS, Task, get_task
+from dlforge.taskapi import TASKS, Task, get_task
 
 
 def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> bool:
@@ -64,7 +64,7 @@ def component_problems(cfg: ExperimentConfig) -> list[str]:
     problems: list[str] = []
     task = _check_task(cfg, problems)
     # tasks with their own dataset registry (seq2seq) check data.dataset themselves
-    data_ok = _check_dataset(cfg, problems) if getattr(task, "datasets", None) is None else False
+    data_ok = _check_dataset(cfg, problems) if task is None or not task.own_datasets else False
     model_problems = task.check(cfg) if task is not None else check_model(cfg.model)
     problems += model_problems
     if data_ok and not model_problems:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from safetensors.torch import load_file
 from torch import nn
@@ -18,10 +18,7 @@ from torch import nn
 from dlforge.config import ExperimentConfig, load_config
 from dlforge.errors import UserError
 from dlforge.runinfo import RUN_INFO, RunInfo
-from dlforge.tasks import get_task
-
-if TYPE_CHECKING:
-    pass
+from dlforge.taskapi import get_task
 
 CONFIG, WEIGHTS = "config.yaml", "model.safetensors"
 METRICS, HISTORY = "metrics.json", "history.jsonl"

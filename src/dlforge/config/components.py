@@ -49,8 +49,8 @@ def resolve(registry: Registry[Component[Any]], spec: ComponentSpec, path: str) 
     return component, params
 
 
-def describe(registry: Registry[Component[Any]]) -> list[tuple[str, str, str]]:
-    """(name, parameters with defaults, doc) rows for `dlforge layers` and friends."""
+def describe(registry: Registry[Component[Any]]) -> list[tuple[str, str, str, str]]:
+    """(name, parameters with defaults, doc, distribution) rows for `dlforge layers` and friends."""
     rows = []
     for name in registry.names():
         comp = registry.get(name)
@@ -58,5 +58,5 @@ def describe(registry: Registry[Component[Any]]) -> list[tuple[str, str, str]]:
         for field_name, field in comp.params.model_fields.items():
             default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
             fields.append(f"{field_name}={default}")
-        rows.append((name, ", ".join(fields), comp.doc))
+        rows.append((name, ", ".join(fields), comp.doc, registry.origin(name)))
     return rows

@@ -64,7 +64,7 @@ class DatasetEntry:
     tasks: tuple[str, ...] = ("classification",)  # the tasks whose data this is (checked at load)
 
 
-DATASETS: Registry[DatasetEntry] = Registry("dataset")
+DATASETS: Registry[DatasetEntry] = Registry("dataset", plugins="dlforge.datasets")
 
 
 # --- digits: scikit-learn's 1,797 real 8x8 handwritten digits ---------------------------------

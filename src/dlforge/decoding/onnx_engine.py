@@ -1,6 +1,6 @@
 """The exported encoder and decoder-step graphs as a search `Engine`, on ONNX Runtime (no torch).
 
-Graph contract (written by dlforge.export.seq2seq): the encoder takes `src` (B, S) int64 and returns
+Graph contract (written by dlforge.tasks.seq2seq.graphs): the encoder takes `src` (B, S) int64 and returns
 the state tensors; the step graph takes `tokens` (B,) and every state tensor, and returns
 `log_probs` (B, V) plus `<name>_out` for each state tensor a step rewrites.
 """

@@ -10,7 +10,7 @@ import torch
 from dlforge.config import ExperimentConfig
 from dlforge.data.loaders import eval_loader
 from dlforge.rundir import load_run
-from dlforge.tasks import get_task
+from dlforge.taskapi import get_task
 
 
 def evaluate_run(run_dir: Path, cfg: ExperimentConfig | None = None) -> dict[str, Any]:

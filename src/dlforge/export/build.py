@@ -13,7 +13,7 @@ import dlforge
 from dlforge.export.errors import PackageError
 from dlforge.rundir import CONFIG, METRICS, WEIGHTS, load_run
 from dlforge.runinfo import RUN_INFO
-from dlforge.tasks import get_task
+from dlforge.taskapi import get_task
 
 METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "loss", "samples", "confusion_matrix")  # the model card
 

@@ -17,7 +17,7 @@ from dlforge.config.errors import problems_from
 from dlforge.nn.layers import Params, Shape
 from dlforge.registry import Registry, RegistryError
 
-MODELS: Registry[Component[Any]] = Registry("model architecture")
+MODELS: Registry[Component[Any]] = Registry("model architecture", plugins="dlforge.archs")
 Spec = dict[str, Any]
 
 

@@ -15,7 +15,7 @@ from dlforge.config.components import Component
 from dlforge.errors import UserError
 from dlforge.registry import Registry
 
-LAYERS: Registry[Component[Any]] = Registry("layer")
+LAYERS: Registry[Component[Any]] = Registry("layer", plugins="dlforge.layers")
 Shape = tuple[int, ...]
 
 

@@ -35,7 +35,7 @@ from dlforge.serve.security import BodyLimit
 from dlforge.serve.settings import Settings
 from dlforge.serve.state import ServeState, error_response, status_of
 from dlforge.serve.validate import ModelSignature, row_bytes
-from dlforge.tasks import get_codec
+from dlforge.taskapi import get_codec
 
 __all__ = ["ServeState", "app_from_env", "create_app", "error_response", "status_of"]
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from dlforge.serve.batcher import Batcher
 from dlforge.serve.contract import Runtime
 from dlforge.serve.protocol import RepositoryIndexItem, shorten
 from dlforge.serve.validate import ModelSignature
-from dlforge.tasks import Codec
+from dlforge.taskapi import Codec
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -53,7 +53,7 @@ class ModelInstance:
     manifest: Any  # dlforge.export.package.Manifest
     runtime: Runtime
     batcher: Batcher
-    codec: Codec  # client tensors ↔ graph tensors (dlforge.tasks)
+    codec: Codec  # client tensors ↔ graph tensors (dlforge.taskapi)
     signature: ModelSignature  # the codec's inputs, value rules and row cap: checked before the codec runs
 
     async def close(self) -> None:

@@ -22,8 +22,7 @@ from starlette.responses import Response
 from dlforge import __version__
 from dlforge.export.inputs import check_values
 from dlforge.serve import playground as pg
-from dlforge.serve.audio import preprocess_audio
-from dlforge.serve.images import preprocess_image, top_k
+from dlforge.serve.images import top_k
 from dlforge.serve.infer import answer_infer
 from dlforge.serve.metrics import CONTENT_TYPE
 from dlforge.serve.openapi import docs_page, openapi_document
@@ -191,45 +190,32 @@ async def classify(request: Request) -> Response:
 
 
 async def _classify(state: ServeState, instance: ModelInstance, request: Request, started: float) -> Response:
-    task = getattr(instance.manifest, "task", "classification")
-    if task != "classification":  # top-k labels mean nothing for a translation or an image generator
-        raise ProtocolError(f"a {task} model has no labels to rank; POST /v2/models/{instance.name}/infer "
-                            f"with its inputs ({', '.join(t.name for t in instance.codec.inputs)})")
+    if not instance.codec.ranks_labels:  # top-k labels mean nothing for a translation or an image generator
+        raise ProtocolError(f"a {instance.manifest.task} model has no labels to rank; POST "
+                            f"/v2/models/{instance.name}/infer with its inputs "
+                            f"({', '.join(t.name for t in instance.codec.inputs)})")
     k = _int_param(request, "top_k", 5)
     form = await _in_time(state, started, request.form(max_files=1, max_fields=8))
     texts = [v for key, v in form.multi_items() if key == "text" and isinstance(v, str)]
     upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
-    batch = _classify_text(instance, texts) if texts else None
-    if batch is None:
-        if upload is None:
-            raise ProtocolError("send the image or audio clip as a multipart/form-data file field, e.g. curl -F "
-                                "file=@digit.png or -F file=@clip.wav (text models: a text field, e.g. curl -F "
-                                "text='guten morgen')")
-        data = await upload.read()
-        preprocessing = getattr(instance.manifest, "preprocessing", None)
-        if isinstance(preprocessing, dict) and preprocessing.get("kind") == "audio":
-            batch = await asyncio.to_thread(preprocess_audio, data, preprocessing)
-        else:
-            batch = await asyncio.to_thread(preprocess_image, data, preprocessing)  # decoding can take a while
+    if texts:
+        if len(texts) > 1:
+            raise ProtocolError(f"send one text field per request (got {len(texts)}); /infer takes a batch as a "
+                                "BYTES tensor")
+        graph = await asyncio.to_thread(instance.codec.decode_texts, texts)
+    elif upload is None:
+        raise ProtocolError("send the image or audio clip as a multipart/form-data file field, e.g. curl -F "
+                            "file=@digit.png or -F file=@clip.wav (text models: a text field, e.g. curl -F "
+                            "text='guten morgen')")
+    else:
+        graph = await asyncio.to_thread(instance.codec.decode_upload, await upload.read())  # decoding takes a while
     _, instance = _model(request, auth=False)
-    name = instance.runtime.metadata.inputs[0].name
-    check_values(f"input '{name}'", batch, instance.signature.rules)
-    outputs = await submit(state, instance, {name: batch}, started)
+    for name, batch in graph.items():
+        check_values(f"input '{name}'", batch, instance.signature.rules)
+    outputs = await submit(state, instance, graph, started)
     probabilities = outputs.get("probabilities", _softmax(next(iter(outputs.values()))))[0]
     predictions = top_k(probabilities, list(getattr(instance.manifest, "labels", []) or []), k)
     return JSONResponse({"model_name": instance.name, "model_version": instance.version, "predictions": predictions})
-
-
-def _classify_text(instance: ModelInstance, texts: list[str]) -> np.ndarray:
-    """One `text` form field → the model's token ids, tokenized by the package's codec."""
-    if len(texts) > 1:
-        raise ProtocolError(f"send one text field per request (got {len(texts)}); /infer takes a batch as a "
-                            "BYTES tensor")
-    tokenize = getattr(instance.codec, "tokenize", None)
-    if tokenize is None:
-        raise ProtocolError("this model takes no text; send an image file (curl -F file=@digit.png) or use /infer")
-    ids: np.ndarray = tokenize(texts)
-    return ids
 
 
 def _int_param(request: Request, key: str, default: int) -> int:

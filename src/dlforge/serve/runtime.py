@@ -1,8 +1,8 @@
 """The engines behind the contract of dlforge.serve.contract: load once, `infer` many times.
 
 `infer` takes and returns whole batches (rows on axis 0) and is called from the batcher's
-executor thread, never on the event loop. ONNX Runtime is the default engine; the torch engine
-rebuilds the network with `rebuild_model`, as evaluate and export do (torch is imported only then).
+executor thread, never on the event loop. ONNX Runtime is the shared engine; a task may bring its own
+(dlforge.taskapi.Serving.runtime), such as a classifier's torch network or seq2seq's decoding loop.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dlforge.registry import Registry
 from dlforge.serve.contract import Runtime, Tensors, package_metadata
 from dlforge.serve.protocol import DATATYPES, MetadataTensor
+from dlforge.taskapi import get_serving
 
 if TYPE_CHECKING:
     from dlforge.export.package import ModelPackage
@@ -26,9 +27,10 @@ RUNTIMES: Registry[RuntimeFactory] = Registry("runtime")
 
 
 def load_runtime(kind: str, package: ModelPackage, threads: int) -> Runtime:
-    """Build the engine, then run one warm-up batch so the first request is not the slow one."""
-    task_kind = f"{package.manifest.task}:{kind}"  # a task's own engine (e.g. seq2seq's decoding loop) first
-    runtime = RUNTIMES.get(task_kind if task_kind in RUNTIMES else kind)(package, threads)
+    """Build the engine — the task's own (seq2seq's decoding loop, a classifier's torch network) or the shared
+    one of `kind` — then run one warm-up batch so the first request is not the slow one."""
+    own = get_serving(package.manifest.task).runtime(kind, package, threads)
+    runtime = own if own is not None else RUNTIMES.get(kind)(package, threads)
     runtime.infer(warmup_batch(runtime.metadata.inputs))
     return runtime
 
@@ -79,49 +81,4 @@ class OnnxRuntime:
         return dict(zip(self._names, results, strict=True))
 
 
-class TorchRuntime:
-    """The trained network itself, rebuilt from the package's recipe (config.yaml, run.json, weights) like evaluate."""
-
-    def __init__(self, package: ModelPackage, threads: int) -> None:
-        import torch
-
-        from dlforge.config import load_config
-        from dlforge.export.errors import PackageError
-        from dlforge.rundir import CONFIG, WEIGHTS, rebuild_model
-        from dlforge.runinfo import RUN_INFO, RunInfo
-
-        if package.manifest.task != "classification":  # its infer() returns logits and probabilities
-            raise PackageError(f"{package.root}: --runtime torch serves classification packages; this one is "
-                               f"task {package.manifest.task} — serve it with the default runtime (onnx)")
-        if RUN_INFO not in package.manifest.files:
-            raise PackageError(f"{package.root}: no {RUN_INFO} (exported by an older dlforge); re-export the run "
-                               "with `dlforge export RUN_DIR` to serve it with the torch runtime")
-        torch.set_num_threads(threads)
-        cfg = load_config(package.path(CONFIG))
-        self.net = rebuild_model(cfg, RunInfo.read(package.path(RUN_INFO)), package.path(WEIGHTS))
-        self._torch: Any = torch
-        self.metadata = package_metadata(package, "pytorch_safetensors")
-
-    def infer(self, batch: Tensors) -> Tensors:
-        torch = self._torch
-        name = self.metadata.inputs[0].name
-        with torch.inference_mode():
-            logits = self.net(torch.from_numpy(batch[name]))
-            probabilities = torch.softmax(logits, dim=-1)
-        return {"logits": logits.numpy(), "probabilities": probabilities.numpy()}
-
-
-def _seq2seq(kind: str) -> RuntimeFactory:
-    def factory(package: ModelPackage, threads: int) -> Runtime:
-        from dlforge.tasks import seq2seq_codec  # torch-free; its torch runtime imports torch when built
-
-        return seq2seq_codec.Seq2SeqRuntime(package, threads) if kind == "onnx" else \
-            seq2seq_codec.torch_runtime(package, threads)
-
-    return factory
-
-
 RUNTIMES.add("onnx", OnnxRuntime)
-RUNTIMES.add("torch", TorchRuntime)
-RUNTIMES.add("seq2seq:onnx", _seq2seq("onnx"))
-RUNTIMES.add("seq2seq:torch", _seq2seq("torch"))

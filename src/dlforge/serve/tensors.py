@@ -258,3 +258,15 @@ def encode_json(what: str, array: np.ndarray, datatype: str) -> list[Any]:
 
 def _as_bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
+
+
+def utf8_texts(array: np.ndarray, name: str = "text") -> list[str]:
+    """The strings of a BYTES tensor; ProtocolError (400) names the first bad element."""
+    texts = []
+    for i, item in enumerate(array.reshape(-1).tolist()):
+        try:
+            texts.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"input '{name}': element {i} is not valid UTF-8 ({exc.reason} at byte "
+                                f"{exc.start})") from None
+    return texts

@@ -28,7 +28,7 @@ from dlforge.serve.protocol import (
     parse_request_header,
     shorten,
 )
-from dlforge.tasks import Codec
+from dlforge.taskapi import Codec
 
 Tensors = dict[str, np.ndarray]
 

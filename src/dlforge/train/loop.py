@@ -18,7 +18,7 @@ from dlforge.config import ExperimentConfig
 from dlforge.data.loaders import eval_loader, train_loader
 from dlforge.data.splits import DataBundle
 from dlforge.runinfo import RunInfo
-from dlforge.tasks import Task, get_task
+from dlforge.taskapi import Task, get_task
 from dlforge.train import checkpoint as ckpt
 from dlforge.train import dist
 from dlforge.train.dist import DistContext
@@ -35,7 +35,7 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
     task = get_task(cfg.task)
     net.to(ctx.device)
     check_freeze_setup(t, ctx.distributed)
-    head_classes = bundle.num_classes if getattr(task, "has_classifier", False) else None  # freeze: backbone
+    head_classes = bundle.num_classes if task.has_classifier else None  # train.freeze: backbone spares the head
     if t.freeze is not None:
         Freezer.build(net, t, head_classes).set_epoch(1)  # DDP registers only what trains at wrap time
     model = wrap(net, cfg, ctx, task)
@@ -64,10 +64,8 @@ def wrap(net: nn.Module, cfg: ExperimentConfig, ctx: DistContext, task: Task,
          sync_batchnorm: bool | None = None) -> nn.Module:
     """DDP/FSDP (when distributed), then torch.compile (when asked): what the training step runs."""
     t = cfg.train
-    # a task whose passes each update one of several models (GAN) leaves parameters unused per pass
-    unused = getattr(task, "unused_parameters", False)
     model = dist.wrap_model(net, ctx, t.strategy, t.sync_batchnorm if sync_batchnorm is None else sync_batchnorm,
-                            find_unused_parameters=unused)
+                            find_unused_parameters=task.unused_parameters)
     return torch.compile(model) if t.compile else model  # type: ignore[return-value]
 
 
@@ -154,9 +152,8 @@ def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
             shown = {*(f"train_{name}" for name in tr.task.losses), "val_loss", tr.monitor}
             bar.end({k: v for k, v in state.history[-1].items() if k in shown})
             save(tr, state, run_dir)
-            epoch_end = getattr(tr.task, "on_epoch_end", None)  # optional: per-epoch artifacts (GAN grids)
-            if epoch_end is not None and tr.ctx.is_main:
-                epoch_end(tr.model, run_dir, state.epoch)
+            if tr.ctx.is_main:
+                tr.task.on_epoch_end(tr.model, run_dir, state.epoch)
     if tr.cfg.train.keep_best and tr.best_state is not None:
         dist.load_model_state(tr.net, tr.best_state)
     return state

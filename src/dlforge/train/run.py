@@ -20,7 +20,7 @@ from dlforge.data.splits import DataBundle
 from dlforge.nn.pretrained import load_pretrained
 from dlforge.rundir import CONFIG, PRETRAINED_REPORT, WEIGHTS, prepare_run_dir
 from dlforge.runinfo import RunInfo
-from dlforge.tasks import get_task
+from dlforge.taskapi import get_task
 from dlforge.train import dist
 from dlforge.train.checkpoint import list_checkpoints, save_weights
 from dlforge.train.loop import build_trainer, fit
@@ -32,7 +32,7 @@ def start_from_pretrained(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Mod
     it to pretrained.json. A resumed run skips this: its checkpoint holds the weights. Any task's model
     loads by name; only a task with a classifier (`has_classifier`) gets its head replaced."""
     assert cfg.model.pretrained is not None
-    head_classes = bundle.num_classes if getattr(get_task(cfg.task), "has_classifier", False) else None
+    head_classes = bundle.num_classes if get_task(cfg.task).has_classifier else None
     source = pretrained_weights(cfg.model, bundle.input_shape, bundle.num_classes)
     report = load_pretrained(net, source.state, cfg.model.pretrained, head_classes, source.labels,
                              bundle.labels, source.description)

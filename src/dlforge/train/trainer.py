@@ -2,7 +2,7 @@
 the one rule for when gradient accumulation steps the optimizer.
 
 Below both the loop (which builds and drives a trainer) and the epoch (dlforge.train.step, which runs
-one), so neither imports the other; tasks see the trainer only as a type.
+one), so neither imports the other; tasks see it as dlforge.taskapi.StepContext.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,14 +21,12 @@ from torch.utils.data import DataLoader
 from dlforge.config import ExperimentConfig
 from dlforge.config.schema import OptimizerConfig
 from dlforge.runinfo import RunInfo
+from dlforge.taskapi import Task
 from dlforge.train import dist
 from dlforge.train.dist import DistContext
 from dlforge.train.optim import build_optimizer, build_scheduler
 from dlforge.train.param_groups import Freezer, optimizer_groups, plan_groups
 from dlforge.train.precision import autocast
-
-if TYPE_CHECKING:
-    from dlforge.tasks import Task
 
 
 def steps_optimizer(batch_index: int, batches: int, accumulate: int) -> bool:

@@ -16,13 +16,14 @@ from dlforge.decoding import SearchSettings, Special, search
 from dlforge.decoding.onnx_engine import OnnxEngine
 from dlforge.serve.contract import package_metadata
 from dlforge.serve.protocol import MetadataTensor, ProtocolError
-from dlforge.tasks.classification_codec import utf8_texts
+from dlforge.serve.tensors import utf8_texts
+from dlforge.taskapi import Codec
 from dlforge.text import PAD_ID, TokenizerError, decode, encode, tokenizer_from_bytes
 
 TEXT, TRANSLATION, SRC, IDS = "text", "translation", "src", "ids"
 
 
-class TranslationCodec:
+class TranslationCodec(Codec):
     def __init__(self, package: Any) -> None:
         prep = package.manifest.preprocessing
         self.source = tokenizer_from_bytes(package.path(prep["source_tokenizer"]).read_bytes())
@@ -30,8 +31,7 @@ class TranslationCodec:
         self.max_length = int(prep["max_source_tokens"])
         self.inputs = [MetadataTensor(name=TEXT, datatype="BYTES", shape=[-1])]
         self.outputs = [MetadataTensor(name=TRANSLATION, datatype="BYTES", shape=[-1])]
-        self.optional: frozenset[str] = frozenset()
-        self.pad: dict[str, int | float] = {SRC: PAD_ID}
+        self.pad = {SRC: PAD_ID}
 
     def tokenize(self, texts: list[str]) -> np.ndarray:
         try:
@@ -45,6 +45,9 @@ class TranslationCodec:
     def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {SRC: self.tokenize(utf8_texts(inputs[TEXT], TEXT))}
 
+    def decode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return {SRC: self.tokenize(texts)}
+
     def encode(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = np.empty(len(outputs[IDS]), dtype=object)
         out[:] = [t.encode() for t in self.detokenize(outputs[IDS])]
@@ -53,10 +56,6 @@ class TranslationCodec:
     def translate(self, runtime: Any, texts: list[str]) -> list[str]:
         """Sentences → translations through `runtime` (the `dlforge translate` path; no batcher)."""
         return self.detokenize(runtime.infer(self.decode({TEXT: np.array(texts, dtype=object)}))[IDS])
-
-
-def codec(package: Any) -> TranslationCodec:
-    return TranslationCodec(package)
 
 
 def pad_ids(rows: list[list[int]]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The GAN model as the task builds it from the experiment, and what its report and evaluation draw from it:
 the lazily loaded sample judge and the fixed-latent sample grid.
 
-Below both the training side (dlforge.tasks.gan) and the report (dlforge.tasks.gan_report).
+Below both the training side (dlforge.tasks.gan.task) and the report (dlforge.tasks.gan.report).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 from dlforge.config import ExperimentConfig
 from dlforge.config.generative import GanConfig
-from dlforge.nn.gan import GanModel, build_discriminator, build_generator, ema_copy
-from dlforge.tasks.gan_metrics import Judge, generate, load_judge
+from dlforge.tasks.gan.metrics import Judge, generate, load_judge
+from dlforge.tasks.gan.nets import GanModel, build_discriminator, build_generator, ema_copy
 
 GRID_PER_CLASS = 8
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from dlforge.evaluate.plots import Panel, plot_learning_curves
 from dlforge.imagegrid import save_grid
-from dlforge.tasks.gan_model import GRID_PER_CLASS, build_gan, epoch_grid, judge
+from dlforge.tasks.gan.model import GRID_PER_CLASS, build_gan, epoch_grid, judge
 
 GRIDS = "samples"
 
@@ -27,7 +27,7 @@ def untrained_baseline(run_dir: Path) -> dict[str, float | None]:
     from dlforge.config import load_config
     from dlforge.data.splits import load_data
     from dlforge.runinfo import RunInfo
-    from dlforge.tasks.gan_metrics import eval_latents, generate, sample_quality
+    from dlforge.tasks.gan.metrics import eval_latents, generate, sample_quality
 
     cfg, info = load_config(run_dir / "config.yaml"), RunInfo.load(run_dir)
     real, real_y = load_data(cfg.data, cfg.seed).test.tensors

@@ -21,17 +21,18 @@ from dlforge.evaluate.image_quality import ssim_kernel
 from dlforge.nn import MODELS
 from dlforge.nn.checks import check_model
 from dlforge.nn.generative_archs import ARCH_TASKS
-from dlforge.tasks.denoise_model import as_denoiser, build_denoiser, denoise_settings, noisy_batch
-from dlforge.tasks.gan import image_data_problems
+from dlforge.taskapi import StepContext, Task
+from dlforge.tasks.denoise.model import as_denoiser, build_denoiser, denoise_settings, noisy_batch
+from dlforge.tasks.gan.task import image_data_problems
 
 if TYPE_CHECKING:
     from dlforge.runinfo import RunInfo
-    from dlforge.train.trainer import Trainer
 
-class DenoiseTask:
+class DenoiseTask(Task):
     name = "denoise"
     losses = ("loss",)
     metrics = ("psnr", "ssim", "psnr_noisy", "ssim_noisy", "psnr_gain")
+    summary = ("psnr", "psnr_noisy", "psnr_gain", "ssim", "ssim_noisy", "loss")
     default_monitor = "val_psnr"
 
     def minimize(self, monitor: str) -> bool:
@@ -65,10 +66,7 @@ class DenoiseTask:
     def build_model(self, cfg: ExperimentConfig, info: RunInfo) -> nn.Module:
         return build_denoiser(cfg, tuple(info.input_shape))
 
-    def setup(self, trainer: Trainer) -> None:
-        pass
-
-    def train_step(self, tr: Trainer, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
+    def train_step(self, tr: StepContext, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
         clean, y = batch
         if tr.augmenter is not None:
             clean, _ = tr.augmenter(clean, y)
@@ -87,13 +85,13 @@ class DenoiseTask:
     def write_report(self, run_dir: Path, metrics: dict[str, Any], info: RunInfo, plots: bool) -> None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if plots:
-            from dlforge.tasks.denoise_report import write_denoise_report
+            from dlforge.tasks.denoise.report import write_denoise_report
 
             write_denoise_report(run_dir)
 
     def export(self, net: nn.Module, bundle: DataBundle, info: RunInfo, cfg: ExperimentConfig, root: Path,
                tolerance: float, quantize: str | None) -> dict[str, Any]:
-        from dlforge.tasks.denoise_report import export_denoiser  # onnx is imported only to export
+        from dlforge.tasks.denoise.report import export_denoiser  # onnx is imported only to export
 
         return export_denoiser(as_denoiser(net), bundle, info, cfg, root, tolerance, quantize)
 

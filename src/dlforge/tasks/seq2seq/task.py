@@ -25,16 +25,16 @@ from dlforge.data.parallel import PARALLEL
 from dlforge.data.splits import DataBundle
 from dlforge.decoding import SearchSettings, Special, search
 from dlforge.evaluate.corpus import SentencePairs
-from dlforge.evaluate.translation import sample_translations, samples_markdown, translation_scores
 from dlforge.nn.seq2seq import Seq2SeqModel, Vocab, build_seq2seq, seq2seq_params
 from dlforge.nn.seq2seq.engine import TorchEngine
 from dlforge.registry import RegistryError
-from dlforge.tasks.seq2seq_data import SOURCE_FILE, TARGET_FILE, load_seq2seq_data
+from dlforge.taskapi import StepContext, Task
+from dlforge.tasks.seq2seq.data import SOURCE_FILE, TARGET_FILE, load_seq2seq_data
+from dlforge.tasks.seq2seq.scores import sample_translations, samples_markdown, translation_scores
 from dlforge.text import decode
 
 if TYPE_CHECKING:
     from dlforge.runinfo import RunInfo
-    from dlforge.train.trainer import Trainer
 
 SAMPLES = 20
 
@@ -50,12 +50,13 @@ def plain(model: nn.Module) -> Seq2SeqModel:
     return model
 
 
-class Seq2SeqTask:
+class Seq2SeqTask(Task):
     name = "seq2seq"
     losses = ("loss",)
     metrics = ("token_accuracy", "bleu", "chrf", "exact_match")
     default_monitor = "val_bleu"
-    datasets = PARALLEL  # data.dataset is checked against this registry, not the classification one
+    summary = ("bleu", "chrf", "exact_match", "token_accuracy", "beam_bleu", "beam_chrf", "beam_exact_match", "loss")
+    own_datasets = True  # data.dataset is checked against PARALLEL in `check`, not against DATASETS
 
     def __init__(self) -> None:
         # (source, target) tokenizers of loaded bundles by the target's sha256: evaluate gets RunInfo, not the bundle
@@ -108,10 +109,7 @@ class Seq2SeqTask:
 
     # --- training ---------------------------------------------------------------------------------
 
-    def setup(self, trainer: Trainer) -> None:
-        pass  # one model, one optimizer
-
-    def train_step(self, tr: Trainer, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
+    def train_step(self, tr: StepContext, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
         src, tgt = trim(batch)
         with tr.sync_gradients(optimizer_step):
             with tr.autocast():
@@ -190,7 +188,7 @@ class Seq2SeqTask:
 
     def export(self, net: nn.Module, bundle: DataBundle, info: RunInfo, cfg: ExperimentConfig, root: Path,
                tolerance: float, quantize: str | None) -> dict[str, Any]:
-        from dlforge.tasks.seq2seq_export import export_package_graphs
+        from dlforge.tasks.seq2seq.export import export_package_graphs
 
         if quantize:
             raise ConfigError(["export.quantize: int8 is not available for seq2seq yet; use none"])

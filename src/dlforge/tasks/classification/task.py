@@ -24,18 +24,20 @@ from dlforge.export.onnx import INPUT, LOGITS, PROBS, check_parity, dynamic_dims
 from dlforge.nn import build_model
 from dlforge.nn.build import InputNormalize
 from dlforge.nn.checks import check_model
+from dlforge.taskapi import StepContext, Task
 
 if TYPE_CHECKING:
     from dlforge.runinfo import RunInfo
-    from dlforge.train.trainer import Trainer
 
 PARITY_SAMPLES, CALIBRATION_SAMPLES = 256, 256
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
     name = "classification"
     losses = ("loss",)
     metrics = ("accuracy", "precision", "recall", "f1")
+    summary = ("accuracy", "precision", "recall", "f1", "loss")
+    card = ("confusion_matrix",)
     default_monitor = "val_accuracy"
     has_classifier = True  # model.pretrained replaces its head; train.freeze: backbone is all but it
 
@@ -78,10 +80,7 @@ class ClassificationTask:
 
     # --- training ---------------------------------------------------------------------------------
 
-    def setup(self, trainer: Trainer) -> None:
-        pass  # one model, one optimizer: the shared trainer has all it needs
-
-    def train_step(self, tr: Trainer, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
+    def train_step(self, tr: StepContext, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
         x, y = batch
         x = trim_padding(x, tr.info.preprocessing.get("pad_id"))
         if tr.augmenter is not None:

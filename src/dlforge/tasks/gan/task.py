@@ -20,19 +20,20 @@ from dlforge.data.datasets import DATASETS
 from dlforge.data.splits import DataBundle, load_data, peek_input_shape
 from dlforge.nn import MODELS
 from dlforge.nn.checks import check_model
-from dlforge.nn.gan import ema_decay_at, ema_update
 from dlforge.nn.generative_archs import ARCH_TASKS
-from dlforge.tasks.gan_metrics import eval_latents, generate, sample_quality
-from dlforge.tasks.gan_model import as_gan, build_gan, gan_settings, judge
+from dlforge.taskapi import StepContext, Task
+from dlforge.tasks.gan.metrics import eval_latents, generate, sample_quality
+from dlforge.tasks.gan.model import as_gan, build_gan, gan_settings, judge
+from dlforge.tasks.gan.nets import ema_decay_at, ema_update
 
 if TYPE_CHECKING:
     from dlforge.runinfo import RunInfo
-    from dlforge.train.trainer import Trainer
 
-class GanTask:
+class GanTask(Task):
     name = "gan"
     losses = ("d_loss", "g_loss")
     metrics = ("fid", "diversity", "class_accuracy")
+    summary = ("fid", "class_accuracy", "diversity", "loss")
     default_monitor = "val_fid"
     unused_parameters = True  # each pass updates one side: DDP must not wait for the other's gradients
 
@@ -85,14 +86,14 @@ class GanTask:
 
     # --- training ---------------------------------------------------------------------------------
 
-    def setup(self, tr: Trainer) -> None:
+    def setup(self, tr: StepContext) -> None:
         """The shared optimizer and schedule drive the generator; the discriminator gets its own pair."""
         g, net = gan_settings(tr.cfg), as_gan(tr.net)
         tr.optimizer, tr.scheduler = tr.make_optimizer(net.generator.parameters())
         tr.extra["d_optimizer"], tr.extra["d_scheduler"] = tr.make_optimizer(net.discriminator.parameters(),
                                                                              g.d_optimizer)
 
-    def train_step(self, tr: Trainer, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
+    def train_step(self, tr: StepContext, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
         real, y = batch
         if tr.augmenter is not None:
             real, _ = tr.augmenter(real, y)
@@ -144,12 +145,12 @@ class GanTask:
         """report/samples/epoch_<n>.png on the fixed grid latents, every `gan.grid_every` epochs."""
         every = as_gan(model).grid_every
         if every and epoch % every == 0:
-            from dlforge.tasks.gan_report import write_epoch_grid
+            from dlforge.tasks.gan.report import write_epoch_grid
 
             write_epoch_grid(model, run_dir, epoch)
 
     def write_report(self, run_dir: Path, metrics: dict[str, Any], info: RunInfo, plots: bool) -> None:
-        from dlforge.tasks.gan_report import untrained_baseline, write_gan_report
+        from dlforge.tasks.gan.report import untrained_baseline, write_gan_report
 
         baseline = untrained_baseline(run_dir)  # what "good" is measured against: the same generator at init
         metrics = {**metrics, "untrained": baseline, "fid_ratio_to_untrained": metrics["fid"] / baseline["fid"]}
@@ -159,7 +160,7 @@ class GanTask:
 
     def export(self, net: nn.Module, bundle: DataBundle, info: RunInfo, cfg: ExperimentConfig, root: Path,
                tolerance: float, quantize: str | None) -> dict[str, Any]:
-        from dlforge.tasks.gan_export import export_generator
+        from dlforge.tasks.gan.export import export_generator
 
         return export_generator(as_gan(net), info, cfg, root, tolerance, quantize)
 

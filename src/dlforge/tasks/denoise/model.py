@@ -1,5 +1,5 @@
 """The denoiser as the task builds it from the experiment (network + the noise it trains against), and the
-fixed evaluation noise. Below both the training side (dlforge.tasks.denoise) and its report and export.
+fixed evaluation noise. Below both the training side (dlforge.tasks.denoise.task) and its report and export.
 """
 
 from __future__ import annotations

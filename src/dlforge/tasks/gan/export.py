@@ -14,7 +14,7 @@ from dlforge.config import ExperimentConfig
 from dlforge.export.errors import ExportError
 from dlforge.export.onnx import session
 from dlforge.export.quiet import quiet_exporter
-from dlforge.nn.gan import GanModel, Generator
+from dlforge.tasks.gan.nets import GanModel, Generator
 
 if TYPE_CHECKING:
     from dlforge.runinfo import RunInfo

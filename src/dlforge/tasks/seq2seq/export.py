@@ -18,9 +18,9 @@ from dlforge.data.splits import DataBundle
 from dlforge.decoding import SearchSettings, Special, search
 from dlforge.decoding.onnx_engine import OnnxEngine
 from dlforge.export.errors import ExportError
-from dlforge.export.seq2seq import ENCODER_FILE, STEP_FILE, export_seq2seq
 from dlforge.nn.seq2seq import Seq2SeqModel
 from dlforge.nn.seq2seq.engine import TorchEngine
+from dlforge.tasks.seq2seq.graphs import ENCODER_FILE, STEP_FILE, export_seq2seq
 from dlforge.text import decode
 
 if TYPE_CHECKING:

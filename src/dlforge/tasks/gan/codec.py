@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from dlforge.serve.protocol import MetadataTensor, ProtocolError
+from dlforge.taskapi import Codec
 
 LATENT, SEED, CLASS, IMAGE = "latent", "seed", "class", "image"
 MAX_SAMPLES = 1024
@@ -30,7 +31,7 @@ def check_classes(classes: np.ndarray, num_classes: int) -> np.ndarray:
     return classes.astype(np.int64)
 
 
-class GeneratorCodec:
+class GeneratorCodec(Codec):
     """Clients send exactly one of `latent` (FP32 [n, latent_dim]) or `seed` (INT64 [n]), plus `class`
     (INT64 [n]) for a conditional generator; they get `image` (FP32 [n, C, H, W] in [0, 1])."""
 
@@ -45,7 +46,6 @@ class GeneratorCodec:
         self.optional = frozenset({LATENT, SEED})  # exactly one of them
         self.outputs = [MetadataTensor(name=o.name, datatype=o.datatype, shape=list(o.shape))
                         for o in manifest.outputs]
-        self.pad: dict[str, int | float] = {}
 
     def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if (LATENT in inputs) == (SEED in inputs):
@@ -76,7 +76,3 @@ class GeneratorCodec:
 
     def encode(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return outputs
-
-
-def codec(package: Any) -> GeneratorCodec:
-    return GeneratorCodec(package.manifest)

@@ -16,7 +16,7 @@ from dlforge.export.errors import ExportError
 from dlforge.export.onnx import session
 from dlforge.export.quiet import quiet_exporter
 from dlforge.imagegrid import save_grid
-from dlforge.tasks.denoise_model import Denoiser, as_denoiser, noisy_batch
+from dlforge.tasks.denoise.model import Denoiser, as_denoiser, noisy_batch
 
 if TYPE_CHECKING:
     from dlforge.runinfo import RunInfo

@@ -1,0 +1,27 @@
+"""The denoiser's serving side (torch-free): images in, images out; `dlforge predict` writes PNGs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dlforge.taskapi import Codec, Predictions, PredictRequest, Serving
+
+
+class DenoiseServing(Serving):
+    name = "denoise"
+
+    def codec(self, package: Any) -> Codec:
+        from dlforge.tasks.denoise.codec import ImageToImageCodec
+
+        return ImageToImageCodec(package.manifest)
+
+    def predict(self, package: Any, request: PredictRequest) -> Predictions:
+        from dlforge.tasks.denoise.predict import denoise_files
+
+        written = denoise_files(package, request.files, request.out)
+        return Predictions(["input", "denoised"], [{"file": str(src), "denoised": str(out)}
+                                                   for src, out in zip(request.files, written, strict=True)],
+                           written=written)
+
+
+SERVING = DenoiseServing()
