@@ -1,6 +1,7 @@
 """The dependency rules of DESIGN.md, enforced: a layering violation fails the suite."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -48,11 +49,39 @@ def runtime_imports_of(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("forbidden", ["dlforge.train", "dlforge.serve.app", "dlforge.serve.routes", "dlforge.cli"])
-def test_tasks_sit_below_train_and_serve(forbidden: str) -> None:
-    for path in modules_under("tasks"):
-        bad = [m for m in runtime_imports_of(path) if m == forbidden or m.startswith(forbidden + ".")]
+CONTRACT = PACKAGE / "taskapi.py"
+LEAVES = {"dlforge.errors", "dlforge.registry", "dlforge.config", "dlforge.config.schema", "dlforge.data.splits",
+          "dlforge.runinfo", "dlforge.serve.protocol", "dlforge.serve.tensors"}  # wire types and data facts, no stage
+
+
+def test_the_task_contract_sits_below_every_stage() -> None:
+    """#25: dlforge.taskapi is what stages ask of tasks; it imports (type-only included) no stage and no task."""
+    found = {m for m in imports_of(CONTRACT) if m.startswith("dlforge")}
+    assert found <= LEAVES, sorted(found - LEAVES)
+
+
+def test_tasks_sit_above_every_stage() -> None:
+    """No module outside dlforge/tasks imports a task, not even for a type: stages find tasks by name
+    through the registry in dlforge.taskapi, so a third-party task is found the same way."""
+    for path in modules_under(""):
+        if path.relative_to(PACKAGE).parts[0] == "tasks":
+            continue
+        bad = [m for m in imports_of(path) if m == "dlforge.tasks" or m.startswith("dlforge.tasks.")]
         assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
+TASK_NAMES = re.compile(r'"(classification|seq2seq|gan|denoise)"|task (==|in) ')
+STAGE_FILES = [*(p for folder in ("serve", "export", "train", "evaluate") for p in modules_under(folder)),
+               *PACKAGE.glob("cli*.py")]
+
+
+@pytest.mark.parametrize("path", STAGE_FILES, ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_no_stage_branches_on_a_task_name(path: Path) -> None:
+    """The grep of #25: a stage that names a task is a task's code in the wrong place. (`"classification"`
+    beside `binary_tensor_data` is the V2 extension the server advertises, not our task.)"""
+    hits = [f"{n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1)
+            if TASK_NAMES.search(line) and "binary_tensor_data" not in line and not line.lstrip().startswith("#")]
+    assert not hits, hits
 
 
 def test_nothing_imports_the_cli() -> None:
@@ -138,6 +167,54 @@ def test_no_import_circles_in_the_package_at_run_time() -> None:
     for start in sorted(graph):
         walk(start, [start])
     assert not cycles, cycles[:5]
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module → every dlforge module it imports: top-level, lazy and type-only alike."""
+    names = {_module_name(path) for path in modules_under("")}
+    graph: dict[str, set[str]] = {}
+    for path in modules_under(""):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name in names}
+            elif isinstance(node, ast.ImportFrom) and node.module in names:
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in names else node.module
+                          for a in node.names}
+        graph[_module_name(path)] = found - {_module_name(path)}
+    return graph
+
+
+def test_no_import_circles_at_all_type_only_included() -> None:
+    """#25: the package reads bottom-up even for type hints — no set of modules needs each other, in any way
+    (strongly connected components of the whole import graph)."""
+    graph, index, low, stack, on_stack, circles = _import_graph(), {}, {}, [], set(), []
+
+    def connect(node: str) -> None:  # Tarjan's algorithm
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                connect(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    assert not circles, circles
 
 
 def test_the_product_holds_no_test_hooks() -> None:

@@ -28,6 +28,7 @@ from dlforge.experiment import check_experiment
 from dlforge.export.package import PackageError, export_run, load_package
 from dlforge.serve.runtime import load_runtime
 from dlforge.serve.settings import Settings
+from dlforge.taskapi import TaskError
 from dlforge.tasks.gan.generate import generate_images
 from dlforge.train.checkpoint import list_checkpoints, load_checkpoint
 from dlforge.train.run import train_run
@@ -132,7 +133,7 @@ def test_gan_exports_generates_and_serves(gan_run: Path, tmp_path: Path) -> None
     assert bad.exit_code == 2 and "--class: 12 is out of range" in bad.output and "Traceback" not in bad.output
     with pytest.raises(PackageError, match="between 1 and 1024"):
         generate_images(package, 5000, None, seed=0)
-    with pytest.raises(PackageError, match="--runtime torch serves classification packages"):
+    with pytest.raises(TaskError, match="--runtime torch does not serve task gan packages"):
         load_runtime("torch", package, 1)
 
     with running(Settings(path=package.root, grpc_port=0)) as (url, app_):

@@ -35,11 +35,10 @@ if TYPE_CHECKING:
     from dlforge.config.schema import OptimizerConfig
     from dlforge.data.splits import DataBundle
     from dlforge.runinfo import RunInfo
-    from dlforge.serve.contract import Runtime
     from dlforge.serve.protocol import MetadataTensor
 
-__all__ = ["TASKS", "Codec", "Predictions", "Serving", "StepContext", "Task", "TaskEntry", "TaskError", "get_codec",
-           "get_serving", "get_task"]
+__all__ = ["TASKS", "Codec", "Engine", "PredictRequest", "Predictions", "Serving", "StepContext", "Task", "TaskEntry",
+           "TaskError", "get_codec", "get_serving", "get_task"]
 
 
 class TaskError(UserError):
@@ -68,6 +67,14 @@ class StepContext(Protocol):
 
     def make_optimizer(self, params: nn.Module | Iterable[nn.Parameter],
                        settings: OptimizerConfig | None = None) -> tuple[Any, Any]: ...
+
+
+class Engine(Protocol):
+    """A task's own inference engine (dlforge.serve.contract.Runtime): V2 metadata and `infer` over batches."""
+
+    metadata: Any
+
+    def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 class Task:
@@ -168,13 +175,13 @@ class Codec:
 
     def decode_upload(self, data: bytes) -> dict[str, np.ndarray]:
         """One uploaded file (an image, an audio clip) → the graph's inputs for one row."""
-        from dlforge.serve.protocol import ProtocolError
+        from dlforge.serve.tensors import ProtocolError
 
         raise ProtocolError("this model takes no file uploads; POST its inputs as tensors to /v2/models/…/infer")
 
     def decode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Raw strings → the graph's inputs, one row each."""
-        from dlforge.serve.protocol import ProtocolError
+        from dlforge.serve.tensors import ProtocolError
 
         raise ProtocolError("this model takes no text; send an image file (curl -F file=@digit.png) or use /infer")
 
@@ -209,7 +216,7 @@ class Serving:
         """The codec for a loaded, hash-verified package of this task."""
         raise NotImplementedError
 
-    def runtime(self, kind: str, package: Any, threads: int) -> Runtime | None:
+    def runtime(self, kind: str, package: Any, threads: int) -> Engine | None:
         """This task's own engine of `kind` (seq2seq's decoding loop, a classifier's torch network), or None
         for the shared engine (ONNX Runtime over the package's graph)."""
         if kind == "onnx":

@@ -60,9 +60,13 @@ class TextCodec(Codec):
                         MetadataTensor(name=PROBABILITIES, datatype="FP32", shape=[-1, len(self.labels)])]
         self.pad = {self.graph_input: PAD_ID}  # any lengths share a batch
 
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Right-padded token ids; TokenizerError names the first text the model cannot take."""
+        return encode(self.tokenizer, texts, self.max_length, truncate=False)[0]
+
     def tokenize(self, texts: list[str]) -> np.ndarray:
         try:
-            return encode(self.tokenizer, texts, self.max_length, truncate=False)[0]
+            return self.encode_texts(texts)
         except TokenizerError as exc:
             raise ProtocolError(f"input '{TEXT}': {exc}") from None
 

@@ -1,7 +1,7 @@
-"""Inference from a package: files (images, audio clips, .npy, .txt) or strings → model inputs exactly as in
-training → top-k.
+"""`dlforge predict` on a classifier: files (images, audio clips, .npy, .txt) or strings → model inputs → top-k.
 
-Text goes through the package's own tokenizer.json (hash-verified), the file training and the server use."""
+Images, audio clips and text become tensors through the package's serving codec — the same code as an
+upload to the server, decoding like the training data; text goes through the package's own tokenizer.json."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dlforge.audio_io import AUDIO_SUFFIXES, AudioError, AudioFormat, load_clip
-from dlforge.data.datasets import IMAGE_SUFFIXES, read_image
+from dlforge.audio_io import AUDIO_SUFFIXES
+from dlforge.data.datasets import IMAGE_SUFFIXES
 from dlforge.export.errors import InputFileError, PackageError
 from dlforge.export.inputs import InputRules, check_values
 from dlforge.export.onnx import run_onnx, session
 from dlforge.export.package import ModelPackage
+from dlforge.serve.tensors import ProtocolError
+from dlforge.tasks.classification.codec import TensorCodec, TextCodec
 
 
 @dataclass
@@ -47,28 +49,35 @@ def load_npy(path: Path, package: ModelPackage) -> np.ndarray:
     return arr
 
 
-def load_image(path: Path, package: ModelPackage) -> np.ndarray:
-    """Decoded like training data: read_image gives pixel/255, the [0, 1] scale models are trained on."""
-    prep = package.manifest.preprocessing
-    if prep.get("kind") != "image":
-        raise InputFileError(f"{path}: this model takes {prep.get('kind')} inputs, not images; pass a .npy file")
+def _codec(package: ModelPackage) -> TensorCodec | TextCodec:
+    """The serving codec: files and strings become tensors here exactly as on the server."""
+    return TextCodec(package) if package.manifest.preprocessing.get("kind") == "text" else TensorCodec(package.manifest)
+
+
+def load_file(path: Path, package: ModelPackage, kind: str) -> np.ndarray:
+    """An image or audio file decoded by the codec, like an upload to /classify and like training data."""
+    have = package.manifest.preprocessing.get("kind")
+    if have != kind:
+        raise InputFileError(f"{path}: this model takes {have} inputs, not {kind}; pass "
+                             f"{'a .npy file' if have != 'text' else '.txt files or --text'}")
+    codec = _codec(package)
     try:
-        return read_image(path, tuple(prep["size"]), int(prep["channels"]))[None]  # type: ignore[arg-type]
-    except Exception as exc:  # PIL raises many kinds for broken files
-        raise InputFileError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+        return next(iter(codec.decode_upload(path.read_bytes()).values()))
+    except ProtocolError as exc:
+        raise InputFileError(f"{path}: {exc}") from None
 
 
 def tokenize(texts: list[str], sources: list[str], package: ModelPackage) -> np.ndarray:
-    """Right-padded token ids of `texts`; texts the model cannot take (empty, too long) are refused."""
-    from dlforge.text import TokenizerError, encode, tokenizer_from_bytes
+    """Right-padded token ids of `texts` by the package's codec; texts it cannot take (empty, too long) are refused."""
+    from dlforge.text import TokenizerError
 
-    prep = package.manifest.preprocessing
-    if prep.get("kind") != "text":
-        raise PackageError(f"this model takes {prep.get('kind')} inputs, not text; pass "
-                           f"{'images' if prep.get('kind') == 'image' else '.npy files'}")
-    tok = tokenizer_from_bytes(package.path(prep["tokenizer"]).read_bytes())
+    codec = _codec(package)
+    if not isinstance(codec, TextCodec):
+        kind = package.manifest.preprocessing.get("kind")
+        raise PackageError(f"this model takes {kind} inputs, not text; pass "
+                           f"{'images' if kind == 'image' else '.npy files'}")
     try:
-        return encode(tok, texts, int(prep["max_length"]), truncate=False)[0]
+        return codec.encode_texts(texts)
     except TokenizerError as exc:
         where = sources[exc.index] if exc.index is not None else "text"
         raise PackageError(f"{where}: {exc.reason}") from None
@@ -81,18 +90,6 @@ def read_text(path: Path) -> str:
         raise PackageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def load_audio(path: Path, package: ModelPackage) -> np.ndarray:
-    """Decoded like training data (mono mix, soxr resampling, zero padding); longer clips are refused."""
-    prep = package.manifest.preprocessing
-    if prep.get("kind") != "audio":
-        raise InputFileError(f"{path}: this model takes {prep.get('kind')} inputs, not audio")
-    fmt = AudioFormat.from_preprocessing(prep)
-    try:
-        return load_clip(path, fmt, max_duration=fmt.duration)[None]
-    except AudioError as exc:
-        raise InputFileError(str(exc)) from None
-
-
 def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, list[str]]:
     """Stack every file's samples into one batch; returns it and a source name per sample."""
     arrays, sources = [], []
@@ -103,9 +100,9 @@ def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, l
         if suffix == ".npy":
             arr = load_npy(path, package)
         elif suffix in IMAGE_SUFFIXES:
-            arr = load_image(path, package)
+            arr = load_file(path, package, "image")
         elif suffix in AUDIO_SUFFIXES:
-            arr = load_audio(path, package)
+            arr = load_file(path, package, "audio")
         else:
             known = ", ".join(IMAGE_SUFFIXES + AUDIO_SUFFIXES)
             raise InputFileError(f"{path}: unsupported file type (use .npy, {known})")

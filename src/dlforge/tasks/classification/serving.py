@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dlforge.taskapi import Codec, Predictions, PredictRequest, Serving
-
-if TYPE_CHECKING:
-    from dlforge.serve.contract import Runtime
+from dlforge.taskapi import Codec, Engine, Predictions, PredictRequest, Serving
 
 
 class ClassificationServing(Serving):
@@ -20,7 +17,7 @@ class ClassificationServing(Serving):
             return TextCodec(package)
         return TensorCodec(package.manifest)
 
-    def runtime(self, kind: str, package: Any, threads: int) -> Runtime | None:
+    def runtime(self, kind: str, package: Any, threads: int) -> Engine | None:
         if kind == "torch":
             from dlforge.tasks.classification.runtime import TorchRuntime
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dlforge.taskapi import Codec, Serving, TaskError
-
-if TYPE_CHECKING:
-    from dlforge.serve.contract import Runtime
+from dlforge.taskapi import Codec, Engine, Serving, TaskError
 
 
 class Seq2SeqServing(Serving):
@@ -18,7 +15,7 @@ class Seq2SeqServing(Serving):
 
         return TranslationCodec(package)
 
-    def runtime(self, kind: str, package: Any, threads: int) -> Runtime | None:
+    def runtime(self, kind: str, package: Any, threads: int) -> Engine | None:
         from dlforge.tasks.seq2seq.codec import Seq2SeqRuntime, torch_runtime  # torch only when built
 
         if kind == "onnx":
