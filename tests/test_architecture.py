@@ -131,14 +131,16 @@ def _module_name(path: Path) -> str:
     return "dlforge." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
 
 
-def _runtime_graph() -> dict[str, set[str]]:
-    """Module → the dlforge modules it imports when it runs (`from pkg import submodule` names the submodule)."""
+def _import_graph(type_only: bool = True) -> dict[str, set[str]]:
+    """Module → the dlforge modules it imports, lazily or not (`from pkg import submodule` names the submodule);
+    without `type_only`, imports under `if TYPE_CHECKING:` are left out (what runs)."""
     names = {_module_name(path) for path in modules_under("")}
     graph: dict[str, set[str]] = {}
     for path in modules_under(""):
         tree = ast.parse(path.read_text())
-        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                and ast.unparse(node.test) == "TYPE_CHECKING" for child in node.body for n in ast.walk(child)}
+        skip = set() if type_only else {
+            id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+            for child in node.body for n in ast.walk(child)}
         found: set[str] = set()
         for node in ast.walk(tree):
             if id(node) in skip:
@@ -155,7 +157,7 @@ def _runtime_graph() -> dict[str, set[str]]:
 def test_no_import_circles_in_the_package_at_run_time() -> None:
     """Across folders too, no module needs one that needs it back (lazy imports included; a type-only
     reference such as a task's `Trainer` hint is not a run-time dependency)."""
-    graph, cycles = _runtime_graph(), []
+    graph, cycles = _import_graph(type_only=False), []
 
     def walk(node: str, trail: list[str]) -> None:
         for nxt in sorted(graph.get(node, ())):
@@ -167,22 +169,6 @@ def test_no_import_circles_in_the_package_at_run_time() -> None:
     for start in sorted(graph):
         walk(start, [start])
     assert not cycles, cycles[:5]
-
-
-def _import_graph() -> dict[str, set[str]]:
-    """Module → every dlforge module it imports: top-level, lazy and type-only alike."""
-    names = {_module_name(path) for path in modules_under("")}
-    graph: dict[str, set[str]] = {}
-    for path in modules_under(""):
-        found: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                found |= {a.name for a in node.names if a.name in names}
-            elif isinstance(node, ast.ImportFrom) and node.module in names:
-                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in names else node.module
-                          for a in node.names}
-        graph[_module_name(path)] = found - {_module_name(path)}
-    return graph
 
 
 def test_no_import_circles_at_all_type_only_included() -> None:

@@ -58,7 +58,9 @@ def test_a_task_module_trains_through_the_shared_loop_and_resumes_its_extra_stat
 
 
 def test_serving_codecs_never_import_torch() -> None:
-    code = ("import sys, dlforge.tasks.classification.codec, dlforge.tasks.seq2seq.codec, dlforge.serve.app, "
-            "dlforge.tasks; "
+    code = ("import sys, dlforge.serve.app; from dlforge.taskapi import TASKS, get_serving; "
+            "[get_serving(n) for n in ('classification', 'seq2seq', 'gan', 'denoise')]; "
+            "import dlforge.tasks.classification.codec, dlforge.tasks.seq2seq.codec, dlforge.tasks.gan.codec, "
+            "dlforge.tasks.denoise.codec; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})

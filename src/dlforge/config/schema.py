@@ -123,7 +123,8 @@ class ExportConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.-]+$")
-    task: str = Field("classification", description="what the model does (see dlforge/tasks): classification | seq2seq")
+    task: str = Field("classification", description="what the model does: classification | seq2seq | gan | denoise "
+                                                    "| a plugin's (`dlforge tasks`)")
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(arch="cnn_small"))

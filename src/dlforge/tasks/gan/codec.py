@@ -73,6 +73,3 @@ class GeneratorCodec(Codec):
                 raise ProtocolError(f"'{CLASS}' has {len(classes)} rows but there are {len(latent)} latents/seeds")
             graph[CLASS] = check_classes(classes, self.num_classes)
         return graph
-
-    def encode(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return outputs
