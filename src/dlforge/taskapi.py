@@ -173,8 +173,9 @@ class Codec:
     def encode(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return outputs
 
-    def decode_upload(self, data: bytes) -> dict[str, np.ndarray]:
-        """One uploaded file (an image, an audio clip) → the graph's inputs for one row."""
+    def decode_upload(self, data: bytes | Path) -> dict[str, np.ndarray]:
+        """One uploaded file (an image, an audio clip), as bytes or, offline, its path → the graph's inputs
+        for one row."""
         from dlforge.serve.tensors import ProtocolError
 
         raise ProtocolError("this model takes no file uploads; POST its inputs as tensors to /v2/models/…/infer")

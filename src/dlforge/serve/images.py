@@ -7,6 +7,7 @@ normalisation happens inside the exported model, not here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from dlforge.imagedecode import ImageError, decode_image
 from dlforge.serve.protocol import ProtocolError
 
 
-def preprocess_image(data: bytes, preprocessing: Any) -> np.ndarray:
+def preprocess_image(data: bytes | Path, preprocessing: Any) -> np.ndarray:
     """A [1, C, H, W] float32 batch of one image, resized and converted as the model expects."""
     if _field(preprocessing, "kind") != "image":
         raise ProtocolError("this model takes no images (its package has no image preprocessing); use /infer")

@@ -9,6 +9,7 @@ exactly as training decoded them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ class TensorCodec(Codec):
         self.preprocessing = manifest.preprocessing
         self.graph_input = manifest.inputs[0].name
 
-    def decode_upload(self, data: bytes) -> dict[str, np.ndarray]:
+    def decode_upload(self, data: bytes | Path) -> dict[str, np.ndarray]:
         if isinstance(self.preprocessing, dict) and self.preprocessing.get("kind") == "audio":
             return {self.graph_input: preprocess_audio(data, self.preprocessing)}
         return {self.graph_input: preprocess_image(data, self.preprocessing)}

@@ -62,9 +62,9 @@ def load_file(path: Path, package: ModelPackage, kind: str) -> np.ndarray:
                              f"{'a .npy file' if have != 'text' else '.txt files or --text'}")
     codec = _codec(package)
     try:
-        return next(iter(codec.decode_upload(path.read_bytes()).values()))
+        return next(iter(codec.decode_upload(path).values()))
     except ProtocolError as exc:
-        raise InputFileError(f"{path}: {exc}") from None
+        raise InputFileError(f"{path}: not a readable {'image' if kind == 'image' else 'audio clip'} ({exc})") from None
 
 
 def tokenize(texts: list[str], sources: list[str], package: ModelPackage) -> np.ndarray:
