@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from dlforge.config import DataConfig
-from dlforge.data.datasets import DatasetEntry, Params, RawData
+from dlforge.config import DataConfig, ExperimentConfig
+from dlforge.data.datasets import DATASETS, DatasetEntry, Params, RawData
 from dlforge.data.splits import DataBundle, channel_stats, split_indices, subsample
 
 TARGET = "disease_progression"
@@ -56,6 +56,12 @@ def regression_bundle(raw: RawData, cfg: DataConfig, seed: int) -> DataBundle:
     train, val, test = (TensorDataset(raw.x[i], y[i]) for i in (train_idx, val_idx, test_idx))
     return DataBundle(train, val, test, labels=raw.labels, input_shape=raw.input_shape, integer_input=False,
                       preprocessing=prep)
+
+
+def load_regression_data(cfg: ExperimentConfig) -> DataBundle:
+    """`cfg.data.dataset` loaded and split (the same seed, the same splits: report.py refits the baseline)."""
+    entry = DATASETS.get(cfg.data.dataset)
+    return regression_bundle(entry.load(entry.params.model_validate(cfg.data.params), cfg.seed), cfg.data, cfg.seed)
 
 
 def register(registry: Any) -> None:

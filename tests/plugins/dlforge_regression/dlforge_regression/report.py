@@ -15,7 +15,7 @@ import torch
 
 from dlforge.evaluate.plots import Panel, plot_learning_curves
 from dlforge.rundir import METRICS, REPORT, load_run, read_history
-from dlforge_regression.task import TASK
+from dlforge_regression.data import load_regression_data
 
 PANELS = (
     Panel("loss (MSE of the standardised target)", (("train_loss", "train"), ("val_loss", "val"))),
@@ -41,7 +41,7 @@ def write_regression_report(run_dir: Path, metrics: dict[str, Any], plots: bool)
     """metrics.json (the network's test scores and the baseline's); with `plots`, report/predictions.png
     (predicted against true, both models, test split) and report/learning_curves.png."""
     cfg, _, net = load_run(run_dir)
-    bundle = TASK.load_data(cfg, run_dir)
+    bundle = load_regression_data(cfg)
     (x_train, y_train), (x_test, y_test) = bundle.train.tensors, bundle.test.tensors
     baseline, predicted = linear_baseline(x_train.numpy(), y_train.numpy(), x_test.numpy(), y_test.numpy())
     (run_dir / METRICS).write_text(json.dumps({**metrics, **baseline}, indent=2))

@@ -20,7 +20,7 @@ from dlforge.data.datasets import DATASETS
 from dlforge.data.splits import DataBundle
 from dlforge.nn.checks import check_model
 from dlforge.taskapi import StepContext, Task
-from dlforge_regression.data import regression_bundle
+from dlforge_regression.data import load_regression_data
 from dlforge_regression.model import build_regressor
 
 if TYPE_CHECKING:
@@ -66,9 +66,7 @@ class RegressionTask(Task):
     # --- data and model -------------------------------------------------------------------------
 
     def load_data(self, cfg: ExperimentConfig, reuse: Path | None = None) -> DataBundle:
-        entry = DATASETS.get(cfg.data.dataset)
-        return regression_bundle(entry.load(entry.params.model_validate(cfg.data.params), cfg.seed), cfg.data,
-                                 cfg.seed)
+        return load_regression_data(cfg)
 
     def create_model(self, cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker
