@@ -6,10 +6,14 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint bench proto clean
 
-$(STAMP): pyproject.toml
+# The plugin in tests/plugins is a third-party distribution: tests/test_plugins.py needs it installed.
+PLUGIN := tests/plugins/dlforge_regression
+
+$(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,ray]'
+	$(BIN)/pip install -q -e $(PLUGIN)
 	touch $(STAMP)
 
 run: $(STAMP)
