@@ -89,6 +89,7 @@ class Task:
     losses: ClassVar[tuple[str, ...]] = ("loss",)
     metrics: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[tuple[str, ...]] = ("loss",)
+    card: ClassVar[tuple[str, ...]] = ()  # test metrics the package manifest keeps besides loss, samples, `metrics`
     default_monitor: ClassVar[str] = "val_loss"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"val_loss"})
     has_classifier: ClassVar[bool] = False  # model.pretrained swaps its head; train.freeze: backbone spares it

@@ -13,17 +13,16 @@ import dlforge
 from dlforge.export.errors import PackageError
 from dlforge.rundir import CONFIG, METRICS, WEIGHTS, load_run
 from dlforge.runinfo import RUN_INFO
-from dlforge.taskapi import get_task
-
-METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "loss", "samples", "confusion_matrix")  # the model card
+from dlforge.taskapi import Task, get_task
 
 
-def _test_metrics(run_dir: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+def _test_metrics(run_dir: Path, task: Task) -> dict[str, Any]:
+    """The model card: the test split's loss, size and the task's metrics (`Task.metrics` + `Task.card`)."""
     path = run_dir / METRICS
     if not path.is_file():
         return {}
     metrics = json.loads(path.read_text())
-    return {k: metrics[k] for k in dict.fromkeys((*METRIC_KEYS, *keys)) if k in metrics}
+    return {k: metrics[k] for k in dict.fromkeys(("loss", "samples", *task.metrics, *task.card)) if k in metrics}
 
 
 def _norm_quantize(quantize: str | None, default: str) -> str | None:
@@ -48,6 +47,6 @@ def build_package(run_dir: Path, root: Path, quantize: str | None, tolerance: fl
     return {
         "name": cfg.name, "version": cfg.export.version, "task": cfg.task,
         "dlforge_version": dlforge.__version__, "torch_version": torch.__version__,
-        "metrics": _test_metrics(run_dir, task.metrics), "quantized": None,
+        "metrics": _test_metrics(run_dir, task), "quantized": None,
         "serving": cfg.export.serving.model_dump(), **fields,
     }
