@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -240,23 +241,48 @@ def is_sharded(model: nn.Module) -> bool:
     return isinstance(unwrap(model), FSDPModule)
 
 
+# The wrappers around a user's module: (module, class, attribute holding the wrapped module). Looked up in
+# sys.modules, not imported: an instance exists only once its class's module is imported, and importing
+# torch._dynamo just to ask would cost every run a second. FSDP2 (`fully_shard`) shards in place: no wrapper.
+_WRAPPERS = (("torch._dynamo.eval_frame", "OptimizedModule", "_orig_mod"),  # torch.compile
+             ("torch.nn.parallel.distributed", "DistributedDataParallel", "module"),
+             ("torch.distributed.fsdp.fully_sharded_data_parallel", "FullyShardedDataParallel", "module"))  # FSDP1
+
+
+def wrapper_chain(model: nn.Module) -> list[nn.Module]:
+    """`model` and each module it wraps, outermost first, ending with the user's own module: compile, DDP and
+    FSDP wrappers in any order and nesting (`train.compile` around DDP gives [compiled, ddp, net])."""
+    chain = [model]
+    while (inner := _wrapped(chain[-1])) is not None:
+        chain.append(inner)
+    return chain
+
+
+def _wrapped(model: nn.Module) -> nn.Module | None:
+    for module, cls, attribute in _WRAPPERS:
+        found = sys.modules.get(module)
+        if found is not None and isinstance(model, getattr(found, cls)):
+            return cast(nn.Module, getattr(model, attribute))
+    return None
+
+
 def unwrap(model: nn.Module) -> nn.Module:
-    """The user's module inside DDP / torch.compile wrappers (for saving and export)."""
-    inner = getattr(model, "_orig_mod", model)
-    inner = getattr(inner, "module", inner) if isinstance(inner, nn.parallel.DistributedDataParallel) else inner
-    return getattr(inner, "_orig_mod", inner)
+    """The user's module inside any torch.compile / DDP / FSDP wrappers: what is saved, exported and evaluated,
+    and what a task's own methods (a GAN's generator, a denoiser's noise) are looked up on."""
+    return wrapper_chain(model)[-1]
 
 
 @contextlib.contextmanager
 def no_sync(model: nn.Module, ctx: DistContext, skip: bool) -> Iterator[None]:
     """Skip the gradient all-reduce on accumulation micro-batches that do not step the optimiser."""
-    inner = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    ddp = next((m for m in wrapper_chain(model) if isinstance(m, nn.parallel.DistributedDataParallel)), None)
     if not skip or not ctx.distributed:
         yield
-    elif isinstance(inner, nn.parallel.DistributedDataParallel):
-        with inner.no_sync():
+    elif ddp is not None:
+        with ddp.no_sync():
             yield
     else:  # FSDP2
+        inner = unwrap(model)
         inner.set_requires_gradient_sync(False)  # type: ignore[operator]
         try:
             yield

@@ -11,6 +11,7 @@ from dlforge.config import ExperimentConfig
 from dlforge.config.generative import DenoiseConfig
 from dlforge.data.noise import Corruption, build_corruption
 from dlforge.nn.build import ModelBuildError, build_layers, layer_specs
+from dlforge.train.dist import unwrap
 
 EVAL_NOISE_SEED = 4321
 
@@ -42,7 +43,8 @@ def build_denoiser(cfg: ExperimentConfig, image_shape: tuple[int, ...]) -> Denoi
 
 
 def as_denoiser(model: nn.Module) -> Denoiser:
-    net = getattr(model, "module", model)
+    """The Denoiser inside `model`'s DDP / torch.compile wrappers, if any."""
+    net = unwrap(model)
     if not isinstance(net, Denoiser):
         raise TypeError(f"task denoise expects its Denoiser, got {type(net).__name__}")
     return net

@@ -16,6 +16,7 @@ from dlforge.config import ExperimentConfig
 from dlforge.config.generative import GanConfig
 from dlforge.tasks.gan.metrics import Judge, generate, load_judge
 from dlforge.tasks.gan.nets import GanModel, build_discriminator, build_generator, ema_copy
+from dlforge.train.dist import unwrap
 
 GRID_PER_CLASS = 8
 
@@ -25,7 +26,8 @@ def gan_settings(cfg: ExperimentConfig) -> GanConfig:
 
 
 def as_gan(model: nn.Module) -> GanModel:
-    net = getattr(model, "module", model)  # DDP wraps the model
+    """The GanModel inside `model`'s DDP / torch.compile wrappers, if any."""
+    net = unwrap(model)
     if not isinstance(net, GanModel):
         raise TypeError(f"task gan expects its GanModel, got {type(net).__name__}")
     return net

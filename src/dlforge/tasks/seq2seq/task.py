@@ -32,6 +32,7 @@ from dlforge.taskapi import StepContext, Task
 from dlforge.tasks.seq2seq.data import SOURCE_FILE, TARGET_FILE, load_seq2seq_data
 from dlforge.tasks.seq2seq.scores import sample_translations, samples_markdown, translation_scores
 from dlforge.text import decode
+from dlforge.train.dist import unwrap
 
 if TYPE_CHECKING:
     from dlforge.runinfo import RunInfo
@@ -45,9 +46,10 @@ def special_of(prep: dict[str, Any]) -> Special:
 
 def plain(model: nn.Module) -> Seq2SeqModel:
     """The Seq2SeqModel under DDP / torch.compile wrappers (decoding calls encode/step directly)."""
-    while not isinstance(model, Seq2SeqModel):
-        model = getattr(model, "module", None) or model._orig_mod  # type: ignore[assignment]
-    return model
+    net = unwrap(model)
+    if not isinstance(net, Seq2SeqModel):
+        raise TypeError(f"task seq2seq expects its Seq2SeqModel, got {type(net).__name__}")
+    return net
 
 
 class Seq2SeqTask(Task):
