@@ -24,12 +24,14 @@ from typer.testing import CliRunner
 from dlforge.cli import app
 from dlforge.config import ConfigError, parse_config
 from dlforge.config.loading import dump_config
+from dlforge.evaluate.report import evaluate_run
 from dlforge.experiment import check_experiment
 from dlforge.export.package import PackageError, export_run, load_package
 from dlforge.serve.runtime import load_runtime
 from dlforge.serve.settings import Settings
 from dlforge.taskapi import TaskError
 from dlforge.tasks.gan.generate import generate_images
+from dlforge.tasks.gan.metrics import load_judge
 from dlforge.train.checkpoint import list_checkpoints, load_checkpoint
 from dlforge.train.run import train_run
 from tests.conftest import tiny_config
@@ -197,6 +199,53 @@ def test_the_judge_is_needed_to_train_but_not_to_export(gan_run: Path, tmp_path:
     (moved / "config.yaml").write_text(yaml.safe_dump(config))
     package = load_package(export_run(moved))
     assert generate_images(package, 4, None, seed=0).shape == (4, 1, 8, 8)
+
+
+def test_a_classifier_package_judges_like_its_run_directory(judge_run: Path, tmp_path: Path) -> None:
+    """docs/generative.md: `gan.classifier` may name a classifier's package; it is rebuilt from the package's own
+    recipe (config.yaml, run.json, model.safetensors) and scores exactly as the run directory it came from."""
+    package = export_run(judge_run, out=tmp_path / "judge_package")
+    run = tmp_path / "run"
+    metrics = train_run(check_experiment(gan_config(epochs=1, classifier=str(package))), run)
+    assert metrics["judge"] == str(package) and 0 <= metrics["class_accuracy"] <= 1 and metrics["fid"] > 0
+    by_run_dir = tmp_path / "by_run_dir"
+    shutil.copytree(run, by_run_dir)
+    config = yaml.safe_load((by_run_dir / "config.yaml").read_text())
+    config["gan"]["classifier"] = str(judge_run)
+    (by_run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    packaged, direct = evaluate_run(run), evaluate_run(by_run_dir)
+    assert (packaged["judge"], direct["judge"]) == (str(package), str(judge_run))
+    for name in ("fid", "class_accuracy", "diversity"):
+        assert packaged[name] == direct[name] == metrics[name], name
+
+
+def test_a_judge_that_does_not_fit_is_refused_with_the_reason(judge_run: Path, gan_run: Path, tmp_path: Path) -> None:
+    package = export_run(judge_run, out=tmp_path / "judge_package")
+    digits = [str(i) for i in range(10)]
+    with pytest.raises(ConfigError, match=r"gan.classifier: .* was trained on inputs \(1, 8, 8\) and 10 "
+                                          r"labels \[0, 1, .*but this data has \(1, 16, 16\) and 10 labels"):
+        load_judge(str(package), (1, 16, 16), digits)
+    with pytest.raises(ConfigError, match=r"but this data has \(1, 8, 8\) and 10 labels \[a, b, c, 3,"):
+        load_judge(str(package), (1, 8, 8), ["a", "b", "c", *digits[3:]])
+    with pytest.raises(ConfigError, match=r"gan.classifier: .* is a 'gan' package, not a classifier"):
+        load_judge(str(export_run(gan_run, out=tmp_path / "gan_package")), (1, 8, 8), digits)
+    with pytest.raises(ConfigError, match=r"gan.classifier: .* is a 'gan' run, not a classifier"):
+        load_judge(str(gan_run), (1, 8, 8), digits)
+    old = tmp_path / "old_package"  # exported before packages carried run.json
+    shutil.copytree(package, old)
+    (old / "run.json").unlink()
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["files"]["run.json"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"gan.classifier: .*no run.json \(exported by an older dlforge\); re-export"):
+        load_judge(str(old), (1, 8, 8), digits)
+    tampered = tmp_path / "tampered"  # a package is hash-verified before its weights are used
+    shutil.copytree(package, tampered)
+    with (tampered / "model.safetensors").open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ConfigError, match=r"gan.classifier: .*model.safetensors: sha256/size mismatch"):
+        load_judge(str(tampered), (1, 8, 8), digits)
+    assert load_judge(str(package), (1, 8, 8), digits).source == str(package)
 
 
 @pytest.mark.distributed

@@ -17,17 +17,10 @@ class TorchRuntime:
     def __init__(self, package: ModelPackage, threads: int) -> None:
         import torch
 
-        from dlforge.config import load_config
-        from dlforge.export.errors import PackageError
-        from dlforge.rundir import CONFIG, WEIGHTS, rebuild_model
-        from dlforge.runinfo import RUN_INFO, RunInfo
+        from dlforge.export.recipe import load_package_run
 
-        if RUN_INFO not in package.manifest.files:
-            raise PackageError(f"{package.root}: no {RUN_INFO} (exported by an older dlforge); re-export the run "
-                               "with `dlforge export RUN_DIR` to serve it with the torch runtime")
         torch.set_num_threads(threads)
-        cfg = load_config(package.path(CONFIG))
-        self.net = rebuild_model(cfg, RunInfo.read(package.path(RUN_INFO)), package.path(WEIGHTS))
+        self.net = load_package_run(package)[2]
         self._torch: Any = torch
         self.metadata = package_metadata(package, "pytorch_safetensors")
 

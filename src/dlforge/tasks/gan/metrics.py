@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from dlforge.config import ConfigError
 from dlforge.evaluate.image_quality import ClassifierFeatures, frechet_distance
+from dlforge.runinfo import RUN_INFO
 
 EVAL_SEED = 1234  # generated samples for metrics: the same latents every epoch and every run
 
@@ -46,37 +47,39 @@ class Judge:
         return self
 
 
-def load_judge(source: str | None, image_shape: tuple[int, ...], num_classes: int) -> Judge:
+def load_judge(source: str | None, image_shape: tuple[int, ...], labels: list[str]) -> Judge:
     """The classifier at `source` (a dlforge run directory or package), checked against the data."""
     if source is None:
         return Judge(PixelFeatures(image_shape), None, "pixels")
     path = Path(source)
-    net, input_shape, labels = _rebuild_classifier(path)
-    if tuple(input_shape) != tuple(image_shape) or len(labels) != num_classes:
-        raise ConfigError([f"gan.classifier: {path} was trained on inputs {tuple(input_shape)} with "
-                           f"{len(labels)} classes, but this data has {tuple(image_shape)} and {num_classes} — "
+    net, input_shape, trained_on = _rebuild_classifier(path)
+    if tuple(input_shape) != tuple(image_shape) or trained_on != labels:
+        raise ConfigError([f"gan.classifier: {path} was trained on inputs {tuple(input_shape)} and "
+                           f"{_shown(trained_on)}, but this data has {tuple(image_shape)} and {_shown(labels)} — "
                            "train the classifier on the same dataset"])
     net.eval().requires_grad_(False)
     return Judge(ClassifierFeatures(net, tuple(image_shape)), net, str(path))
 
 
+def _shown(labels: list[str]) -> str:
+    return f"{len(labels)} labels [{', '.join(labels[:12])}{', …' if len(labels) > 12 else ''}]"
+
+
 def _rebuild_classifier(path: Path) -> tuple[nn.Module, list[int], list[str]]:
-    """A classifier from a run directory or a (hash-verified) package; never a pickle."""
-    from dlforge.export.package import PackageError, load_package
-    from dlforge.rundir import load_run
+    """A classifier from a run directory or a (hash-verified) package, rebuilt from its recipe; never a pickle."""
+    from dlforge.export.package import MANIFEST, PackageError, load_package
+    from dlforge.export.recipe import load_package_run
+    from dlforge.rundir import RunDirError, load_run
 
-    if (path / "run.json").is_file():
-        cfg, info, net = load_run(path)
-        if cfg.task != "classification":
-            raise ConfigError([f"gan.classifier: {path} is a '{cfg.task}' run, not a classifier"])
-        return net, info.input_shape, info.labels
+    is_run = (path / RUN_INFO).is_file() and not (path / MANIFEST).is_file()  # a package holds run.json too
     try:
-        package = load_package(path)
-    except PackageError as exc:
+        cfg, info, net = load_run(path) if is_run else load_package_run(load_package(path))
+    except (PackageError, RunDirError) as exc:
         raise ConfigError([f"gan.classifier: {exc} (give a classifier's run directory or package)"]) from None
-    from dlforge.export.runinfo import rebuild_from_package
-
-    return rebuild_from_package(package)
+    if cfg.task != "classification":
+        raise ConfigError([f"gan.classifier: {path} is a '{cfg.task}' {'run' if is_run else 'package'}, not a "
+                           "classifier — give the run directory or package of a classification run on this data"])
+    return net, info.input_shape, info.labels
 
 
 def eval_latents(n: int, latent_dim: int, num_classes: int, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -33,13 +33,13 @@ def as_gan(model: nn.Module) -> GanModel:
     return net
 
 
-def build_gan(cfg: ExperimentConfig, image_shape: tuple[int, ...], num_classes: int) -> GanModel:
+def build_gan(cfg: ExperimentConfig, image_shape: tuple[int, ...], labels: list[str]) -> GanModel:
     g = gan_settings(cfg)
-    classes = num_classes if g.conditional else 0
+    classes = len(labels) if g.conditional else 0
     generator = build_generator(cfg.model, image_shape, g.latent_dim, classes, g.embed_dim)
     discriminator = build_discriminator(g.discriminator, image_shape, classes, g.spectral_norm)
     net = GanModel(generator, discriminator, ema_copy(generator) if g.ema_decay > 0 else None)
-    net.load_judge = partial(load_judge, g.classifier, image_shape, num_classes)  # only evaluation needs it
+    net.load_judge = partial(load_judge, g.classifier, image_shape, labels)  # only evaluation needs it
     net.eval_samples, net.grid_every = g.eval_samples, g.grid_every
     return net
 

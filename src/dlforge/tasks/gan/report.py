@@ -32,7 +32,7 @@ def untrained_baseline(run_dir: Path) -> dict[str, float | None]:
     cfg, info = load_config(run_dir / "config.yaml"), RunInfo.load(run_dir)
     real, real_y = load_data(cfg.data, cfg.seed).test.tensors
     torch.manual_seed(cfg.seed)  # the initial weights of this very run
-    net = build_gan(cfg, tuple(info.input_shape), len(info.labels))
+    net = build_gan(cfg, tuple(info.input_shape), info.labels)
     conditional = net.generator.num_classes > 0
     z, y = eval_latents(max(net.eval_samples, len(real)), net.generator.latent_dim, len(info.labels),
                         torch.device("cpu"))

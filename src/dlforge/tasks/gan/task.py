@@ -77,12 +77,12 @@ class GanTask(Task):
 
     def create_model(self, cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker
-        net = build_gan(cfg, bundle.input_shape, bundle.num_classes)
+        net = build_gan(cfg, bundle.input_shape, bundle.labels)
         judge(net)  # training evaluates every epoch: a missing or mismatched classifier fails now, not after epoch 1
         return net
 
     def build_model(self, cfg: ExperimentConfig, info: RunInfo) -> nn.Module:
-        return build_gan(cfg, tuple(info.input_shape), len(info.labels))
+        return build_gan(cfg, tuple(info.input_shape), info.labels)
 
     # --- training ---------------------------------------------------------------------------------
 
