@@ -48,6 +48,10 @@ def test_unwrap_sees_through_compile_ddp_and_fsdp_in_any_order(one_process_group
         assert dist.unwrap(model) is net, name
     assert [type(m).__name__ for m in dist.wrapper_chain(wrapped["compiled ddp"])] == [
         "OptimizedModule", "DistributedDataParallel", "Sequential"]
+    two_workers = dist.DistContext(0, 0, 2, torch.device("cpu"))  # only says: skip the all-reduce
+    with dist.no_sync(wrapped["compiled ddp"], two_workers, skip=True):
+        assert not ddp.require_backward_grad_sync  # found the DDP layer under torch.compile's wrapper
+    assert ddp.require_backward_grad_sync
     sharded = dist.shard_model(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), one_process_group)
     assert dist.unwrap(torch.compile(sharded)) is sharded and dist.is_sharded(torch.compile(sharded))  # in place
 
