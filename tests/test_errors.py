@@ -65,6 +65,17 @@ def test_predict_on_a_corrupt_image_names_the_file(model_package: Path, tmp_path
     assert "not a readable .npy array" in fails_cleanly(["predict", str(model_package), str(tmp_path / "cut.npy")])
 
 
+def test_predict_names_what_the_model_takes(model_package: Path, tmp_path: Path) -> None:
+    """An input of the wrong kind says what this model takes (#29), never a decoder's complaint."""
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"RIFF")
+    notes = tmp_path / "notes.md"
+    notes.write_text("hello")
+    for args in ([str(clip)], ["--text", "hello"], [str(notes)]):
+        message = fails_cleanly(["predict", str(model_package), *args])
+        assert "images (.png, .jpg, …) or .npy arrays" in message, message
+
+
 def test_serving_a_run_directory_suggests_its_package(model_package: Path) -> None:
     run_dir = model_package.parent
     message = fails_cleanly(["serve", str(run_dir), "--port", "1"])

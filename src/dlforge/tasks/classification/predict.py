@@ -54,12 +54,20 @@ def _codec(package: ModelPackage) -> TensorCodec | TextCodec:
     return TextCodec(package) if package.manifest.preprocessing.get("kind") == "text" else TensorCodec(package.manifest)
 
 
+TAKES = {"image": "images (.png, .jpg, …) or .npy arrays", "audio": "audio clips (.wav, .flac, .ogg) or .npy arrays",
+         "text": ".txt files (one text each) or --text \"some text\""}
+
+
+def takes(package: ModelPackage) -> str:
+    """What `dlforge predict` accepts for this package, for error messages."""
+    return TAKES.get(str(package.manifest.preprocessing.get("kind")), ".npy arrays of its input tensor")
+
+
 def load_file(path: Path, package: ModelPackage, kind: str) -> np.ndarray:
     """An image or audio file decoded by the codec, like an upload to /classify and like training data."""
-    have = package.manifest.preprocessing.get("kind")
-    if have != kind:
-        raise InputFileError(f"{path}: this model takes {have} inputs, not {kind}; pass "
-                             f"{'a .npy file' if have != 'text' else '.txt files or --text'}")
+    if package.manifest.preprocessing.get("kind") != kind:
+        raise InputFileError(f"{path}: this model takes no {'images' if kind == 'image' else 'audio'}; "
+                             f"pass {takes(package)}")
     codec = _codec(package)
     try:
         return next(iter(codec.decode_upload(path).values()))
@@ -73,9 +81,7 @@ def tokenize(texts: list[str], sources: list[str], package: ModelPackage) -> np.
 
     codec = _codec(package)
     if not isinstance(codec, TextCodec):
-        kind = package.manifest.preprocessing.get("kind")
-        raise PackageError(f"this model takes {kind} inputs, not text; pass "
-                           f"{'images' if kind == 'image' else '.npy files'}")
+        raise PackageError(f"this model takes no text; pass {takes(package)}")
     try:
         return codec.encode_texts(texts)
     except TokenizerError as exc:
@@ -104,8 +110,7 @@ def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, l
         elif suffix in AUDIO_SUFFIXES:
             arr = load_file(path, package, "audio")
         else:
-            known = ", ".join(IMAGE_SUFFIXES + AUDIO_SUFFIXES)
-            raise InputFileError(f"{path}: unsupported file type (use .npy, {known})")
+            raise InputFileError(f"{path}: unsupported file type; this model takes {takes(package)}")
         arrays.append(arr)
         sources += [str(path)] if len(arr) == 1 else [f"{path}[{i}]" for i in range(len(arr))]
     shapes = {a.shape[1:] for a in arrays}
@@ -129,6 +134,9 @@ def predict_files(package: ModelPackage, files: list[Path], top_k: int = 3, int8
         missing = [p for p in files if not p.is_file()]
         if missing:
             raise PackageError(f"{missing[0]}: no such file")
+        other = [p for p in files if p.suffix.lower() != ".txt"]
+        if other and package.manifest.preprocessing.get("kind") == "text":
+            raise InputFileError(f"{other[0]}: this model takes text; pass {takes(package)}")
         sources = [*map(str, files), *(f"--text {i + 1}" for i in range(len(texts)))]
         x = tokenize([*map(read_text, files), *texts], sources, package)
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlforge.taskapi import Codec, Predictions, PredictRequest, Serving
+from dlforge.taskapi import Codec, Predictions, PredictRequest, Serving, TaskError
 
 
 class DenoiseServing(Serving):
@@ -18,6 +18,8 @@ class DenoiseServing(Serving):
     def predict(self, package: Any, request: PredictRequest) -> Predictions:
         from dlforge.tasks.denoise.predict import denoise_files
 
+        if request.texts:
+            raise TaskError("--text: a denoiser takes images; pass image files (.png, .jpg, …)")
         written = denoise_files(package, request.files, request.out)
         return Predictions(["input", "denoised"], [{"file": str(src), "denoised": str(out)}
                                                    for src, out in zip(request.files, written, strict=True)],
