@@ -146,6 +146,19 @@ def test_bad_requests_get_the_listed_status_codes(server: Server) -> None:
         "StatusCode.NOT_FOUND"
 
 
+def test_a_malformed_protobuf_is_invalid_argument_in_plain_words(server: Server) -> None:
+    """#29: bytes that do not parse as the RPC's message are the client's mistake, said without internals."""
+    for rpc in ("ModelInfer", "ServerLive", "ModelMetadata"):
+        call = server.channel.unary_unary(f"/inference.GRPCInferenceService/{rpc}")  # raw bytes in and out
+        with pytest.raises(grpc.RpcError) as err:
+            call(b"\xff\xff\xff\x0f garbage", metadata=tuple(AUTH.items()), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
+        text = err.value.details()
+        assert f"not a valid {rpc}" in text and "protobuf message" in text
+        assert "<class" not in text and "DecodeError" not in text and "0x" not in text
+    assert server.client.is_server_live()  # and it keeps serving
+
+
 def test_raw_contents_that_do_not_fit_the_shape_are_invalid(server: Server) -> None:
     request = service_pb2.ModelInferRequest(model_name="tiny", raw_input_contents=[b"\0" * 10])
     request.inputs.add(name="input", datatype="FP32", shape=[1, 1, 8, 8])

@@ -15,9 +15,11 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from dlforge import __version__
 from dlforge.serve.grpc.codec import decode_inputs, encode_response, request_header
@@ -158,12 +160,35 @@ def _no_parameters(parameters: Any, allowed: tuple[str, ...]) -> None:
                             "in its repository folder as they are on disk")
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """Request bytes that are not the RPC's protobuf message: the handler answers INVALID_ARGUMENT."""
+
+    reason: str
+
+
+def _lenient(message: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: grpc would answer a parse error with UNKNOWN and the
+    exception's class name; the guarded handler answers it as the client's mistake instead."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError:
+            return Undecodable(f"the request is not a valid {message.DESCRIPTOR.name} protobuf message "
+                               f"({len(data)} bytes); send the message the V2 .proto declares for this RPC")
+
+    return parse
+
+
 def _guard(method: Handler) -> Handler:
     """Turn any exception into one gRPC status (the server keeps serving; nothing unexpected leaks a trace)."""
 
     @functools.wraps(method)
     async def call(request: Any, context: Context) -> Any:
         try:
+            if isinstance(request, Undecodable):
+                raise ProtocolError(request.reason)
             return await method(request, context)
         except Exception as exc:
             code = code_of(exc)
@@ -197,7 +222,7 @@ def rpc_table(service: InferenceService) -> dict[str, tuple[Handler, Any, Any]]:
 def handler(state: ServeState) -> grpc.GenericRpcHandler:
     """Every RPC bound to `state`, under the name clients call (`inference.GRPCInferenceService`)."""
     return grpc.method_handlers_generic_handler(SERVICE, {
-        name: grpc.unary_unary_rpc_method_handler(_guard(method), request_deserializer=request.FromString,
+        name: grpc.unary_unary_rpc_method_handler(_guard(method), request_deserializer=_lenient(request),
                                                   response_serializer=response.SerializeToString)
         for name, (method, request, response) in rpc_table(InferenceService(state)).items()
     })
