@@ -133,6 +133,13 @@ def test_server_translates_bytes_and_refuses_bad_text(trained: Path) -> None:
         assert long.status_code == 400 and "at most 8" in long.json()["error"]
         assert np.all([r.status_code == 200 for r in singles])
         _check_grpc(f"127.0.0.1:{server.state.serve.grpc_port}", expected)
+    many = SENTENCES * 5  # more sentences than a batch: decoded in slices of different lengths, joined padded (#29)
+    with running(Settings(path=trained / "package", grpc_port=0, max_batch_size=3)) as (base, server):
+        reply = httpx.post(f"{base}/v2/models/tiny_s2s/infer", json={"inputs": [
+            {"name": "text", "datatype": "BYTES", "shape": [len(many)], "data": many}]})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["outputs"][0]["data"] == expected * 5
+        _check_grpc(f"127.0.0.1:{server.state.serve.grpc_port}", expected)
         ranked = httpx.post(f"{base}/v2/models/tiny_s2s/classify", data={"text": "12"})
         assert ranked.status_code == 400 and "a seq2seq model has no labels to rank" in ranked.json()["error"]
 

@@ -473,3 +473,32 @@ def test_a_request_bigger_than_a_batch_runs_in_slices_and_stops_when_nobody_wait
                 assert len(slow.calls) == 1  # the other 9 slices never ran
 
     run(scenario())
+
+
+def test_slices_whose_outputs_differ_in_length_are_joined_padded() -> None:
+    """#29: a decoder's output width is its batch's longest result, so the slices of one big request differ
+    along axis 1; outputs named in `output_pad` are padded to the longest, the rest must agree."""
+
+    def decode(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        lengths = batch["x"][:, 0].astype(int)  # row i "decodes" to lengths[i] tokens of value 7
+        ids = np.zeros((len(lengths), max(lengths)), np.int64)
+        for i, n in enumerate(lengths):
+            ids[i, :n] = 7
+        return {"ids": ids}
+
+    async def submit(x: Tensors, **kwargs: Any) -> Tensors:
+        batcher = Batcher(decode, max_batch_size=2, max_queue_delay_ms=0, **kwargs)
+        await batcher.start()
+        try:
+            return await batcher.submit(x)
+        finally:
+            await batcher.stop()
+
+    async def scenario() -> None:
+        x = {"x": np.array([[1], [5], [2], [1], [3]], np.float32)}
+        out = (await submit(x, output_pad={"ids": 0}))["ids"]
+        assert out.shape == (5, 5) and (out == 7).sum(axis=1).tolist() == [1, 5, 2, 1, 3]
+        with pytest.raises(ValueError, match="dimension 1"):  # nothing to pad with: an honest error
+            await submit(x)
+
+    run(scenario())

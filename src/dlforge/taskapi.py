@@ -159,13 +159,15 @@ class Codec:
     outputs into the response tensors. Bad input raises `dlforge.serve.protocol.ProtocolError` (400).
     `optional` names client inputs a request may leave out (a generator takes `seed` or `latent`).
     `pad` gives, per graph input, the value that pads axis 1 so requests of different lengths can share a
-    batch (empty: only equal shapes batch together). `ranks_labels`: outputs include `probabilities` over
-    the manifest's labels, so `/classify` may answer with the top k."""
+    batch (empty: only equal shapes batch together); `output_pad` the same for engine outputs whose axis 1
+    differs from batch to batch (decoded token ids), so a request cut into slices is joined. `ranks_labels`:
+    outputs include `probabilities` over the manifest's labels, so `/classify` may answer with the top k."""
 
     inputs: list[MetadataTensor]
     outputs: list[MetadataTensor]
     optional: frozenset[str] = frozenset()
     pad: dict[str, int | float] = {}  # noqa: RUF012 (read-only default, replaced per instance)
+    output_pad: dict[str, int | float] = {}  # noqa: RUF012 (read-only default, replaced per instance)
     ranks_labels: bool = False
 
     def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

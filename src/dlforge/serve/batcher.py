@@ -107,6 +107,7 @@ class Batcher:
         inline: bool = False,
         batch_seconds: float = 0.0,
         pad: dict[str, int | float] | None = None,
+        output_pad: dict[str, int | float] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_ms < 0:
             raise ValueError(
@@ -124,6 +125,7 @@ class Batcher:
         # Seconds one batch takes: seeded from the load-time measurement, then a moving average of real batches.
         self.batch_seconds = batch_seconds
         self.pad = dict(pad or {})  # inputs whose axis 1 is padded with this value to share a batch
+        self.output_pad = dict(output_pad or {})  # outputs whose axis 1 varies per batch (decoded ids): joined padded
         self.rejected = 0  # QueueFull answers
         self.expired = 0  # DeadlineExceeded answers
         self._pending: deque[_Request] = deque()
@@ -320,7 +322,7 @@ class Batcher:
                 raise DeadlineExceeded("the request was abandoned or passed its deadline while computing")
             chunk = {name: a[start : start + self.max_batch_size] for name, a in inputs.items()}
             parts.append(self.run_batch(chunk))
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        return {name: _join([p[name] for p in parts], self.output_pad.get(name)) for name in parts[0]}
 
     def _report(
         self, batch: list[_Request], started: float, seconds: float, error: Exception | None

@@ -32,6 +32,7 @@ class TranslationCodec(Codec):
         self.inputs = [MetadataTensor(name=TEXT, datatype="BYTES", shape=[-1])]
         self.outputs = [MetadataTensor(name=TRANSLATION, datatype="BYTES", shape=[-1])]
         self.pad = {SRC: PAD_ID}
+        self.output_pad = {IDS: PAD_ID}  # each batch decodes to its own longest translation
 
     def tokenize(self, texts: list[str]) -> np.ndarray:
         try:
