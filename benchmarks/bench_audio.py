@@ -35,6 +35,7 @@ from dlforge.data.splits import load_data
 from dlforge.export.onnx import INPUT, export_onnx, session
 from dlforge.nn import build_model
 from dlforge.nn.audio import Mfcc, MfccParams
+from dlforge.preprocessing import AudioPreprocessing
 from dlforge.rundir import load_run
 
 
@@ -49,7 +50,7 @@ def baselines(run: Path) -> dict[str, float]:
     cfg, info, _ = load_run(run)
     bundle = load_data(cfg.data, cfg.seed)  # the run's own split: the same unseen test voices
     front = cfg.model.params if cfg.model.arch else cfg.model.layers[0].params  # type: ignore[index]
-    rate = info.preprocessing["sample_rate"]
+    rate = AudioPreprocessing.of(info.preprocessing).sample_rate
     frontend = Mfcc(MfccParams(sample_rate=rate, n_fft=front.get("n_fft", 512), hop=front.get("hop", 160),
                                n_mels=front.get("n_mels", 40), n_mfcc=20))
     (x_train, y_train), (x_test, y_test) = bundle.train.tensors, bundle.test.tensors

@@ -9,11 +9,11 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from dlforge.errors import UserError
+from dlforge.preprocessing import AudioPreprocessing
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 MIN_RATE, MAX_RATE = 1_000, 384_000  # anything outside is a broken header, not audio
@@ -37,15 +37,14 @@ class AudioFormat:
     def samples(self) -> int:
         return round(self.sample_rate * self.duration)
 
-    def as_preprocessing(self) -> dict[str, Any]:
-        return {"kind": "audio", "sample_rate": self.sample_rate, "duration": self.duration,
-                "samples": self.samples, "channels": 1, "mix_channels": self.mix_channels,
-                "resample": self.resample, "dtype": "float32 in [-1, 1]"}
+    def as_preprocessing(self) -> AudioPreprocessing:
+        return AudioPreprocessing(sample_rate=self.sample_rate, duration=self.duration, samples=self.samples,
+                                  channels=1, mix_channels=self.mix_channels, resample=self.resample,
+                                  dtype="float32 in [-1, 1]")
 
     @classmethod
-    def from_preprocessing(cls, prep: dict[str, Any]) -> AudioFormat:
-        return cls(int(prep["sample_rate"]), float(prep["duration"]), bool(prep.get("mix_channels", True)),
-                   bool(prep.get("resample", True)))
+    def from_preprocessing(cls, prep: AudioPreprocessing) -> AudioFormat:
+        return cls(prep.sample_rate, prep.duration, prep.mix_channels, prep.resample)
 
 
 def read_audio(source: Path | bytes, name: str = "", max_duration: float | None = None) -> tuple[np.ndarray, int]:

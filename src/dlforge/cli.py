@@ -269,7 +269,8 @@ def inspect(package: PackageArg) -> None:
         for t in specs:
             console.print(f"  {kind:6} {t.name}: {t.datatype} {t.shape}")
     console.print(f"labels ({len(m.labels)}): {', '.join(m.labels[:20])}{' …' if len(m.labels) > 20 else ''}")
-    console.print(f"preprocessing: {json.dumps(m.preprocessing)}", highlight=False, markup=False)
+    prep = json.dumps(m.preprocessing.model_dump(mode="json"))
+    console.print(f"preprocessing: {prep}", highlight=False, markup=False)
     console.print(f"onnx: opset {m.onnx.opset}, parity max |onnx - torch| {m.onnx.parity_max_abs_diff:.2e} "
                   f"on {m.onnx.parity_samples} samples (tolerance {m.onnx.tolerance:g})")
     table = Table(title="files (sha256 verified)")

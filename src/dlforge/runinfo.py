@@ -7,9 +7,11 @@ dlforge.rundir (which asks a task to rebuild a model) builds on it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from dlforge.preprocessing import Preprocessing, parse_preprocessing
 
 if TYPE_CHECKING:
     from dlforge.data.splits import DataBundle
@@ -24,7 +26,7 @@ class RunInfo:
     input_shape: list[int]
     labels: list[str]
     integer_input: bool
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing  # how raw inputs become model inputs (dlforge.preprocessing)
     dataset: str
     artifacts: list[str] = field(default_factory=list)  # files beside it (tokenizer.json), copied into packages
 
@@ -34,7 +36,9 @@ class RunInfo:
                    sorted(bundle.artifacts))
 
     def save(self, run_dir: Path) -> None:
-        (run_dir / RUN_INFO).write_text(json.dumps(asdict(self), indent=2))
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["preprocessing"] = self.preprocessing.model_dump(mode="json")
+        (run_dir / RUN_INFO).write_text(json.dumps(data, indent=2))
 
     @classmethod
     def load(cls, run_dir: Path) -> RunInfo:
@@ -42,4 +46,7 @@ class RunInfo:
 
     @classmethod
     def read(cls, path: Path) -> RunInfo:
-        return cls(**json.loads(path.read_text()))
+        """PreprocessingError (naming the file and key) for a preprocessing section of no known shape."""
+        data = json.loads(path.read_text())
+        prep = parse_preprocessing(data.get("preprocessing"), f"{path}: preprocessing")
+        return cls(**{**data, "preprocessing": prep})

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from dlforge.errors import UserError
 from dlforge.imagedecode import SUFFIXES, ImageError, decode_image
+from dlforge.preprocessing import ImagePreprocessing, Preprocessing, TensorPreprocessing, TokensPreprocessing
 from dlforge.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class RawData:
     x: Tensor
     y: Tensor
     labels: list[str]
-    preprocessing: dict[str, Any] = field(default_factory=dict)
+    preprocessing: Preprocessing | None = None  # None: plain tensors or token ids (splits.make_bundle)
     skipped: list[str] = field(default_factory=list)  # unreadable files, by path
     texts: list[str] | None = None  # text datasets: raw strings, tokenized after the split (data/text.py)
     tokenizer: Any = None  # their dlforge.text.TokenizerConfig
@@ -78,8 +79,8 @@ def load_digits_data(p: DigitsParams, seed: int) -> RawData:
     digits = load_digits()
     x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(digits.target, dtype=torch.long)
-    prep = {"kind": "image", "size": [8, 8], "channels": 1, "channel_order": "L", "scale": 1 / 16,
-            "note": "pixel values 0..16 as in scikit-learn; 8-bit images are scaled by 16/255 first"}
+    prep = ImagePreprocessing(size=(8, 8), channels=1, channel_order="L", scale=1 / 16,
+                              note="pixel values 0..16 as in scikit-learn; 8-bit images are scaled by 16/255 first")
     return RawData(x, y, [str(i) for i in range(10)], prep)
 
 
@@ -119,8 +120,8 @@ def load_image_folder(p: ImageFolderParams, seed: int) -> RawData:
         log.warning("skipped unreadable image %s", line)
     if not images:
         raise DataError(f"data.params.path: no readable images under {root} ({', '.join(IMAGE_SUFFIXES)})")
-    prep = {"kind": "image", "size": list(p.image_size), "channels": p.channels,
-            "channel_order": "L" if p.channels == 1 else "RGB", "scale": 1 / 255}
+    prep = ImagePreprocessing(size=p.image_size, channels=p.channels,
+                              channel_order="L" if p.channels == 1 else "RGB", scale=1 / 255)
     x = torch.from_numpy(np.stack(images))
     return RawData(x, torch.tensor(targets), classes, prep, skipped)
 
@@ -143,10 +144,10 @@ def load_synthetic(p: SyntheticParams, seed: int) -> RawData:
         weights = torch.rand(p.num_classes, p.vocab_size, generator=gen) ** 4
         x = torch.stack([torch.multinomial(weights[c], int(np.prod(p.shape)), True, generator=gen) for c in y])
         return RawData(x.reshape(p.n_samples, *p.shape), y, [f"class_{i}" for i in range(p.num_classes)],
-                       {"kind": "tokens", "vocab_size": p.vocab_size})
+                       TokensPreprocessing(vocab_size=p.vocab_size))
     protos = torch.rand(p.num_classes, *p.shape, generator=gen)
     x = (protos[y] + p.noise * torch.randn(p.n_samples, *p.shape, generator=gen)).clamp(0, 1)
-    return RawData(x, y, [f"class_{i}" for i in range(p.num_classes)], {"kind": "tensor", "shape": p.shape})
+    return RawData(x, y, [f"class_{i}" for i in range(p.num_classes)], TensorPreprocessing(shape=p.shape))
 
 
 IMAGE_TASKS = ("classification", "gan", "denoise")  # labelled images serve all three

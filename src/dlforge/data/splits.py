@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +14,13 @@ from torch.utils.data import TensorDataset
 
 from dlforge.config import DataConfig
 from dlforge.data.datasets import DATASETS, DataError, RawData
+from dlforge.preprocessing import (
+    ImagePreprocessing,
+    Preprocessing,
+    TensorPreprocessing,
+    TokensPreprocessing,
+    parse_preprocessing,
+)
 
 MIN_PER_CLASS = 3
 
@@ -29,7 +35,7 @@ class DataBundle:
     labels: list[str]
     input_shape: tuple[int, ...]
     integer_input: bool
-    preprocessing: dict[str, Any]  # how raw inputs become model inputs, incl. mean/std
+    preprocessing: Preprocessing  # how raw inputs become model inputs, incl. mean/std
     split_groups: dict[str, list[str]] | None = None  # split name → its groups (speakers), when split by group
     artifacts: dict[str, bytes] = field(default_factory=dict)  # files the run and the package keep (tokenizer.json)
 
@@ -129,16 +135,26 @@ def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = N
         from dlforge.data.text import tokenize_splits
 
         raw = tokenize_splits(raw, train_idx, reuse)
-    prep = dict(raw.preprocessing)
+    prep = _preprocessing(raw, cfg.dataset)
     groups = None if raw.groups is None else {
         name: sorted({raw.groups[i] for i in idx.tolist()})
         for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
-    if not raw.integer_input and prep.get("kind") != "audio":  # waveforms: the front-end layer scales them
-        prep["mean"], prep["std"] = channel_stats(raw.x[train_idx])
+    if not raw.integer_input and isinstance(prep, ImagePreprocessing | TensorPreprocessing):
+        mean, std = channel_stats(raw.x[train_idx])  # waveforms have none: the front-end layer scales them
+        prep = prep.model_copy(update={"mean": mean, "std": std})
     train, val, test = (TensorDataset(raw.x[i], raw.y[i]) for i in (train_idx, val_idx, test_idx))
     return DataBundle(train, val, test, labels=raw.labels, input_shape=raw.input_shape,
                       integer_input=raw.integer_input, preprocessing=prep, split_groups=groups,
                       artifacts=raw.artifacts)
+
+
+def _preprocessing(raw: RawData, dataset: str) -> Preprocessing:
+    """The dataset's preprocessing, checked (a plugin may give a dict); plain tensors or ids if it gives none."""
+    if raw.preprocessing:
+        return parse_preprocessing(raw.preprocessing, f"data.dataset '{dataset}': preprocessing")
+    if raw.integer_input:
+        return TokensPreprocessing()
+    return TensorPreprocessing(shape=list(raw.input_shape))
 
 
 def load_data(cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBundle:

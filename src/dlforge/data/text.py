@@ -10,7 +10,6 @@ import csv
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from pydantic import Field
 from torch import Tensor
 
 from dlforge.data.datasets import DATASETS, DataError, DatasetEntry, Params, RawData
+from dlforge.preprocessing import TextPreprocessing
 from dlforge.text import (
     PAD_ID,
     TOKENIZER_FILE,
@@ -47,7 +47,7 @@ def labelled_texts(texts: list[str], names: list[str], tok: TokenizerConfig, whe
         raise DataError(f"{where}: needs texts of at least 2 classes, found {labels or 'none'}")
     index = {name: i for i, name in enumerate(labels)}
     y = torch.tensor([index[n] for n in names], dtype=torch.long)
-    return RawData(torch.empty(0, dtype=torch.long), y, labels, {}, skipped or [], texts=texts, tokenizer=tok)
+    return RawData(torch.empty(0, dtype=torch.long), y, labels, None, skipped or [], texts=texts, tokenizer=tok)
 
 
 def _need_file(path: Path) -> Path:
@@ -180,10 +180,9 @@ def tokenize_splits(raw: RawData, train_idx: Tensor, reuse: Path | None) -> RawD
     # every sample is max_length wide, so models sized from the input (positions) take any request the
     # server accepts; training and evaluation cut each batch to its longest text (tasks/classification.py)
     ids = np.pad(ids, [(0, 0), (0, cfg.max_length - ids.shape[1])], constant_values=PAD_ID)
-    prep: dict[str, Any] = {"kind": "text", "tokenizer": TOKENIZER_FILE, "tokenizer_kind": cfg.kind,
-                            "vocab_size": tok.get_vocab_size(), "max_length": cfg.max_length,
-                            "lowercase": cfg.lowercase, "pad_id": PAD_ID,
-                            "space_id": tok.token_to_id(" ")}  # char tokenizers keep spaces (None: no such token)
+    prep = TextPreprocessing(tokenizer=TOKENIZER_FILE, tokenizer_kind=cfg.kind, vocab_size=tok.get_vocab_size(),
+                             max_length=cfg.max_length, lowercase=cfg.lowercase, pad_id=PAD_ID,
+                             space_id=tok.token_to_id(" "))  # char tokenizers keep spaces (None: no such token)
     return RawData(torch.from_numpy(ids), raw.y, raw.labels, prep, raw.skipped,
                    artifacts={TOKENIZER_FILE: tokenizer_to_bytes(tok)})
 

@@ -9,11 +9,11 @@ turn every such case into one clear message. numpy only: the server imports this
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from dlforge.errors import UserError
+from dlforge.preprocessing import Preprocessing, TextPreprocessing, TokensPreprocessing
 
 
 class InputError(UserError, ValueError):
@@ -28,9 +28,10 @@ class InputRules:
     allow_nonfinite: bool = False  # NaN/Inf float inputs are refused unless allowed
 
     @classmethod
-    def from_preprocessing(cls, preprocessing: dict[str, Any] | None, allow_nonfinite: bool = False) -> InputRules:
-        vocab = (preprocessing or {}).get("vocab_size")
-        return cls(vocab if isinstance(vocab, int) and vocab > 0 else None, allow_nonfinite)
+    def from_preprocessing(cls, preprocessing: Preprocessing | None, allow_nonfinite: bool = False) -> InputRules:
+        """Token ids of text and token inputs must lie within the vocabulary; other kinds have no such rule."""
+        vocab = preprocessing.vocab_size if isinstance(preprocessing, TextPreprocessing | TokensPreprocessing) else None
+        return cls(vocab, allow_nonfinite)
 
 
 def check_values(what: str, array: np.ndarray, rules: InputRules) -> None:

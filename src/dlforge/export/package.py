@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dlforge.export.errors import ExportError, PackageError
+from dlforge.preprocessing import Preprocessing, describe_error
 
 __all__ = ["ExportError", "FileEntry", "Manifest", "ModelPackage", "PackageError", "TensorSpec",
            "export_run", "load_package"]
@@ -90,7 +91,7 @@ class Manifest(Strict):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     labels: list[str] = Field(default_factory=list, description="class names (classification)")
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
     files: dict[str, FileEntry]
     onnx: OnnxInfo
     graphs: list[str] = Field(default_factory=lambda: [ONNX_FILE], description="the ONNX files the task runs")
@@ -150,6 +151,8 @@ def _read_manifest(root: Path) -> Manifest:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["loc"][:1] == ("preprocessing",):  # the message names the kind and the key's meaning
+            raise PackageError(f"{path}: {describe_error(first, start=1)}") from None
         where = ".".join(str(p) for p in first["loc"])
         raise PackageError(f"{path}: field {where}: {first['msg']} ({exc.error_count()} problem(s))") from None
 

@@ -7,15 +7,15 @@ then zero-padded to the model's length; clips longer than that are refused, neve
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from dlforge.audio_io import AudioError, AudioFormat, load_clip
+from dlforge.preprocessing import AudioPreprocessing
 from dlforge.serve.tensors import ProtocolError
 
 
-def preprocess_audio(data: bytes | Path, preprocessing: dict[str, Any]) -> np.ndarray:
+def preprocess_audio(data: bytes | Path, preprocessing: AudioPreprocessing) -> np.ndarray:
     """A [1, samples] float32 batch of one clip; ProtocolError (400) for anything that is not usable audio."""
     fmt = AudioFormat.from_preprocessing(preprocessing)
     try:

@@ -13,27 +13,20 @@ from typing import Any
 import numpy as np
 
 from dlforge.imagedecode import ImageError, decode_image
+from dlforge.preprocessing import ImagePreprocessing, Preprocessing
 from dlforge.serve.protocol import ProtocolError
 
 
-def preprocess_image(data: bytes | Path, preprocessing: Any) -> np.ndarray:
+def preprocess_image(data: bytes | Path, preprocessing: Preprocessing) -> np.ndarray:
     """A [1, C, H, W] float32 batch of one image, resized and converted as the model expects."""
-    if _field(preprocessing, "kind") != "image":
+    if not isinstance(preprocessing, ImagePreprocessing):
         raise ProtocolError("this model takes no images (its package has no image preprocessing); use /infer")
-    height, width = _field(preprocessing, "size")
-    channels = 1 if _field(preprocessing, "channel_order") == "L" else 3
+    channels = 1 if preprocessing.channel_order == "L" else 3
     try:
-        chw = decode_image(data, (int(height), int(width)), channels)
+        chw = decode_image(data, preprocessing.size, channels)
     except ImageError as exc:
         raise ProtocolError(str(exc)) from None
     return np.ascontiguousarray(chw[None])
-
-
-def _field(preprocessing: Any, key: str) -> Any:
-    """The manifest's preprocessing section is a dict (or a model with attributes)."""
-    if isinstance(preprocessing, dict):
-        return preprocessing.get(key)
-    return getattr(preprocessing, key, None)
 
 
 def top_k(probabilities: np.ndarray, labels: list[str], k: int) -> list[dict[str, Any]]:

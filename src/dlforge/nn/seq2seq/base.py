@@ -13,9 +13,11 @@ and the exported ONNX encoder / decoder-step graphs take and return exactly thes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import Tensor, nn
+
+from dlforge.preprocessing import Preprocessing, TranslationPreprocessing
 
 State = dict[str, Tensor]
 
@@ -30,10 +32,10 @@ class Vocab:
     max_source: int | None = None  # longest source in tokens (sizes position tables of a layer-list encoder)
 
     @classmethod
-    def of(cls, preprocessing: dict[str, Any]) -> Vocab:
+    def of(cls, preprocessing: Preprocessing) -> Vocab:
         """The sizes a run or package recorded for its tokenizers (its `preprocessing` section)."""
-        p = preprocessing
-        return cls(int(p["source_vocab"]), int(p["target_vocab"]), int(p["pad_id"]), p.get("max_source_tokens"))
+        p = TranslationPreprocessing.of(preprocessing, "a seq2seq model")
+        return cls(p.source_vocab, p.target_vocab, p.pad_id, p.max_source_tokens)
 
 
 class Seq2SeqModel(nn.Module):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dlforge.preprocessing import AudioPreprocessing, TextPreprocessing
 from dlforge.serve.audio import preprocess_audio
 from dlforge.serve.images import preprocess_image
 from dlforge.serve.protocol import MetadataTensor, ProtocolError
@@ -41,7 +42,7 @@ class TensorCodec(Codec):
         self.graph_input = manifest.inputs[0].name
 
     def decode_upload(self, data: bytes | Path) -> dict[str, np.ndarray]:
-        if isinstance(self.preprocessing, dict) and self.preprocessing.get("kind") == "audio":
+        if isinstance(self.preprocessing, AudioPreprocessing):
             return {self.graph_input: preprocess_audio(data, self.preprocessing)}
         return {self.graph_input: preprocess_image(data, self.preprocessing)}
 
@@ -51,9 +52,9 @@ class TextCodec(Codec):
 
     def __init__(self, package: Any) -> None:
         manifest = package.manifest
-        prep = manifest.preprocessing
-        self.tokenizer = tokenizer_from_bytes(package.path(prep["tokenizer"]).read_bytes())
-        self.max_length = int(prep["max_length"])
+        prep = TextPreprocessing.of(manifest.preprocessing, "a text codec")
+        self.tokenizer = tokenizer_from_bytes(package.path(prep.tokenizer).read_bytes())
+        self.max_length = prep.max_length
         self.labels = [label.encode() for label in manifest.labels]
         self.graph_input = manifest.inputs[0].name
         self.inputs = [MetadataTensor(name=TEXT, datatype="BYTES", shape=[-1])]

@@ -16,6 +16,7 @@ from dlforge.export.errors import InputFileError, PackageError
 from dlforge.export.inputs import InputRules, check_values
 from dlforge.export.onnx import run_onnx, session
 from dlforge.export.package import ModelPackage
+from dlforge.preprocessing import TextPreprocessing
 from dlforge.serve.tensors import ProtocolError
 from dlforge.tasks.classification.codec import TensorCodec, TextCodec
 
@@ -51,7 +52,8 @@ def load_npy(path: Path, package: ModelPackage) -> np.ndarray:
 
 def _codec(package: ModelPackage) -> TensorCodec | TextCodec:
     """The serving codec: files and strings become tensors here exactly as on the server."""
-    return TextCodec(package) if package.manifest.preprocessing.get("kind") == "text" else TensorCodec(package.manifest)
+    text = isinstance(package.manifest.preprocessing, TextPreprocessing)
+    return TextCodec(package) if text else TensorCodec(package.manifest)
 
 
 TAKES = {"image": "images (.png, .jpg, …) or .npy arrays", "audio": "audio clips (.wav, .flac, .ogg) or .npy arrays",
@@ -60,12 +62,12 @@ TAKES = {"image": "images (.png, .jpg, …) or .npy arrays", "audio": "audio cli
 
 def takes(package: ModelPackage) -> str:
     """What `dlforge predict` accepts for this package, for error messages."""
-    return TAKES.get(str(package.manifest.preprocessing.get("kind")), ".npy arrays of its input tensor")
+    return TAKES.get(package.manifest.preprocessing.kind, ".npy arrays of its input tensor")
 
 
 def load_file(path: Path, package: ModelPackage, kind: str) -> np.ndarray:
     """An image or audio file decoded by the codec, like an upload to /classify and like training data."""
-    if package.manifest.preprocessing.get("kind") != kind:
+    if package.manifest.preprocessing.kind != kind:
         raise InputFileError(f"{path}: this model takes no {'images' if kind == 'image' else 'audio'}; "
                              f"pass {takes(package)}")
     codec = _codec(package)
@@ -130,12 +132,12 @@ def predict_files(package: ModelPackage, files: list[Path], top_k: int = 3, int8
                   texts: list[str] | None = None) -> list[Prediction]:
     """Top-k (label, probability) for every sample in `files` (.txt: one text each) and every string in `texts`."""
     texts = texts or []
-    if texts or package.manifest.preprocessing.get("kind") == "text":
+    if texts or isinstance(package.manifest.preprocessing, TextPreprocessing):
         missing = [p for p in files if not p.is_file()]
         if missing:
             raise PackageError(f"{missing[0]}: no such file")
         other = [p for p in files if p.suffix.lower() != ".txt"]
-        if other and package.manifest.preprocessing.get("kind") == "text":
+        if other and isinstance(package.manifest.preprocessing, TextPreprocessing):
             raise InputFileError(f"{other[0]}: this model takes text; pass {takes(package)}")
         sources = [*map(str, files), *(f"--text {i + 1}" for i in range(len(texts)))]
         x = tokenize([*map(read_text, files), *texts], sources, package)

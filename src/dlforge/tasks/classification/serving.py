@@ -11,9 +11,10 @@ class ClassificationServing(Serving):
     name = "classification"
 
     def codec(self, package: Any) -> Codec:
+        from dlforge.preprocessing import TextPreprocessing
         from dlforge.tasks.classification.codec import TensorCodec, TextCodec
 
-        if package.manifest.preprocessing.get("kind") == "text":
+        if isinstance(package.manifest.preprocessing, TextPreprocessing):
             return TextCodec(package)
         return TensorCodec(package.manifest)
 

@@ -24,6 +24,13 @@ from dlforge.export.onnx import INPUT, LOGITS, PROBS, check_parity, dynamic_dims
 from dlforge.nn import build_model
 from dlforge.nn.build import InputNormalize
 from dlforge.nn.checks import check_model
+from dlforge.preprocessing import (
+    ImagePreprocessing,
+    Preprocessing,
+    TensorPreprocessing,
+    TextPreprocessing,
+    TokensPreprocessing,
+)
 from dlforge.taskapi import StepContext, Task
 
 if TYPE_CHECKING:
@@ -67,22 +74,22 @@ class ClassificationTask(Task):
     def create_model(self, cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker
         prep = bundle.preprocessing
-        net = build_model(cfg.model, bundle.input_shape, bundle.num_classes, bundle.integer_input,
-                          pad_id=prep.get("pad_id"), vocab_size=prep.get("vocab_size"), space_id=prep.get("space_id"))
+        net = build_model(cfg.model, bundle.input_shape, bundle.num_classes, bundle.integer_input, **token_facts(prep))
         if isinstance(net.normalize, InputNormalize):
-            net.normalize.set_stats(bundle.preprocessing["mean"], bundle.preprocessing["std"])
+            if not isinstance(prep, ImagePreprocessing | TensorPreprocessing) or prep.mean is None or prep.std is None:
+                raise TypeError(f"{prep.kind} data has no train-split mean/std to normalise with")  # a dlforge bug
+            net.normalize.set_stats(prep.mean, prep.std)
         return net
 
     def build_model(self, cfg: ExperimentConfig, info: RunInfo) -> nn.Module:
-        prep = info.preprocessing
         return build_model(cfg.model, tuple(info.input_shape), len(info.labels), info.integer_input,
-                           pad_id=prep.get("pad_id"), vocab_size=prep.get("vocab_size"), space_id=prep.get("space_id"))
+                           **token_facts(info.preprocessing))
 
     # --- training ---------------------------------------------------------------------------------
 
     def train_step(self, tr: StepContext, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
         x, y = batch
-        x = trim_padding(x, tr.info.preprocessing.get("pad_id"))
+        x = trim_padding(x, pad_id(tr.info.preprocessing))
         if tr.augmenter is not None:
             x, y = tr.augmenter(x, y)
         with tr.sync_gradients(optimizer_step):  # DDP all-reduces only on the stepping micro-batch
@@ -96,8 +103,8 @@ class ClassificationTask(Task):
     # --- evaluation -------------------------------------------------------------------------------
 
     def evaluate(self, model: nn.Module, batches: Any, info: RunInfo, device: torch.device) -> dict[str, Any]:
-        pad_id = info.preprocessing.get("pad_id")
-        return evaluate_model(model, ((trim_padding(x, pad_id), y) for x, y in batches), info.labels, device)
+        pad = pad_id(info.preprocessing)
+        return evaluate_model(model, ((trim_padding(x, pad), y) for x, y in batches), info.labels, device)
 
     def write_report(self, run_dir: Path, metrics: dict[str, Any], info: RunInfo, plots: bool) -> None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -133,15 +140,27 @@ class ClassificationTask(Task):
         return fields
 
 
-def _with_vocab_size(preprocessing: dict[str, Any], net: nn.Module) -> dict[str, Any]:
-    """The run's preprocessing plus the size of the embedding table the token ids go into (the first one):
+def token_facts(prep: Preprocessing) -> dict[str, int | None]:
+    """What `build_model` takes from a tokenizer (padding and space ids, vocabulary size); none for floats."""
+    if isinstance(prep, TextPreprocessing):
+        return {"pad_id": prep.pad_id, "vocab_size": prep.vocab_size, "space_id": prep.space_id}
+    if isinstance(prep, TokensPreprocessing):
+        return {"vocab_size": prep.vocab_size}
+    return {}
+
+
+def pad_id(prep: Preprocessing) -> int | None:
+    return prep.pad_id if isinstance(prep, TextPreprocessing) else None
+
+
+def _with_vocab_size(prep: Preprocessing, net: nn.Module) -> Preprocessing:
+    """The run's preprocessing with the size of the embedding table the token ids go into (the first one):
     the server refuses other ids with 400 instead of letting the engine fail or read garbage."""
-    prep = dict(preprocessing)
     rows = next((m.num_embeddings for m in net.modules() if isinstance(m, nn.Embedding)), None)
-    if rows is not None:
-        known = prep.get("vocab_size")
-        prep["vocab_size"] = min(rows, known) if isinstance(known, int) else rows
-    return prep
+    if rows is None or not isinstance(prep, TextPreprocessing | TokensPreprocessing):
+        return prep
+    known = prep.vocab_size
+    return prep.model_copy(update={"vocab_size": min(rows, known) if known is not None else rows})
 
 
 def trim_padding(x: Tensor, pad_id: int | None) -> Tensor:

@@ -16,6 +16,7 @@ from dlforge.export.errors import ExportError
 from dlforge.export.onnx import session
 from dlforge.export.quiet import quiet_exporter
 from dlforge.imagegrid import save_grid
+from dlforge.preprocessing import ImagePreprocessing, Preprocessing
 from dlforge.tasks.denoise.model import Denoiser, as_denoiser, noisy_batch
 
 if TYPE_CHECKING:
@@ -71,8 +72,14 @@ def export_denoiser(net: Denoiser, bundle: DataBundle, info: RunInfo, cfg: Exper
         "inputs": [{"name": IMAGE, "datatype": "FP32", "shape": shape}],
         "outputs": [{"name": DENOISED, "datatype": "FP32", "shape": shape}],
         "labels": [],
-        "preprocessing": {**{k: v for k, v in info.preprocessing.items() if k not in ("mean", "std")},
-                          "output_range": [0, 1]},
+        "preprocessing": _served(info.preprocessing),
         "onnx": {"opset": cfg.export.opset, "parity_max_abs_diff": diff, "tolerance": tolerance,
                  "parity_samples": len(noisy)},
     }
+
+
+def _served(prep: Preprocessing) -> ImagePreprocessing:
+    """The package's preprocessing: the run's image decoding, without the statistics (the graph takes and gives
+    [0, 1] images) and with the output's range."""
+    image = ImagePreprocessing.of(prep, "a denoiser")
+    return ImagePreprocessing(**image.model_dump(exclude={"mean", "std"}), output_range=(0, 1))

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from dlforge.preprocessing import GeneratorPreprocessing
 from dlforge.serve.protocol import MetadataTensor, ProtocolError
 from dlforge.taskapi import Codec
 
@@ -36,8 +37,8 @@ class GeneratorCodec(Codec):
     (INT64 [n]) for a conditional generator; they get `image` (FP32 [n, C, H, W] in [0, 1])."""
 
     def __init__(self, manifest: Any) -> None:
-        prep = manifest.preprocessing
-        self.latent_dim, self.conditional = int(prep["latent_dim"]), bool(prep["conditional"])
+        prep = GeneratorPreprocessing.of(manifest.preprocessing, "a generator codec")
+        self.latent_dim, self.conditional = prep.latent_dim, prep.conditional
         self.num_classes = len(manifest.labels)
         self.inputs = [MetadataTensor(name=LATENT, datatype="FP32", shape=[-1, self.latent_dim]),
                        MetadataTensor(name=SEED, datatype="INT64", shape=[-1])]

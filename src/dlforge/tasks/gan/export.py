@@ -14,6 +14,7 @@ from dlforge.config import ExperimentConfig
 from dlforge.export.errors import ExportError
 from dlforge.export.onnx import session
 from dlforge.export.quiet import quiet_exporter
+from dlforge.preprocessing import GeneratorPreprocessing
 from dlforge.tasks.gan.nets import GanModel, Generator
 
 if TYPE_CHECKING:
@@ -69,9 +70,9 @@ def export_generator(net: GanModel, info: RunInfo, cfg: ExperimentConfig, root: 
     return {
         "inputs": inputs, "outputs": [{"name": IMAGE, "datatype": "FP32", "shape": [-1, *shape]}],
         "labels": info.labels if conditional else [],
-        "preprocessing": {"kind": "generator", "latent_dim": generator.latent_dim, "image_shape": shape,
-                          "output_range": [0, 1], "conditional": conditional,
-                          "seed_to_latent": "numpy.random.default_rng(seed).standard_normal(latent_dim, float32)"},
+        "preprocessing": GeneratorPreprocessing(
+            latent_dim=generator.latent_dim, image_shape=shape, output_range=(0, 1), conditional=conditional,
+            seed_to_latent="numpy.random.default_rng(seed).standard_normal(latent_dim, float32)"),
         "onnx": {"opset": cfg.export.opset, "parity_max_abs_diff": diff, "tolerance": tolerance,
                  "parity_samples": PARITY_SAMPLES},
     }

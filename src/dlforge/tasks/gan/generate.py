@@ -10,6 +10,7 @@ from dlforge.export.errors import PackageError
 from dlforge.export.onnx import session
 from dlforge.export.package import ModelPackage
 from dlforge.imagegrid import save_grid
+from dlforge.preprocessing import GeneratorPreprocessing
 
 MAX_GENERATE = 1024
 
@@ -29,9 +30,9 @@ def generate_images(package: ModelPackage, n: int, label: int | None, seed: int)
         raise PackageError(f"--n: between 1 and {MAX_GENERATE} images, got {n}")
     if seed < 0:
         raise PackageError(f"--seed: must be non-negative, got {seed}")
-    prep, labels = package.manifest.preprocessing, package.manifest.labels
-    feeds = {LATENT: latents_from_seeds(np.arange(seed, seed + n), int(prep["latent_dim"]))}
-    if prep["conditional"]:
+    prep, labels = GeneratorPreprocessing.of(package.manifest.preprocessing), package.manifest.labels
+    feeds = {LATENT: latents_from_seeds(np.arange(seed, seed + n), prep.latent_dim)}
+    if prep.conditional:
         classes = np.full(n, label, np.int64) if label is not None else np.arange(n) % len(labels)
         if label is not None and not 0 <= label < len(labels):
             raise PackageError(f"--class: {label} is out of range (this generator knows classes 0..{len(labels) - 1})")
@@ -43,7 +44,7 @@ def generate_images(package: ModelPackage, n: int, label: int | None, seed: int)
 
 def write_generated(package: ModelPackage, n: int, label: int | None, seed: int, out: Path) -> Path:
     images = generate_images(package, n, label, seed)
-    conditional = package.manifest.preprocessing["conditional"]
+    conditional = GeneratorPreprocessing.of(package.manifest.preprocessing).conditional
     classes = len(package.manifest.labels)
     columns = classes if conditional and label is None and n >= classes else None
     return save_grid(images, out, columns=columns)

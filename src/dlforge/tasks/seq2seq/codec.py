@@ -14,6 +14,7 @@ import numpy as np
 
 from dlforge.decoding import SearchSettings, Special, search
 from dlforge.decoding.onnx_engine import OnnxEngine
+from dlforge.preprocessing import TranslationPreprocessing
 from dlforge.serve.contract import package_metadata
 from dlforge.serve.protocol import MetadataTensor, ProtocolError
 from dlforge.serve.tensors import utf8_texts
@@ -25,10 +26,10 @@ TEXT, TRANSLATION, SRC, IDS = "text", "translation", "src", "ids"
 
 class TranslationCodec(Codec):
     def __init__(self, package: Any) -> None:
-        prep = package.manifest.preprocessing
-        self.source = tokenizer_from_bytes(package.path(prep["source_tokenizer"]).read_bytes())
-        self.target = tokenizer_from_bytes(package.path(prep["target_tokenizer"]).read_bytes())
-        self.max_length = int(prep["max_source_tokens"])
+        prep = TranslationPreprocessing.of(package.manifest.preprocessing)
+        self.source = tokenizer_from_bytes(package.path(prep.source_tokenizer).read_bytes())
+        self.target = tokenizer_from_bytes(package.path(prep.target_tokenizer).read_bytes())
+        self.max_length = prep.max_source_tokens
         self.inputs = [MetadataTensor(name=TEXT, datatype="BYTES", shape=[-1])]
         self.outputs = [MetadataTensor(name=TRANSLATION, datatype="BYTES", shape=[-1])]
         self.pad = {SRC: PAD_ID}
@@ -72,9 +73,9 @@ class Seq2SeqRuntime:
 
     def __init__(self, package: Any, threads: int, engine: Any = None, platform: str = "onnxruntime_onnx") -> None:
         m = package.manifest
-        prep = m.preprocessing
+        prep = TranslationPreprocessing.of(m.preprocessing)
         self.engine = engine or OnnxEngine(package.path(m.graphs[0]), package.path(m.graphs[1]), threads)
-        self.special = Special(int(prep["bos_id"]), int(prep["eos_id"]))
+        self.special = Special(prep.bos_id, prep.eos_id)
         self.settings = SearchSettings.model_validate(m.task_info["decoding"])
         self.metadata = package_metadata(package, platform)
 
@@ -92,9 +93,8 @@ def torch_runtime(package: Any, threads: int) -> Seq2SeqRuntime:
     from dlforge.nn.seq2seq.engine import TorchEngine
 
     torch.set_num_threads(max(1, threads))
-    prep = package.manifest.preprocessing
     cfg = load_config(package.path("config.yaml"))
-    vocab = Vocab.of(prep)
+    vocab = Vocab.of(package.manifest.preprocessing)
     model = build_seq2seq(cfg.model.arch or "", cfg.model.params, vocab)
     model.load_state_dict(load_file(str(package.path("model.safetensors"))))
     return Seq2SeqRuntime(package, threads, TorchEngine(model.eval(), torch.device("cpu")), "pytorch_safetensors")

@@ -7,8 +7,8 @@ tokenizers travel as artifacts: the run directory and the package keep them, has
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from dlforge.config import ExperimentConfig
 from dlforge.data.datasets import DataError
 from dlforge.data.parallel import PARALLEL, Pair, Params, load_parallel
 from dlforge.data.splits import DataBundle
+from dlforge.preprocessing import TranslationPreprocessing
 from dlforge.text import PAD_ID, TokenizerConfig, encode, tokenizer_from_bytes, tokenizer_to_bytes, train_tokenizer
 
 BOS, EOS = "[BOS]", "[EOS]"
@@ -74,14 +75,13 @@ def load_seq2seq_data(cfg: ExperimentConfig, reuse: Path | None = None) -> DataB
     splits = load_parallel(cfg.data.dataset, params, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
     source, target = tokenizers(params, splits.train, reuse)
     train, val, test = (_dataset(getattr(splits, name), source, target, params) for name in ("train", "val", "test"))
-    prep: dict[str, Any] = {
-        "kind": "translation", "source_tokenizer": SOURCE_FILE, "target_tokenizer": TARGET_FILE,
-        "pad_id": PAD_ID, "bos_id": target.token_to_id(BOS), "eos_id": target.token_to_id(EOS),
-        "source_vocab": source.get_vocab_size(), "target_vocab": target.get_vocab_size(),
-        "max_source_tokens": params.source_tokenizer.max_length,
-        "max_target_tokens": params.target_tokenizer.max_length,
-        "decoding": cfg.eval.decode.model_dump(),
-    }
     artifacts = {SOURCE_FILE: tokenizer_to_bytes(source), TARGET_FILE: tokenizer_to_bytes(target)}
+    prep = TranslationPreprocessing(
+        source_tokenizer=SOURCE_FILE, target_tokenizer=TARGET_FILE, pad_id=PAD_ID,
+        bos_id=target.token_to_id(BOS), eos_id=target.token_to_id(EOS),
+        source_vocab=source.get_vocab_size(), target_vocab=target.get_vocab_size(),
+        max_source_tokens=params.source_tokenizer.max_length, max_target_tokens=params.target_tokenizer.max_length,
+        decoding=cfg.eval.decode.model_dump(),
+        target_tokenizer_sha256=hashlib.sha256(artifacts[TARGET_FILE]).hexdigest())  # finds them in evaluate
     return DataBundle(train, val, test, labels=[], input_shape=(-1,), integer_input=True, preprocessing=prep,
                       artifacts=artifacts)

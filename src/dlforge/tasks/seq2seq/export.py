@@ -20,6 +20,7 @@ from dlforge.decoding.onnx_engine import OnnxEngine
 from dlforge.export.errors import ExportError
 from dlforge.nn.seq2seq import Seq2SeqModel
 from dlforge.nn.seq2seq.engine import TorchEngine
+from dlforge.preprocessing import TranslationPreprocessing
 from dlforge.tasks.seq2seq.graphs import ENCODER_FILE, STEP_FILE, export_seq2seq
 from dlforge.text import decode
 
@@ -61,9 +62,9 @@ def check_parity(model: Seq2SeqModel, onnx: OnnxEngine, src: np.ndarray, special
 
 def export_package_graphs(model: Seq2SeqModel, bundle: DataBundle, info: RunInfo, cfg: ExperimentConfig,
                           root: Path, tolerance: float, tok: Tokenizer) -> dict[str, Any]:
-    prep = info.preprocessing
-    special = Special(int(prep["bos_id"]), int(prep["eos_id"]))
-    settings = SearchSettings.model_validate(prep["decoding"])
+    prep = TranslationPreprocessing.of(info.preprocessing)
+    special = Special(prep.bos_id, prep.eos_id)
+    settings = SearchSettings.model_validate(prep.decoding)
     src_t: torch.Tensor = bundle.val.tensors[0][:PARITY_SENTENCES]
     src_t = src_t[:, : max(1, int((src_t != 0).sum(1).max()))]
     encoder, step = export_seq2seq(model.eval(), src_t, special.bos, root, cfg.export.opset)

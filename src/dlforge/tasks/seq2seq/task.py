@@ -7,7 +7,6 @@ numpy (dlforge.decoding) for torch and ONNX Runtime alike, and parity means iden
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from dlforge.decoding import SearchSettings, Special, search
 from dlforge.evaluate.corpus import SentencePairs
 from dlforge.nn.seq2seq import Seq2SeqModel, Vocab, build_seq2seq, seq2seq_params
 from dlforge.nn.seq2seq.engine import TorchEngine
+from dlforge.preprocessing import TranslationPreprocessing
 from dlforge.registry import RegistryError
 from dlforge.taskapi import StepContext, Task
 from dlforge.tasks.seq2seq.data import SOURCE_FILE, TARGET_FILE, load_seq2seq_data
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 SAMPLES = 20
 
 
-def special_of(prep: dict[str, Any]) -> Special:
-    return Special(int(prep["bos_id"]), int(prep["eos_id"]))
+def special_of(prep: TranslationPreprocessing) -> Special:
+    return Special(prep.bos_id, prep.eos_id)
 
 
 def plain(model: nn.Module) -> Seq2SeqModel:
@@ -98,7 +98,7 @@ class Seq2SeqTask(Task):
     def load_data(self, cfg: ExperimentConfig, reuse: Path | None = None) -> DataBundle:
         bundle = load_seq2seq_data(cfg, reuse)
         source, target = bundle.artifacts[SOURCE_FILE], bundle.artifacts[TARGET_FILE]
-        bundle.preprocessing["target_tokenizer_sha256"] = digest = hashlib.sha256(target).hexdigest()
+        digest = TranslationPreprocessing.of(bundle.preprocessing).target_tokenizer_sha256
         self._tokenizers[digest] = (Tokenizer.from_str(source.decode()), Tokenizer.from_str(target.decode()))
         return bundle
 
@@ -126,7 +126,7 @@ class Seq2SeqTask(Task):
     # --- evaluation -------------------------------------------------------------------------------
 
     def tokenizers(self, info: RunInfo) -> tuple[Tokenizer, Tokenizer]:
-        digest = info.preprocessing.get("target_tokenizer_sha256", "")
+        digest = TranslationPreprocessing.of(info.preprocessing).target_tokenizer_sha256
         if digest not in self._tokenizers:
             raise RuntimeError("seq2seq: evaluate needs the run's tokenizers; load the data with task.load_data first")
         return self._tokenizers[digest]
@@ -136,8 +136,8 @@ class Seq2SeqTask(Task):
         """Teacher-forced loss and token accuracy; greedy and beam translations scored with sacrebleu."""
         was_training = model.training
         model.eval()
-        prep, (src_tok, tok) = info.preprocessing, self.tokenizers(info)
-        settings = SearchSettings.model_validate(prep["decoding"])
+        prep, (src_tok, tok) = TranslationPreprocessing.of(info.preprocessing), self.tokenizers(info)
+        settings = SearchSettings.model_validate(prep.decoding)
         greedy_settings = settings.model_copy(update={"beam_size": 1})
         engine, special = TorchEngine(plain(model), device), special_of(prep)
         loss, correct, total = MeanMetric().to(device), SumMetric().to(device), SumMetric().to(device)
