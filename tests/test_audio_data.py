@@ -64,8 +64,8 @@ def test_audio_folder_resamples_and_splits_by_speaker(tmp_path: Path) -> None:
     root = tone_folder(tmp_path / "tones", rate=16000, per_class=3, speakers=4)
     bundle = load_data(audio_cfg(root, sample_rate=8000, duration=0.5, group_by=r"^(spk\d+)_"), seed=0)
     assert bundle.input_shape == (4000,) and bundle.labels == ["high", "low"]
-    assert bundle.preprocessing["kind"] == "audio" and bundle.preprocessing["sample_rate"] == 8000
-    assert "mean" not in bundle.preprocessing  # the front-end layer scales waveforms, not a mean/std
+    assert bundle.preprocessing.kind == "audio" and bundle.preprocessing.sample_rate == 8000
+    assert "mean" not in bundle.preprocessing.model_dump()  # the front-end layer scales waveforms, not a mean/std
     groups = bundle.split_groups
     assert groups is not None and all(groups.values())
     assert not set(groups["train"]) & set(groups["test"]) and not set(groups["val"]) & set(groups["test"])

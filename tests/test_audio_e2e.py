@@ -46,7 +46,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_package_takes_raw_waveforms_and_passed_parity_on_real_clips(trained: tuple[Path, Path]) -> None:
     manifest = load_package(trained[1]).manifest
     assert manifest.inputs[0].shape == [-1, RATE] and manifest.inputs[0].datatype == "FP32"
-    assert manifest.preprocessing["kind"] == "audio" and manifest.preprocessing["sample_rate"] == RATE
+    assert manifest.preprocessing.kind == "audio" and manifest.preprocessing.sample_rate == RATE
     assert manifest.onnx.parity_max_abs_diff < manifest.onnx.tolerance
     assert manifest.labels == sorted(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                                       "nine"])

@@ -29,8 +29,8 @@ def test_digits_splits_are_stratified_disjoint_and_seeded() -> None:
 def test_normalisation_stats_come_from_the_train_split() -> None:
     bundle = load_data(DataConfig(), seed=0)
     x = bundle.train.tensors[0]
-    assert bundle.preprocessing["mean"] == pytest.approx([x.mean().item()], rel=1e-5)
-    assert bundle.preprocessing["std"] == pytest.approx([x.std().item()], rel=1e-4)
+    assert bundle.preprocessing.mean == pytest.approx([x.mean().item()], rel=1e-5)
+    assert bundle.preprocessing.std == pytest.approx([x.std().item()], rel=1e-4)
 
 
 def write_image_folder(root: Path, per_class: int = 12) -> None:
@@ -53,7 +53,7 @@ def test_image_folder_resizes_labels_and_reports_corrupt_files(tmp_path: Path, c
     assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 24
     assert "broken.png" in caplog.text
     dark = bundle.train.tensors[0][bundle.train.tensors[1] == 0].mean()
-    assert dark < 0.3 and bundle.preprocessing["channel_order"] == "RGB"
+    assert dark < 0.3 and bundle.preprocessing.channel_order == "RGB"
 
 
 def test_image_folder_errors_name_the_key(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_image_folder_errors_name_the_key(tmp_path: Path) -> None:
 def test_synthetic_tokens_are_integer_inputs() -> None:
     bundle = load_data(DataConfig(dataset="synthetic", params={"kind": "tokens", "shape": [7]}), 0)
     assert bundle.integer_input and bundle.train.tensors[0].dtype == torch.long
-    assert "mean" not in bundle.preprocessing
+    assert "mean" not in bundle.preprocessing.model_dump()
 
 
 def test_global_batch_splits_across_workers_and_shards_cover_everything() -> None:

@@ -15,6 +15,7 @@ from dlforge.errors import UserError
 from dlforge.export.errors import ExportError, InputFileError, PackageError
 from dlforge.nn import ModelBuildError
 from dlforge.nn.layers import LayerShapeError
+from dlforge.preprocessing import PreprocessingError
 from dlforge.registry import RegistryError
 from dlforge.rundir import RunDirError
 from dlforge.serve.repository import ModelLoadFailed, ModelNotFound, RepositoryError
@@ -38,7 +39,7 @@ def fails_cleanly(args: list[str]) -> str:
 @pytest.mark.parametrize("kind", [ConfigError, RegistryError, DataError, ModelBuildError, LayerShapeError,
                                   PackageError, ExportError, InputFileError, RunDirError, UnsupportedSetup,
                                   ProtocolError, ModelNotFound, ModelLoadFailed, RepositoryError, AuthError,
-                                  BodyTooLarge])
+                                  BodyTooLarge, PreprocessingError])
 def test_every_user_facing_error_derives_from_the_one_root(kind: type[Exception]) -> None:
     assert issubclass(kind, UserError)
 

@@ -114,11 +114,11 @@ def test_text_ngram_keeps_its_ngrams_within_the_tokenizers_words() -> None:
     """The char tokenizer's space id reaches the bag as its separator (unless within_words is off)."""
     data = load_data(DataConfig.model_validate(LANGID), 0)
     space = tokenizer_from_bytes(data.artifacts["tokenizer.json"]).token_to_id(" ")
-    assert data.preprocessing["space_id"] == space is not None
+    assert data.preprocessing.space_id == space is not None
 
     def bag(**params: object) -> NgramBag:
         net = build_model(ModelConfig(arch="text_ngram_tiny", params=params), data.input_shape, data.num_classes,
-                          True, pad_id=0, vocab_size=data.preprocessing["vocab_size"], space_id=space)
+                          True, pad_id=0, vocab_size=data.preprocessing.vocab_size, space_id=space)
         return next(m for m in net.modules() if isinstance(m, NgramBag))
 
     assert bag().words and bag().edge == space + 1

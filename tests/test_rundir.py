@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dlforge.config import dump_config
+from dlforge.preprocessing import TokensPreprocessing
 from dlforge.rundir import CONFIG, RunDirError, prepare_run_dir
 from dlforge.runinfo import RunInfo
 from dlforge.taskapi import TASKS
@@ -78,7 +79,7 @@ def test_every_task_refuses_a_non_empty_run_dir_before_loading_data(tmp_path: Pa
 def test_overwrite_removes_the_old_runs_artifacts(tmp_path: Path) -> None:
     cfg = tiny_config()
     (tmp_path / CONFIG).write_text(dump_config(cfg))
-    RunInfo([4], ["a", "b"], True, {}, "text_csv", ["tokenizer.json"]).save(tmp_path)
+    RunInfo([4], ["a", "b"], True, TokensPreprocessing(vocab_size=9), "text_csv", ["tokenizer.json"]).save(tmp_path)
     for name in ("tokenizer.json", "mine.txt"):
         (tmp_path / name).write_text("{}")
     prepare_run_dir(tmp_path, cfg, overwrite=True)

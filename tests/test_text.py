@@ -127,7 +127,7 @@ def test_text_csv_jsonl_and_folder_load_with_seeded_stratified_splits(tmp_path: 
     bundles = [load_data(DataConfig.model_validate({**c, "val_fraction": 0.25, "test_fraction": 0.25}), 3)
                for c in configs]
     for b in bundles:
-        assert b.labels == ["de", "en"] and b.integer_input and b.preprocessing["kind"] == "text"
+        assert b.labels == ["de", "en"] and b.integer_input and b.preprocessing.kind == "text"
         assert b.train.tensors[1].bincount().tolist() == [10, 10]  # stratified
         assert set(b.artifacts) == {"tokenizer.json"}
     assert torch.equal(bundles[0].test.tensors[0], bundles[1].test.tensors[0])  # same rows, same seed: same split
@@ -195,7 +195,7 @@ PHRASES = ["der hund und die katze", "the cat and the dog", "le chat et le chien
 @pytest.mark.slow
 def test_the_package_keeps_the_hashed_tokenizer_and_its_parity_on_validation_texts(text_package: Path) -> None:
     m = load_package(text_package).manifest
-    assert "tokenizer.json" in m.files and m.preprocessing["tokenizer"] == "tokenizer.json"
+    assert "tokenizer.json" in m.files and m.preprocessing.tokenizer == "tokenizer.json"
     assert m.inputs[0].datatype == "INT64" and m.inputs[0].shape == [-1, -1]
     assert m.onnx.parity_samples > 0 and m.onnx.parity_max_abs_diff <= m.onnx.tolerance
     (text_package / "tokenizer.json").write_text((text_package / "tokenizer.json").read_text() + " ")
