@@ -2,8 +2,9 @@
 
 A torch-free leaf (pydantic only). The data loaders build these models, `RunInfo` and the package
 manifest hold them, and training, `dlforge predict` and the server read the same attributes. There is
-one model per `kind`; `Preprocessing` is their union, told apart by `kind`, and `parse_preprocessing`
-turns a JSON object into one, with errors that name the key and the kind.
+one model per built-in `kind`, and `PluginPreprocessing` carries the kinds plugins define (their own
+subclass types them); `Preprocessing` is the union, told apart by `kind`, and `parse_preprocessing` turns a
+JSON object into one, with errors that name the key and the kind.
 
 A model dumps exactly the keys it was built or read with (an optional fact left out stays out), so
 run.json and manifest.json keep the shape earlier versions wrote, and their files still load.
@@ -16,11 +17,15 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PositiveInt,
+    SerializeAsAny,
     SerializerFunctionWrapHandler,
+    Tag,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -28,8 +33,8 @@ from pydantic_core import ErrorDetails
 
 from dlforge.errors import UserError
 
-__all__ = ["KINDS", "AudioPreprocessing", "GeneratorPreprocessing", "ImagePreprocessing", "Preprocessing",
-           "PreprocessingError", "TensorPreprocessing", "TextPreprocessing", "TokensPreprocessing",
+__all__ = ["BUILT_IN", "AudioPreprocessing", "GeneratorPreprocessing", "ImagePreprocessing", "PluginPreprocessing",
+           "Preprocessing", "PreprocessingError", "TensorPreprocessing", "TextPreprocessing", "TokensPreprocessing",
            "TranslationPreprocessing", "describe_error", "parse_preprocessing"]
 
 
@@ -48,11 +53,19 @@ class _Kind(BaseModel):
 
     @classmethod
     def of(cls, prep: Preprocessing, needed_by: str = "this model") -> Self:
-        """`prep` as this kind, which `needed_by` works with; PreprocessingError if it is another kind."""
-        if not isinstance(prep, cls):
-            wanted = cls.model_fields["kind"].default
+        """`prep` as this kind, which `needed_by` works with; PreprocessingError if it is another kind.
+
+        A plugin's kind read from a file comes as a plain PluginPreprocessing: its subclass checks it here."""
+        if isinstance(prep, cls):
+            return prep
+        wanted = cls.model_fields["kind"].default
+        if prep.kind != wanted or not isinstance(prep, PluginPreprocessing):
             raise PreprocessingError(f"preprocessing.kind: {needed_by} needs kind '{wanted}', not '{prep.kind}'")
-        return prep
+        try:
+            return cls.model_validate(prep.model_dump())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise PreprocessingError(_problem(cls, wanted, first["loc"], first, "preprocessing")) from None
 
 
 MEAN = "train-split mean per channel (per feature for flat inputs); the model subtracts it itself"
@@ -152,12 +165,45 @@ class GeneratorPreprocessing(_Kind):
     seed_to_latent: str = Field(description="how a seed becomes a latent, for people and other clients")
 
 
-Preprocessing = Annotated[ImagePreprocessing | AudioPreprocessing | TextPreprocessing | TokensPreprocessing
-                          | TensorPreprocessing | TranslationPreprocessing | GeneratorPreprocessing,
-                          Field(discriminator="kind", description="how raw inputs become model inputs, by kind")]
-KINDS: dict[str, type[_Kind]] = {m.model_fields["kind"].default: m for m in (
+BUILT_IN: dict[str, type[_Kind]] = {m.model_fields["kind"].default: m for m in (
     ImagePreprocessing, AudioPreprocessing, TextPreprocessing, TokensPreprocessing, TensorPreprocessing,
     TranslationPreprocessing, GeneratorPreprocessing)}
+PLUGIN = "plugin"  # the union's tag for every kind that is not built in
+
+
+class PluginPreprocessing(_Kind):
+    """A kind that a plugin's dataset or task defines: dlforge carries its keys as the plugin wrote them.
+
+    The plugin types them with a subclass that names its kind, e.g. `class Tabular(PluginPreprocessing):
+    kind: Literal["tabular"] = "tabular"; target_std: float`, writes that, and reads it back with
+    `Tabular.of(info.preprocessing)` (run.json and manifests hold the keys; the subclass checks them)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str = Field(description="the plugin's name for its kind (not a built-in one)",
+                      json_schema_extra={"not": {"enum": list(BUILT_IN)}})
+
+    @field_validator("kind")
+    @classmethod
+    def _not_built_in(cls, kind: str) -> str:
+        if kind in BUILT_IN:
+            raise ValueError(f"'{kind}' is a built-in kind; a plugin names its own (e.g. 'tabular')")
+        return kind
+
+
+def _tag(raw: Any) -> str | None:
+    kind = raw.get("kind") if isinstance(raw, dict) else getattr(raw, "kind", None)
+    if not isinstance(kind, str):
+        return None
+    return kind if kind in BUILT_IN else PLUGIN
+
+
+Preprocessing = Annotated[
+    Annotated[ImagePreprocessing, Tag("image")] | Annotated[AudioPreprocessing, Tag("audio")]
+    | Annotated[TextPreprocessing, Tag("text")] | Annotated[TokensPreprocessing, Tag("tokens")]
+    | Annotated[TensorPreprocessing, Tag("tensor")] | Annotated[TranslationPreprocessing, Tag("translation")]
+    | Annotated[GeneratorPreprocessing, Tag("generator")] | Annotated[SerializeAsAny[PluginPreprocessing], Tag(PLUGIN)],
+    Discriminator(_tag), Field(description="how raw inputs become model inputs, by kind")]
 _ADAPTER: TypeAdapter[Preprocessing] = TypeAdapter(Preprocessing)
 
 
@@ -173,21 +219,24 @@ def parse_preprocessing(raw: Any, where: str = "preprocessing") -> Preprocessing
 def describe_error(error: ErrorDetails, where: str = "preprocessing", start: int = 0) -> str:
     """One line for a validation error of `Preprocessing`; the section starts at `loc[start]` (1 in a manifest's
     errors, whose `loc` begins with "preprocessing")."""
-    loc, kinds = error["loc"][start:], ", ".join(KINDS)
-    if not loc or loc[0] not in KINDS:
-        if error["type"] == "union_tag_not_found":
-            return f"{where}.kind: missing — every preprocessing section names its kind ({kinds})"
-        if error["type"] == "union_tag_invalid":
-            return f"{where}.kind: {error['input']['kind']!r} is not a known kind ({kinds})"
-        return f"{where}: {_shown(error['input'])} is not an object with a kind ({kinds})"
-    kind, path = str(loc[0]), loc[1:]
-    model = KINDS[kind]
+    loc = error["loc"][start:]
+    if loc and loc[0] in BUILT_IN:
+        return _problem(BUILT_IN[str(loc[0])], str(loc[0]), loc[1:], error, where)
+    if loc and loc[0] == PLUGIN:
+        return _problem(PluginPreprocessing, PLUGIN, loc[1:], error, where)
+    if isinstance(error["input"], dict | BaseModel):
+        return (f"{where}.kind: missing or not a string — every preprocessing section names its kind "
+                f"({', '.join(BUILT_IN)}, or a plugin's)")
+    return f"{where}: {_shown(error['input'])} is not an object with a kind"
+
+
+def _problem(model: type[_Kind], kind: str, path: tuple[int | str, ...], error: ErrorDetails, where: str) -> str:
     if not path:  # a check across keys
         return f"{where} (kind '{kind}'): {error['msg'].removeprefix('Value error, ')}"
     key, field = ".".join(map(str, path)), model.model_fields.get(str(path[0]))
     if error["type"] == "extra_forbidden":
         return f"{where}.{key}: not a key of kind '{kind}' (its keys: {', '.join(model.model_fields)})"
-    about = f"{field.description}" if field is not None else ""
+    about = field.description if field is not None else ""
     if error["type"] == "missing" and len(path) == 1:
         return f"{where}.{key}: missing — kind '{kind}' needs it ({about})"
     return f"{where}.{key}: {error['msg']}, got {_shown(error['input'])} (kind '{kind}': {about})"
@@ -196,4 +245,3 @@ def describe_error(error: ErrorDetails, where: str = "preprocessing", start: int
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-

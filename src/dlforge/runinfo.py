@@ -32,8 +32,10 @@ class RunInfo:
 
     @classmethod
     def from_bundle(cls, bundle: DataBundle, dataset: str) -> RunInfo:
-        return cls(list(bundle.input_shape), bundle.labels, bundle.integer_input, bundle.preprocessing, dataset,
-                   sorted(bundle.artifacts))
+        """PreprocessingError if the bundle's preprocessing (a plugin's may be a dict) is of no valid shape."""
+        prep = parse_preprocessing(bundle.preprocessing, f"data.dataset '{dataset}': preprocessing")
+        shape, artifacts = list(bundle.input_shape), sorted(bundle.artifacts)
+        return cls(shape, bundle.labels, bundle.integer_input, prep, dataset, artifacts)
 
     def save(self, run_dir: Path) -> None:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
