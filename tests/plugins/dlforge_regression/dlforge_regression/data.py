@@ -7,15 +7,17 @@ purely random split can leave the test split without its extremes).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import ConfigDict, Field
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from dlforge.config import DataConfig, ExperimentConfig
 from dlforge.data.datasets import DATASETS, DatasetEntry, Params, RawData
 from dlforge.data.splits import DataBundle, channel_stats, split_indices, subsample
+from dlforge.preprocessing import PluginPreprocessing
 
 TARGET = "disease_progression"
 BINS, PER_BIN = 10, 20  # at most 10 target bins, each of about 20 samples or more
@@ -23,6 +25,21 @@ BINS, PER_BIN = 10, 20  # at most 10 target bins, each of about 20 samples or mo
 
 class DiabetesParams(Params):
     pass
+
+
+class TabularPreprocessing(PluginPreprocessing):
+    """This plugin's kind of `preprocessing` (run.json, the manifest): dlforge carries it, this model types it
+    (`TabularPreprocessing.of(info.preprocessing)`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["tabular"] = "tabular"
+    features: list[str] = Field(description="the input columns, in order")
+    target: str = Field(description="what the model predicts")
+    mean: list[float] = Field(description="each feature's train-split mean (the network standardises inputs)")
+    std: list[float] = Field(description="each feature's train-split standard deviation")
+    target_mean: float = Field(description="the target's train-split mean (predictions are in its units)")
+    target_std: float = Field(gt=0, description="the target's train-split standard deviation")
 
 
 def load_diabetes_data(p: DiabetesParams, seed: int) -> RawData:
@@ -33,8 +50,8 @@ def load_diabetes_data(p: DiabetesParams, seed: int) -> RawData:
     found = load_diabetes(scaled=False)
     x = torch.tensor(found.data, dtype=torch.float32)
     y = torch.tensor(found.target, dtype=torch.float32)
-    prep = {"kind": "tabular", "features": list(found.feature_names), "target": TARGET}
-    return RawData(x, y, [TARGET], prep)
+    facts = PluginPreprocessing(kind="tabular", features=list(found.feature_names), target=TARGET)
+    return RawData(x, y, [TARGET], facts)  # the split adds the statistics (regression_bundle)
 
 
 def quantile_bins(y: Tensor, samples_per_bin: int = PER_BIN) -> Tensor:
@@ -50,9 +67,10 @@ def regression_bundle(raw: RawData, cfg: DataConfig, seed: int) -> DataBundle:
     bins = quantile_bins(y)
     train_idx, val_idx, test_idx = split_indices(bins, cfg.val_fraction, cfg.test_fraction, seed)
     train_idx = subsample(train_idx, bins, cfg.train_fraction, seed)
-    prep: dict[str, Any] = dict(raw.preprocessing)
-    prep["mean"], prep["std"] = channel_stats(raw.x[train_idx])
-    prep["target_mean"], prep["target_std"] = float(y[train_idx].mean()), float(y[train_idx].std().clamp_min(1e-6))
+    mean, std = channel_stats(raw.x[train_idx])
+    facts = raw.preprocessing.model_dump() if raw.preprocessing is not None else {}
+    prep = TabularPreprocessing(**facts, mean=mean, std=std, target_mean=float(y[train_idx].mean()),
+                                target_std=float(y[train_idx].std().clamp_min(1e-6)))
     train, val, test = (TensorDataset(raw.x[i], y[i]) for i in (train_idx, val_idx, test_idx))
     return DataBundle(train, val, test, labels=raw.labels, input_shape=raw.input_shape, integer_input=False,
                       preprocessing=prep)

@@ -23,6 +23,7 @@ from dlforge.data.splits import DataBundle
 from dlforge.export.errors import ExportError
 from dlforge.export.onnx import AXIS_NAMES, INPUT, check_dynamic_axes, session
 from dlforge.export.quiet import quiet_exporter
+from dlforge_regression.data import TabularPreprocessing
 
 if TYPE_CHECKING:
     from dlforge.runinfo import RunInfo
@@ -50,7 +51,7 @@ def export_regressor(net: nn.Module, bundle: DataBundle, info: RunInfo, cfg: Exp
         raise ExportError(f"{path.name}: onnx.checker rejected the exported model: {exc}") from None
     check_dynamic_axes(path, {0: AXIS_NAMES[0]})
     in_units = parity_diff(net, path, rows)
-    diff = in_units / info.preprocessing["target_std"]
+    diff = in_units / TabularPreprocessing.of(info.preprocessing).target_std
     if not diff <= tolerance:
         raise ExportError(f"{path.name}: ONNX Runtime differs from torch by {diff:.3g} target standard deviations "
                           f"({in_units:.3g} in the target's units) on {len(rows)} validation rows (tolerance "

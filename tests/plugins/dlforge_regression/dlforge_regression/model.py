@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +10,9 @@ from torch import Tensor, nn
 from dlforge.config import ModelConfig
 from dlforge.nn import build_model
 from dlforge.nn.build import InputNormalize
+
+if TYPE_CHECKING:
+    from dlforge_regression.data import TabularPreprocessing
 
 
 class Regressor(nn.Module):
@@ -29,14 +32,14 @@ class Regressor(nn.Module):
         return self.net(x) * self.target_std + self.target_mean
 
 
-def build_regressor(model: ModelConfig, input_shape: tuple[int, ...], preprocessing: dict[str, Any] | None = None,
-                    ) -> Regressor:
+def build_regressor(model: ModelConfig, input_shape: tuple[int, ...],
+                    preprocessing: TabularPreprocessing | None = None) -> Regressor:
     """The network for `model`; `preprocessing` (the data's statistics) fills the normalisation buffers of a
     fresh one — a rebuilt one gets them from its saved weights."""
     regressor = Regressor(build_model(model, input_shape, 1))
     if preprocessing is not None:
         if isinstance(regressor.net.normalize, InputNormalize):
-            regressor.net.normalize.set_stats(preprocessing["mean"], preprocessing["std"])
-        regressor.target_mean.fill_(preprocessing["target_mean"])
-        regressor.target_std.fill_(preprocessing["target_std"])
+            regressor.net.normalize.set_stats(preprocessing.mean, preprocessing.std)
+        regressor.target_mean.fill_(preprocessing.target_mean)
+        regressor.target_std.fill_(preprocessing.target_std)
     return regressor

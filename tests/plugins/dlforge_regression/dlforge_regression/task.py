@@ -20,7 +20,7 @@ from dlforge.data.datasets import DATASETS
 from dlforge.data.splits import DataBundle
 from dlforge.nn.checks import check_model
 from dlforge.taskapi import StepContext, Task
-from dlforge_regression.data import load_regression_data
+from dlforge_regression.data import TabularPreprocessing, load_regression_data
 from dlforge_regression.model import build_regressor
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class RegressionTask(Task):
 
     def create_model(self, cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
         torch.manual_seed(cfg.seed)  # identical initial weights on every worker
-        return build_regressor(cfg.model, bundle.input_shape, bundle.preprocessing)
+        return build_regressor(cfg.model, bundle.input_shape, TabularPreprocessing.of(bundle.preprocessing))
 
     def build_model(self, cfg: ExperimentConfig, info: RunInfo) -> nn.Module:
         return build_regressor(cfg.model, tuple(info.input_shape))
@@ -79,7 +79,7 @@ class RegressionTask(Task):
 
     def train_step(self, tr: StepContext, batch: Any, optimizer_step: bool) -> dict[str, Tensor]:
         x, y = batch
-        variance = tr.info.preprocessing["target_std"] ** 2  # the loss of the standardised target
+        variance = TabularPreprocessing.of(tr.info.preprocessing).target_std ** 2  # the standardised target's loss
         with tr.sync_gradients(optimizer_step):  # DDP all-reduces only on the stepping micro-batch
             with tr.autocast():
                 prediction = tr.model(x).float().squeeze(-1)
@@ -92,7 +92,7 @@ class RegressionTask(Task):
     # --- evaluation and report ----------------------------------------------------------------------
 
     def evaluate(self, model: nn.Module, batches: Any, info: RunInfo, device: torch.device) -> dict[str, Any]:
-        return evaluate_regressor(model, batches, info.preprocessing["target_std"], device)
+        return evaluate_regressor(model, batches, TabularPreprocessing.of(info.preprocessing).target_std, device)
 
     def write_report(self, run_dir: Path, metrics: dict[str, Any], info: RunInfo, plots: bool) -> None:
         from dlforge_regression.report import write_regression_report  # scikit-learn and matplotlib: only here
