@@ -1,6 +1,7 @@
 """Preprocessing as typed models (dlforge.preprocessing): every kind round-trips through JSON, a bad section
-names its key and kind, and packages written before the models existed (tests/fixtures/packages_v0, one per
-kind) still load, predict and serve exactly as ONNX Runtime answers on their own graphs."""
+names its key and kind, a plugin's own kind is carried as written and typed by its model, and packages written
+before the models existed (tests/fixtures/packages_v0, one per built-in kind) still load, predict and serve
+exactly as ONNX Runtime answers on their own graphs."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import soundfile as sf
 from PIL import Image
+from pydantic import ConfigDict, Field
 from starlette.testclient import TestClient
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
@@ -25,9 +27,10 @@ from dlforge.decoding import SearchSettings, Special, search
 from dlforge.decoding.onnx_engine import OnnxEngine
 from dlforge.export.package import MANIFEST, PackageError, load_package
 from dlforge.preprocessing import (
-    KINDS,
+    BUILT_IN,
     GeneratorPreprocessing,
     ImagePreprocessing,
+    PluginPreprocessing,
     PreprocessingError,
     TextPreprocessing,
     parse_preprocessing,
@@ -56,14 +59,14 @@ EXAMPLES = {  # one section per kind, as the data loaders and exporters write th
 
 # --- the models --------------------------------------------------------------------------------------------
 def test_every_kind_has_an_example() -> None:
-    assert sorted(EXAMPLES) == sorted(KINDS)
+    assert sorted(EXAMPLES) == sorted(BUILT_IN)
 
 
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))
 def test_each_kind_round_trips_through_json_with_the_same_keys(kind: str) -> None:
     raw = EXAMPLES[kind]
     prep = parse_preprocessing(json.loads(json.dumps(raw)))
-    assert type(prep) is KINDS[kind] and prep.kind == kind
+    assert type(prep) is BUILT_IN[kind] and prep.kind == kind
     dumped = prep.model_dump(mode="json")
     assert dumped == raw and list(dumped) == list(raw)
     assert parse_preprocessing(json.loads(prep.model_dump_json())) == prep
@@ -81,7 +84,7 @@ def test_optional_keys_left_out_stay_out_and_set_ones_are_written() -> None:
 
 
 def _required(kind: str) -> list[str]:
-    return [name for name, field in KINDS[kind].model_fields.items() if field.is_required()]
+    return [name for name, field in BUILT_IN[kind].model_fields.items() if field.is_required()]
 
 
 @pytest.mark.parametrize(("kind", "key"), [(kind, key) for kind in sorted(EXAMPLES) for key in _required(kind)])
@@ -101,13 +104,14 @@ def test_a_wrong_typed_key_is_named_with_its_kind(kind: str, key: str) -> None:
 @pytest.mark.parametrize(("raw", "message"), [
     ({"kind": "tokens", "vocab_size": 9, "size": 3}, "preprocessing.size: not a key of kind 'tokens' (its keys: "
                                                      "kind, vocab_size)"),
-    ({"size": [8, 8]}, "preprocessing.kind: missing — every preprocessing section names its kind (image, audio"),
-    ({"kind": "video"}, "preprocessing.kind: 'video' is not a known kind (image, audio, text"),
+    ({"size": [8, 8]}, "preprocessing.kind: missing or not a string — every preprocessing section names its kind "
+                       "(image, audio"),
+    ({"kind": 7}, "preprocessing.kind: missing or not a string"),
     (None, "preprocessing: None is not an object with a kind"),
     ({**EXAMPLES["image"], "channels": 3}, "preprocessing (kind 'image'): channel_order 'L' does not fit channels 3"),
     ({**EXAMPLES["audio"], "sample_rate": "fast"}, "preprocessing.sample_rate: Input should be a valid integer"),
 ])
-def test_unknown_keys_and_kinds_are_refused_with_what_exists(raw: Any, message: str) -> None:
+def test_bad_sections_are_refused_saying_what_fits(raw: Any, message: str) -> None:
     with pytest.raises(PreprocessingError) as caught:
         parse_preprocessing(raw)
     assert str(caught.value).startswith(message), caught.value
@@ -118,6 +122,43 @@ def test_of_narrows_to_a_kind_or_names_both() -> None:
     assert TextPreprocessing.of(prep) is prep
     with pytest.raises(PreprocessingError, match="a generator codec needs kind 'generator', not 'text'"):
         GeneratorPreprocessing.of(prep, "a generator codec")
+
+
+# --- kinds a plugin defines ---------------------------------------------------------------------------------
+class Tabular(PluginPreprocessing):
+    """What a plugin writes: its own kind, typed by its own subclass."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["tabular"] = "tabular"
+    features: list[str]
+    target_std: float = Field(gt=0, description="the target's spread")
+
+
+def test_a_plugins_kind_is_carried_as_written_and_typed_by_its_own_model(tmp_path: Path) -> None:
+    written_by_plugin = Tabular(features=["age", "bmi"], target_std=2.5)
+    info = RunInfo([2], ["y"], False, parse_preprocessing(written_by_plugin), "diabetes")
+    assert info.preprocessing is written_by_plugin
+    info.save(tmp_path)
+    raw = json.loads((tmp_path / RUN_INFO).read_text())["preprocessing"]
+    assert raw == {"kind": "tabular", "features": ["age", "bmi"], "target_std": 2.5}
+    read = RunInfo.read(tmp_path / RUN_INFO).preprocessing
+    assert type(read) is PluginPreprocessing and read.model_dump(mode="json") == raw  # dlforge only carries it
+    assert Tabular.of(read) == written_by_plugin and Tabular.of(written_by_plugin) is written_by_plugin
+
+
+def test_a_plugins_model_names_its_bad_keys_and_no_plugin_takes_a_built_in_name() -> None:
+    for raw, message in (({"kind": "tabular", "features": ["a"]}, r"^preprocessing.target_std: missing — kind "
+                                                                  r"'tabular' needs it \(the target's spread\)"),
+                         ({"kind": "tabular", "features": ["a"], "target_std": -1}, r"^preprocessing.target_std: "
+                                                                                    r"Input should be greater than 0"),
+                         ({"kind": "image"}, r"^preprocessing.size: missing — kind 'image'")):
+        with pytest.raises(PreprocessingError, match=message):
+            Tabular.of(parse_preprocessing(raw))
+    with pytest.raises(PreprocessingError, match="needs kind 'tabular', not 'text'"):
+        Tabular.of(parse_preprocessing(EXAMPLES["text"]))
+    with pytest.raises(ValueError, match="'image' is a built-in kind"):
+        PluginPreprocessing(kind="image")
 
 
 # --- files of the previous version ---------------------------------------------------------------------------
@@ -141,7 +182,7 @@ def test_bad_preprocessing_fails_loading_with_the_key_and_kind(tmp_path: Path) -
     package = shutil.copytree(V0["digits_cnn"], tmp_path / "package")  # manifest.json itself is not hashed
     manifest = json.loads((package / MANIFEST).read_text())
     for section, message in (({**manifest["preprocessing"], "size": "8x8"}, "preprocessing.size: Input should be"),
-                             ({"kind": "video"}, "preprocessing.kind: 'video' is not a known kind")):
+                             ({"kind": ["image"]}, "preprocessing.kind: missing or not a string")):
         (package / MANIFEST).write_text(json.dumps({**manifest, "preprocessing": section}))
         with pytest.raises(PackageError, match=rf"manifest.json: {message}"):
             load_package(package)
