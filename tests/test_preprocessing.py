@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import soundfile as sf
+import torch
 from PIL import Image
 from pydantic import ConfigDict, Field
 from starlette.testclient import TestClient
@@ -159,6 +160,25 @@ def test_a_plugins_model_names_its_bad_keys_and_no_plugin_takes_a_built_in_name(
         Tabular.of(parse_preprocessing(EXAMPLES["text"]))
     with pytest.raises(ValueError, match="'image' is a built-in kind"):
         PluginPreprocessing(kind="image")
+
+
+def test_a_plugin_datasets_own_kind_gets_train_statistics_as_built_in_floats_do() -> None:
+    from dlforge.config import DataConfig, parse_config
+    from dlforge.data.datasets import RawData
+    from dlforge.data.splits import channel_stats, make_bundle
+    from dlforge.tasks.classification.task import ClassificationTask
+
+    x, y = torch.rand(60, 4), torch.arange(60) % 2
+    raw = RawData(x, y, ["a", "b"], {"kind": "tabular", "features": list("wxyz")})  # a plugin may still give a dict
+    bundle = make_bundle(raw, DataConfig(dataset="synthetic"), seed=0)
+    prep = bundle.preprocessing
+    mean, std = channel_stats(bundle.train.tensors[0])
+    assert type(prep) is PluginPreprocessing and prep.model_dump() == {"kind": "tabular", "features": list("wxyz"),
+                                                                       "mean": mean, "std": std}
+    net = ClassificationTask().create_model(parse_config({"model": {"arch": "mlp_tiny"}}), bundle)
+    assert net.normalize.mean.tolist() == pytest.approx(mean)  # the classifier normalises with them
+    bare = make_bundle(RawData(x, y, ["a", "b"]), DataConfig(dataset="synthetic"), seed=0)
+    assert bare.preprocessing.model_dump() == {"kind": "tensor", "shape": [4], "mean": mean, "std": std}
 
 
 # --- files of the previous version ---------------------------------------------------------------------------

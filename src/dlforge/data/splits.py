@@ -16,6 +16,7 @@ from dlforge.config import DataConfig
 from dlforge.data.datasets import DATASETS, DataError, RawData
 from dlforge.preprocessing import (
     ImagePreprocessing,
+    PluginPreprocessing,
     Preprocessing,
     TensorPreprocessing,
     TokensPreprocessing,
@@ -139,7 +140,7 @@ def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = N
     groups = None if raw.groups is None else {
         name: sorted({raw.groups[i] for i in idx.tolist()})
         for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
-    if not raw.integer_input and isinstance(prep, ImagePreprocessing | TensorPreprocessing):
+    if not raw.integer_input and isinstance(prep, ImagePreprocessing | TensorPreprocessing | PluginPreprocessing):
         mean, std = channel_stats(raw.x[train_idx])  # waveforms have none: the front-end layer scales them
         prep = prep.model_copy(update={"mean": mean, "std": std})
     train, val, test = (TensorDataset(raw.x[i], raw.y[i]) for i in (train_idx, val_idx, test_idx))

@@ -76,9 +76,7 @@ class ClassificationTask(Task):
         prep = bundle.preprocessing
         net = build_model(cfg.model, bundle.input_shape, bundle.num_classes, bundle.integer_input, **token_facts(prep))
         if isinstance(net.normalize, InputNormalize):
-            if not isinstance(prep, ImagePreprocessing | TensorPreprocessing) or prep.mean is None or prep.std is None:
-                raise TypeError(f"{prep.kind} data has no train-split mean/std to normalise with")  # a dlforge bug
-            net.normalize.set_stats(prep.mean, prep.std)
+            net.normalize.set_stats(*train_stats(prep))
         return net
 
     def build_model(self, cfg: ExperimentConfig, info: RunInfo) -> nn.Module:
@@ -147,6 +145,17 @@ def token_facts(prep: Preprocessing) -> dict[str, int | None]:
     if isinstance(prep, TokensPreprocessing):
         return {"vocab_size": prep.vocab_size}
     return {}
+
+
+def train_stats(prep: Preprocessing) -> tuple[list[float], list[float]]:
+    """The train split's mean/std that data.splits.make_bundle records for float inputs (a plugin's kind too)."""
+    if isinstance(prep, ImagePreprocessing | TensorPreprocessing):
+        mean, std = prep.mean, prep.std
+    else:
+        mean, std = (prep.model_extra or {}).get("mean"), (prep.model_extra or {}).get("std")
+    if mean is None or std is None:
+        raise TypeError(f"kind '{prep.kind}' has no train-split mean/std to normalise with")  # a dlforge bug
+    return mean, std
 
 
 def pad_id(prep: Preprocessing) -> int | None:
