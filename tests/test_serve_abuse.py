@@ -467,3 +467,76 @@ def _vm_hwm(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) << 10
     raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+# --- 13. work proportional to the request never runs on the event loop (#29) ---------------------------
+
+V0 = Path(__file__).parent / "fixtures" / "packages_v0"  # a text classifier and a GAN, no training needed
+
+
+@pytest.fixture(scope="module")
+def text_and_gan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    root = tmp_path_factory.mktemp("abuse-text") / "repo"
+    shutil.copytree(V0 / "langid_rnn", root / "langid" / "1")
+    shutil.copytree(V0 / "dcgan", root / "dcgan" / "1")
+    grpc_port = free_port()
+    log = tmp_path_factory.mktemp("abuse-text-server") / "server.log"
+    with serve_process(root, "--grpc-port", str(grpc_port), "--timeout-s", "60", log=log) as (url, _):
+        yield url, grpc_port
+
+
+def _health_during(url: str, attack: object) -> tuple[object, list[float]]:
+    """Run `attack()` in a thread and time /v2/health/ready meanwhile; returns its result and the latencies."""
+    result: dict[str, object] = {}
+    sender = threading.Thread(target=lambda: result.update(r=attack()))  # type: ignore[operator]
+    sender.start()
+    health: list[float] = []
+    with httpx.Client(base_url=url, timeout=60) as probe:
+        while sender.is_alive():
+            started = time.monotonic()
+            assert probe.get("/v2/health/ready").status_code == 200
+            health.append(time.monotonic() - started)
+            time.sleep(0.02)
+    sender.join()
+    return result["r"], health
+
+
+def _texts(texts: list[str]) -> dict[str, object]:
+    return {"inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]}
+
+
+def test_13_text_and_seed_attacks_are_refused_cheaply_and_health_stays_fast(text_and_gan: tuple[str, int]) -> None:
+    url, _ = text_and_gan
+    huge, health = _health_during(url, lambda: _post(url, "/v2/models/langid/infer", json=_texts(["ab " * 350_000])))
+    assert huge.status_code == 400 and "characters long; this model takes at most 40 tokens" in huge.json()["error"]
+    assert max(health, default=0) < 1.0, health
+    many = [f"guten morgen {i}" for i in range(65_536)]
+    reply, health = _health_during(url, lambda: _post(url, "/v2/models/langid/infer", json=_texts(many)))
+    assert reply.status_code == 200 and reply.json()["outputs"][0]["shape"] == [65_536], reply.text[:300]
+    assert max(health) < 1.0, health  # tokenizing 65k strings (the row cap) happens off the event loop
+    seeds = {"inputs": [{"name": "seed", "shape": [65_536], "datatype": "INT64", "data": list(range(65_536))},
+                        {"name": "class", "shape": [65_536], "datatype": "INT64", "data": [0] * 65_536}]}
+    started = time.monotonic()
+    refused = _post(url, "/v2/models/dcgan/infer", json=seeds)
+    assert refused.status_code == 400 and "between 1 and 1024 samples per request, got 65536" in refused.text
+    assert time.monotonic() - started < 5.0  # counted, not built: no 65k latents first
+
+
+def test_13_grpc_text_is_decoded_off_the_event_loop(text_and_gan: tuple[str, int]) -> None:
+    import tritonclient.grpc as tc
+
+    url, grpc_port = text_and_gan
+    texts = np.array([f"buongiorno {i}".encode() for i in range(65_536)], dtype=object)
+
+    def attack() -> object:
+        client = tc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        try:
+            tensor = tc.InferInput("text", [len(texts)], "BYTES")
+            tensor.set_data_from_numpy(texts)
+            return client.infer("langid", [tensor], client_timeout=60).as_numpy("label")
+        finally:
+            client.close()
+
+    labels, health = _health_during(url, attack)
+    assert len(labels) == 65_536  # type: ignore[arg-type]
+    assert max(health) < 1.0, health

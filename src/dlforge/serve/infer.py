@@ -59,7 +59,9 @@ async def _answer(state: ServeState, model: str, version: str | None, header_len
     del body  # the decoded arrays are all that is needed from here on
     binary_default = wants_binary(request.parameters, "binary_data_output", False)
     codec = instance.codec  # the task's codec: client tensors → graph tensors and back (e.g. text → token ids)
-    graph = to_graph(codec, instance.signature, inputs)
+    # the codec's work grows with the request (tokenizing 65k strings takes seconds): big ones leave the loop
+    graph = await asyncio.to_thread(to_graph, codec, instance.signature, inputs) if big else \
+        to_graph(codec, instance.signature, inputs)
     outputs = codec.encode(await instance.batcher.submit(graph, deadline=deadline))
     encode = functools.partial(encode_response, instance.name, instance.version, request.id, outputs,
                                request.outputs, binary_default)

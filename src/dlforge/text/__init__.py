@@ -6,6 +6,7 @@ from dlforge.text.tokenizer import (
     UNK_ID,
     TokenizerConfig,
     TokenizerError,
+    char_limit,
     decode,
     encode,
     tokenizer_from_bytes,
@@ -13,5 +14,5 @@ from dlforge.text.tokenizer import (
     train_tokenizer,
 )
 
-__all__ = ["PAD_ID", "TOKENIZER_FILE", "UNK_ID", "TokenizerConfig", "TokenizerError", "decode", "encode",
+__all__ = ["PAD_ID", "TOKENIZER_FILE", "UNK_ID", "TokenizerConfig", "TokenizerError", "char_limit", "decode", "encode",
            "tokenizer_from_bytes", "tokenizer_to_bytes", "train_tokenizer"]

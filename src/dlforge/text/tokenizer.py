@@ -95,10 +95,26 @@ def tokenizer_from_bytes(data: bytes, what: str = TOKENIZER_FILE) -> Tokenizer:
     return tok
 
 
-def encode(tok: Tokenizer, texts: list[str], max_length: int, truncate: bool) -> tuple[np.ndarray, np.ndarray]:
+def char_limit(tok: Tokenizer, max_length: int, slack: int = 4, floor: int = 16384) -> int:
+    """Non-space characters beyond which a request's text is refused untokenized: a token rarely covers more
+    characters than the vocabulary's longest entry (`slack` for normalizers that drop characters; `floor`
+    keeps odd but real texts, e.g. a long unknown word that a word tokenizer maps to one [UNK])."""
+    longest = max((len(token) for token in tok.get_vocab()), default=1)
+    return max(max_length * max(longest, 1) * slack, floor)
+
+
+def encode(tok: Tokenizer, texts: list[str], max_length: int, truncate: bool,
+           max_chars: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids int64 [n, longest], lengths int64 [n]), right-padded with [PAD] to the longest text.
 
-    `truncate`: cut texts to `max_length` tokens (training data) instead of refusing them (requests)."""
+    `truncate`: cut texts to `max_length` tokens (training data) instead of refusing them (requests).
+    `max_chars` (from `char_limit`): refuse a text with more non-space characters before tokenizing anything,
+    so a megabyte string costs a length count, not a tokenization."""
+    if max_chars is not None and not truncate:
+        for i, text in enumerate(texts):
+            if len(text) > max_chars and len(text) - sum(map(text.count, " \t\n\r")) > max_chars:
+                raise TokenizerError(f"is {len(text)} characters long; this model takes at most {max_length} "
+                                     "tokens (shorten it)", i)
     encodings = tok.encode_batch(texts, add_special_tokens=False)
     lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
     if not truncate:

@@ -10,6 +10,7 @@ status through status.py's table.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -25,6 +26,7 @@ from dlforge import __version__
 from dlforge.serve.grpc.codec import decode_inputs, encode_response, request_header
 from dlforge.serve.grpc.proto import grpc_predict_v2_pb2 as pb
 from dlforge.serve.grpc.status import Unimplemented, code_of
+from dlforge.serve.infer import DECODE_INLINE_BYTES
 from dlforge.serve.protocol import ProtocolError
 from dlforge.serve.repository import ModelInstance, ModelNotReady
 from dlforge.serve.security import check_authorization
@@ -90,9 +92,15 @@ class InferenceService:
         wire = request_header(request)
         signature, codec = instance.signature, instance.codec  # as on the HTTP side (e.g. raw text → token ids)
         check_request(wire, signature)  # names, datatypes, shapes, optional inputs, the row cap: before decoding
-        inputs = {t.name: array for t, array in zip(wire.inputs, decode_inputs(request), strict=True)}
-        check_inputs(inputs, signature)
-        graph = to_graph(codec, signature, inputs)
+
+        def graph_inputs() -> dict[str, Any]:
+            inputs = {t.name: array for t, array in zip(wire.inputs, decode_inputs(request), strict=True)}
+            check_inputs(inputs, signature)
+            return to_graph(codec, signature, inputs)
+
+        # decoding and the codec's work grow with the request (65k strings to tokenize): big ones leave the loop
+        big = request.ByteSize() > DECODE_INLINE_BYTES
+        graph = await asyncio.to_thread(graph_inputs) if big else graph_inputs()
         outputs = codec.encode(await submit(self.state, instance, graph, started, context.time_remaining()))
         raw = bool(request.raw_input_contents)
         return encode_response(instance.name, instance.version, request.id, outputs, wire.outputs, raw)

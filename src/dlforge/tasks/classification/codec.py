@@ -20,7 +20,7 @@ from dlforge.serve.images import preprocess_image
 from dlforge.serve.protocol import MetadataTensor, ProtocolError
 from dlforge.serve.tensors import utf8_texts
 from dlforge.taskapi import Codec
-from dlforge.text import PAD_ID, TokenizerError, encode, tokenizer_from_bytes
+from dlforge.text import PAD_ID, TokenizerError, char_limit, encode, tokenizer_from_bytes
 
 TEXT, LABEL, PROBABILITIES = "text", "label", "probabilities"
 
@@ -55,6 +55,7 @@ class TextCodec(Codec):
         prep = TextPreprocessing.of(manifest.preprocessing, "a text codec")
         self.tokenizer = tokenizer_from_bytes(package.path(prep.tokenizer).read_bytes())
         self.max_length = prep.max_length
+        self.max_chars = char_limit(self.tokenizer, self.max_length)  # a megabyte string is refused uncounted
         self.labels = [label.encode() for label in manifest.labels]
         self.graph_input = manifest.inputs[0].name
         self.inputs = [MetadataTensor(name=TEXT, datatype="BYTES", shape=[-1])]
@@ -64,7 +65,7 @@ class TextCodec(Codec):
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Right-padded token ids; TokenizerError names the first text the model cannot take."""
-        return encode(self.tokenizer, texts, self.max_length, truncate=False)[0]
+        return encode(self.tokenizer, texts, self.max_length, truncate=False, max_chars=self.max_chars)[0]
 
     def tokenize(self, texts: list[str]) -> np.ndarray:
         try:

@@ -52,18 +52,18 @@ class GeneratorCodec(Codec):
         if (LATENT in inputs) == (SEED in inputs):
             raise ProtocolError(f"send exactly one of '{LATENT}' (FP32 [n, {self.latent_dim}]) or "
                                 f"'{SEED}' (INT64 [n])")
+        rows = len(inputs[SEED if SEED in inputs else LATENT])
+        if not 0 < rows <= MAX_SAMPLES:  # counted before any latent is built (#29: the cheapest view first)
+            raise ProtocolError(f"between 1 and {MAX_SAMPLES} samples per request, got {rows}")
         if SEED in inputs:
             seeds = inputs[SEED].reshape(-1)
             if (seeds < 0).any():
                 raise ProtocolError(f"input '{SEED}': seeds must be non-negative")
-            latent = latents_from_seeds(seeds, self.latent_dim) if len(seeds) else np.zeros((0, self.latent_dim),
-                                                                                                np.float32)
+            latent = latents_from_seeds(seeds, self.latent_dim)
         else:
             latent = inputs[LATENT].astype(np.float32)
             if not np.isfinite(latent).all():
                 raise ProtocolError(f"input '{LATENT}': NaN or infinite values")
-        if not 0 < len(latent) <= MAX_SAMPLES:
-            raise ProtocolError(f"between 1 and {MAX_SAMPLES} samples per request, got {len(latent)}")
         graph = {LATENT: latent}
         if self.conditional:
             if CLASS not in inputs:

@@ -19,7 +19,7 @@ from dlforge.serve.contract import package_metadata
 from dlforge.serve.protocol import MetadataTensor, ProtocolError
 from dlforge.serve.tensors import utf8_texts
 from dlforge.taskapi import Codec
-from dlforge.text import PAD_ID, TokenizerError, decode, encode, tokenizer_from_bytes
+from dlforge.text import PAD_ID, TokenizerError, char_limit, decode, encode, tokenizer_from_bytes
 
 TEXT, TRANSLATION, SRC, IDS = "text", "translation", "src", "ids"
 
@@ -30,6 +30,7 @@ class TranslationCodec(Codec):
         self.source = tokenizer_from_bytes(package.path(prep.source_tokenizer).read_bytes())
         self.target = tokenizer_from_bytes(package.path(prep.target_tokenizer).read_bytes())
         self.max_length = prep.max_source_tokens
+        self.max_chars = char_limit(self.source, self.max_length)
         self.inputs = [MetadataTensor(name=TEXT, datatype="BYTES", shape=[-1])]
         self.outputs = [MetadataTensor(name=TRANSLATION, datatype="BYTES", shape=[-1])]
         self.pad = {SRC: PAD_ID}
@@ -37,7 +38,7 @@ class TranslationCodec(Codec):
 
     def tokenize(self, texts: list[str]) -> np.ndarray:
         try:
-            return encode(self.source, texts, self.max_length, truncate=False)[0]
+            return encode(self.source, texts, self.max_length, truncate=False, max_chars=self.max_chars)[0]
         except TokenizerError as exc:
             raise ProtocolError(f"input '{TEXT}': {exc}") from None
 
