@@ -87,6 +87,7 @@ def test_unusable_uploads_get_a_clear_400(trained: tuple[Path, Path]) -> None:
         for reason, body in cases.items():
             r = client.post("/v2/models/spoken/classify", files={"file": ("x.wav", body, "audio/wav")})
             assert r.status_code == 400 and reason in r.json()["error"], (reason, r.text)
+            assert "<_io" not in r.text and " at 0x" not in r.text  # the rule, never internals (#29)
         wrong_length = client.post("/v2/models/spoken/infer", json=infer_body(np.zeros((1, 4000), np.float32)))
         assert wrong_length.status_code == 400
         assert client.get("/v2/health/ready").status_code == 200

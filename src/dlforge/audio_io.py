@@ -65,7 +65,9 @@ def read_audio(source: Path | bytes, name: str = "", max_duration: float | None 
                                  f"{max_duration:g} s (trim it, e.g. sox in.wav out.wav trim 0 {max_duration:g})")
             data = handle.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(f"{where}: not audio that libsndfile can read ({exc}); send a WAV, FLAC or OGG file") \
+        # libsndfile's own reason only: str(exc) names the in-memory file object by its address (#29)
+        reason = str(getattr(exc, "error_string", "") or "").strip().rstrip(".") or "it could not be decoded"
+        raise AudioError(f"{where}: not audio that libsndfile can read ({reason}); send a WAV, FLAC or OGG file") \
             from None
     if data.shape[0] == 0:
         raise AudioError(f"{where}: the file holds no samples")
