@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from dlforge.config import dump_config
 from dlforge.preprocessing import TokensPreprocessing
-from dlforge.rundir import CONFIG, RunDirError, prepare_run_dir
+from dlforge.rundir import CONFIG, LOCK, RunDirError, prepare_run_dir
 from dlforge.runinfo import RunInfo
 from dlforge.taskapi import TASKS
 from dlforge.train.checkpoint import list_checkpoints
@@ -73,7 +74,8 @@ def test_every_task_refuses_a_non_empty_run_dir_before_loading_data(tmp_path: Pa
     (tmp_path / "history.jsonl").write_text("{}\n")
     with pytest.raises(RunDirError, match="is not empty"):
         train_run(tiny_config(**TASK_CONFIGS[task]), tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.jsonl"]
+    # nothing of the run is written; the training lock's (empty) file is the folder's, not the run's
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK) == ["history.jsonl"]
 
 
 def test_overwrite_removes_the_old_runs_artifacts(tmp_path: Path) -> None:
@@ -95,3 +97,45 @@ def test_resume_refuses_another_discriminator(tmp_path: Path) -> None:
         prepare_run_dir(tmp_path, changed, resume=True)
     knobs = tiny_config(**{**TASK_CONFIGS["gan"], "train": {"epochs": 9}})
     prepare_run_dir(tmp_path, knobs, resume=True)  # training knobs may change
+
+
+@pytest.mark.slow
+def test_a_run_being_trained_is_locked_and_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:
+    """#30: a second `dlforge train` into a folder being trained — even `--resume` — is one error line naming the
+    holder's pid; Ctrl-C stops with the epoch reached and the command that continues (exit 130)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from dlforge.cli import app
+
+    config = tmp_path / "experiment.yaml"
+    config.write_text(yaml.safe_dump({"name": "locked", "data": {"dataset": "digits"}, "model": {"arch": "mlp_tiny"},
+                                      "train": {"epochs": 500, "batch_size": 64, "progress": False},
+                                      "eval": {"plots": False}}))
+    run = tmp_path / "run"
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    proc = subprocess.Popen([sys.executable, "-m", "dlforge", "train", str(config), "--out", str(run)],
+                            env={**os.environ, "PYTHONPATH": src}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((run / "checkpoints").glob("epoch-*/state.pt")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.2)
+        second = CliRunner().invoke(app, ["train", str(config), "--out", str(run), "--resume"])
+        assert second.exit_code == 2, second.output
+        assert f"is being trained by another process (pid {proc.pid})" in second.output
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out.decode()
+    text = out.decode()
+    assert "stopped after epoch " in text and f"--out {run} --resume" in text and "Traceback" not in text, text
+    assert not (run / ".dlforge.lock.pid").exists()  # released: the next --resume may go on

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -71,7 +73,8 @@ def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None, overw
 
     cfg = _load(config, set_)
     run_dir = _run_dir(cfg, out)
-    metrics = train_run(cfg, run_dir, overwrite=overwrite)
+    with _resumable(config, run_dir, set_):
+        metrics = train_run(cfg, run_dir, overwrite=overwrite)
     print_metrics(metrics, f"{cfg.name}: test split", cfg.task)
     if cfg.export.enabled:
         from dlforge.export.package import export_run
@@ -113,18 +116,37 @@ def train(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None,
     from dlforge.train.dist import reports_to_user
     from dlforge.train.run import train_run
 
-    metrics = train_run(cfg, run_dir, resume, overwrite)
+    with _resumable(config, run_dir, set_):
+        metrics = train_run(cfg, run_dir, resume, overwrite)
     if reports_to_user():
         print_metrics(metrics, f"{cfg.name}: test split", cfg.task)
+
+
+@contextlib.contextmanager
+def _resumable(config: Path | None, run_dir: Path, overrides: list[str] | None) -> Iterator[None]:
+    """Ctrl-C while training: say how far it got and how to go on (exit status 130), not a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from dlforge.train.checkpoint import list_checkpoints
+
+        done = list_checkpoints(run_dir / "checkpoints")
+        epoch = int(done[-1].name.removeprefix("epoch-")) if done else 0
+        sets = "".join(f" --set {value}" for value in overrides or [])
+        console.print(f"stopped after epoch {epoch}; continue with --resume: dlforge train "
+                      f"{str(config) + ' ' if config else ''}--out {run_dir}{sets} --resume",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 def _check_before_launch(cfg: ExperimentConfig, nproc: int, run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse what every worker would refuse, before starting any."""
     from dlforge.data.loaders import per_worker_batch
-    from dlforge.rundir import prepare_run_dir
+    from dlforge.rundir import check_not_training, prepare_run_dir
     from dlforge.train.dist import check_sync_batchnorm, pick_device
     from dlforge.train.param_groups import check_freeze_setup
 
+    check_not_training(run_dir)
     per_worker_batch(cfg.train.batch_size, nproc)
     check_sync_batchnorm(cfg.train.sync_batchnorm and nproc > 1, pick_device(cfg.train.device))
     check_freeze_setup(cfg.train, nproc > 1)

@@ -8,7 +8,10 @@ so the torch runtime rebuilds with the same function (`rebuild_model`, which ask
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +31,46 @@ RUN_ENTRIES = (CONFIG, RUN_INFO, WEIGHTS, METRICS, HISTORY, CHECKPOINTS, REPORT,
                PRETRAINED_REPORT)  # what --overwrite removes
 
 
+LOCK, LOCK_HOLDER = ".dlforge.lock", ".dlforge.lock.pid"  # held while a process trains into the folder
+
+
 class RunDirError(UserError, FileNotFoundError):
     """A run directory that is missing files, or that a command must not write into."""
+
+
+@contextlib.contextmanager
+def training_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir` for one training process (an OS file lock, released even when the process is killed):
+    a second `dlforge train` into it — a `--resume` included — gets one error line naming the holder."""
+    from filelock import FileLock, Timeout
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunDirError(f"{run_dir} is being trained by another process ({_holder(run_dir)}); wait for it to "
+                          "finish or stop it, then continue with --resume") from None
+    try:
+        (run_dir / LOCK_HOLDER).write_text(f"{os.getpid()}\n")  # filelock truncates the lock file itself
+        yield
+    finally:
+        (run_dir / LOCK_HOLDER).unlink(missing_ok=True)
+        lock.release()
+
+
+def _holder(run_dir: Path) -> str:
+    try:
+        return f"pid {int((run_dir / LOCK_HOLDER).read_text())}"
+    except (OSError, ValueError):
+        return "pid unknown"
+
+
+def check_not_training(run_dir: Path) -> None:
+    """Refuse now, before starting workers, what the main worker's `training_lock` would refuse."""
+    if (run_dir / LOCK).is_file():
+        with training_lock(run_dir):
+            pass
 
 
 def require(run_dir: Path, *names: str) -> None:
@@ -71,7 +112,7 @@ def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig, resume: bool = False, 
     or `overwrite` (the run's own files are removed when `clear`; anything else in the folder stays)."""
     if resume and overwrite:
         raise RunDirError("--resume continues the run in the folder and --overwrite replaces it: give one")
-    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    entries = sorted(p.name for p in run_dir.iterdir() if p.name not in (LOCK, LOCK_HOLDER)) if run_dir.is_dir() else []
     if not entries:
         return
     if resume:

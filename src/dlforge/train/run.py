@@ -6,6 +6,7 @@ kinds of models (data, model, step, metrics, report) is the experiment's task (d
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from dlforge.config import ExperimentConfig, dump_config
 from dlforge.data.loaders import eval_loader
 from dlforge.data.splits import DataBundle
 from dlforge.nn.pretrained import load_pretrained
-from dlforge.rundir import CONFIG, PRETRAINED_REPORT, WEIGHTS, prepare_run_dir
+from dlforge.rundir import CONFIG, PRETRAINED_REPORT, WEIGHTS, prepare_run_dir, training_lock
 from dlforge.runinfo import RunInfo
 from dlforge.taskapi import get_task
 from dlforge.train import dist
@@ -62,6 +63,12 @@ def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwr
     """
     if dist.restart_count() > 0:
         resume, overwrite = True, False
+    # One training process per run directory: the main worker holds its lock until the run ends.
+    with training_lock(run_dir) if dist.env_rank() == 0 else contextlib.nullcontext():
+        return _train_run(cfg, run_dir, resume, overwrite)
+
+
+def _train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any]:
     # Every rank checks before joining the group, so no rank can see files another has already written.
     prepare_run_dir(run_dir, cfg, resume, overwrite, clear=dist.env_rank() == 0)
     ctx = dist.setup(cfg.train.device)
