@@ -13,8 +13,12 @@ runner = CliRunner()
 def test_layers_and_models_list_the_registries() -> None:
     result = runner.invoke(app, ["layers"])
     assert result.exit_code == 0 and "conv2d" in result.output and "residual" in result.output
-    result = runner.invoke(app, ["models"])
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["models"])
     assert result.exit_code == 0 and "resnet18_tiny" in result.output
+    rows = {line.split("│")[2].strip(): line.split("│")[1].strip() for line in result.output.splitlines()
+            if line.count("│") >= 5 and line.split("│")[2].strip()}
+    assert rows["gru_attention"] == "seq2seq" and rows["dcgan_generator"] == "gan" and rows["unet"] == "denoise"
+    assert rows["resnet18"] == "classification"  # every task's architectures, named by task (#30)
 
 
 def test_schema_is_json() -> None:

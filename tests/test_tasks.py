@@ -64,3 +64,14 @@ def test_serving_codecs_never_import_torch() -> None:
             "dlforge.tasks.denoise.codec; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+
+
+def test_another_tasks_architecture_is_named_with_its_task() -> None:
+    """#30: `--set model.arch=gru_attention` on a classifier names the task that builds it, not "unknown"."""
+    from dlforge.config import ConfigError
+    from dlforge.experiment import load_experiment
+
+    with pytest.raises(ConfigError, match=r"'gru_attention' is a seq2seq architecture \(task: seq2seq\)"):
+        load_experiment(None, ["model.arch=gru_attention"])
+    with pytest.raises(ConfigError, match=r"unknown model architecture 'cnn_smal' — did you mean 'cnn_small'"):
+        load_experiment(None, ["model.arch=cnn_smal"])  # a typo stays a typo

@@ -349,10 +349,24 @@ def layers() -> None:
 
 @app.command()
 def models() -> None:
-    """List the named architectures for `model.arch`, with their parameters."""
+    """List the named architectures for `model.arch` by task, with their parameters."""
+    from dlforge.config.components import describe
     from dlforge.nn import MODELS
+    from dlforge.nn.seq2seq import SEQ2SEQ_MODELS
+    from dlforge.taskapi import TASKS, get_task
 
-    _print_components("architectures", MODELS)
+    owners: dict[str, list[str]] = {}
+    for task in TASKS.names():
+        for arch in get_task(task).architectures():
+            owners.setdefault(arch, []).append(task)
+    table = Table(title="architectures (model.arch)")
+    for col in ("task", "name", "parameters", "what it is", "from"):
+        table.add_column(col, overflow="fold")
+    rows = [(", ".join(owners.get(row[0], ["?"])), *row) for registry in (MODELS, SEQ2SEQ_MODELS)
+            for row in describe(registry)]
+    for row in sorted(rows):
+        table.add_row(*row)
+    console.print(table)
 
 
 @app.command()

@@ -59,6 +59,20 @@ def _check_sample_rate(cfg: ExperimentConfig, problems: list[str]) -> None:
                         f"set both to the same rate (e.g. {where}: {rate})")
 
 
+def _other_tasks_arch(cfg: ExperimentConfig, task: Task, problems: list[str]) -> list[str]:
+    """An architecture this task does not know but another task builds: say which task, not just "unknown"."""
+    arch = cfg.model.arch
+    unknown = [p for p in problems if p.startswith("model.arch:") and "unknown" in p]
+    if arch is None or not unknown or arch in task.architectures():
+        return problems
+    owners = [name for name in TASKS.names() if name != cfg.task and arch in get_task(name).architectures()]
+    if not owners:
+        return problems
+    hint = (f"model.arch: '{arch}' is a {owners[0]} architecture (task: {owners[0]}); set `task: {owners[0]}` or "
+            f"pick a {cfg.task} architecture (dlforge models lists them by task)")
+    return [hint if p in unknown else p for p in problems]
+
+
 def component_problems(cfg: ExperimentConfig) -> list[str]:
     """Every problem the registries and the task find in a structurally valid config, in file order."""
     problems: list[str] = []
@@ -66,6 +80,8 @@ def component_problems(cfg: ExperimentConfig) -> list[str]:
     # tasks with their own dataset registry (seq2seq) check data.dataset themselves
     data_ok = _check_dataset(cfg, problems) if task is None or not task.own_datasets else False
     model_problems = task.check(cfg) if task is not None else check_model(cfg.model)
+    if task is not None:
+        model_problems = _other_tasks_arch(cfg, task, model_problems)
     problems += model_problems
     if data_ok and not model_problems:
         _check_sample_rate(cfg, problems)

@@ -106,6 +106,11 @@ class Task:
         Called at load time, before any data is read; the dataset's own params are already checked."""
         return []
 
+    def architectures(self) -> list[str]:
+        """The named architectures `model.arch` may take for this task (`dlforge models` lists them by task,
+        and a config naming another task's architecture is told which task it belongs to)."""
+        return []
+
     def load_data(self, cfg: ExperimentConfig, reuse: Path | None = None) -> DataBundle:
         """Seeded splits; `reuse` is a run directory whose saved artifacts (tokenizers…) to use as they are."""
         raise NotImplementedError

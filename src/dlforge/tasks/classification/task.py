@@ -21,9 +21,10 @@ from dlforge.data.splits import DataBundle, load_data
 from dlforge.evaluate.metrics import evaluate_model
 from dlforge.evaluate.plots import plot_confusion_matrix, plot_learning_curves
 from dlforge.export.onnx import INPUT, LOGITS, PROBS, check_parity, dynamic_dims, export_onnx
-from dlforge.nn import build_model
+from dlforge.nn import MODELS, build_model
 from dlforge.nn.build import InputNormalize
 from dlforge.nn.checks import check_model
+from dlforge.nn.generative_archs import ARCH_TASKS
 from dlforge.preprocessing import (
     ImagePreprocessing,
     Preprocessing,
@@ -67,6 +68,9 @@ class ClassificationTask(Task):
         return problems
 
     # --- data and model -------------------------------------------------------------------------
+
+    def architectures(self) -> list[str]:
+        return [name for name in MODELS.names() if name not in ARCH_TASKS]  # timm/<name> too, when timm is there
 
     def load_data(self, cfg: ExperimentConfig, reuse: Path | None = None) -> DataBundle:
         return load_data(cfg.data, cfg.seed, reuse)

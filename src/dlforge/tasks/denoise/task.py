@@ -38,6 +38,9 @@ class DenoiseTask(Task):
     def minimize(self, monitor: str) -> bool:
         return monitor == "val_loss"
 
+    def architectures(self) -> list[str]:
+        return sorted(name for name, task in ARCH_TASKS.items() if task == self.name)
+
     def check(self, cfg: ExperimentConfig) -> list[str]:
         problems = check_model(cfg.model)
         if cfg.model.arch is not None and cfg.model.arch in MODELS and ARCH_TASKS.get(cfg.model.arch) != "denoise":

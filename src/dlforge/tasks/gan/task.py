@@ -40,6 +40,9 @@ class GanTask(Task):
     def minimize(self, monitor: str) -> bool:
         return monitor in ("val_loss", "val_fid")
 
+    def architectures(self) -> list[str]:
+        return sorted(name for name, task in ARCH_TASKS.items() if task == self.name)
+
     # --- load time ------------------------------------------------------------------------------
 
     def check(self, cfg: ExperimentConfig) -> list[str]:

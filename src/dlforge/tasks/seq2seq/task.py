@@ -24,7 +24,7 @@ from dlforge.data.parallel import PARALLEL
 from dlforge.data.splits import DataBundle
 from dlforge.decoding import SearchSettings, Special, search
 from dlforge.evaluate.corpus import SentencePairs
-from dlforge.nn.seq2seq import Seq2SeqModel, Vocab, build_seq2seq, seq2seq_params
+from dlforge.nn.seq2seq import SEQ2SEQ_MODELS, Seq2SeqModel, Vocab, build_seq2seq, seq2seq_params
 from dlforge.nn.seq2seq.engine import TorchEngine
 from dlforge.preprocessing import TranslationPreprocessing
 from dlforge.registry import RegistryError
@@ -68,6 +68,9 @@ class Seq2SeqTask(Task):
         return monitor == "val_loss"
 
     # --- load time ------------------------------------------------------------------------------
+
+    def architectures(self) -> list[str]:
+        return SEQ2SEQ_MODELS.names()
 
     def check(self, cfg: ExperimentConfig) -> list[str]:
         problems: list[str] = []
