@@ -65,6 +65,22 @@ def _tokens(shape: list[int], data: list[int]) -> dict[str, object]:
     return {"inputs": [{"name": "input", "shape": shape, "datatype": "INT64", "data": data}]}
 
 
+def _health_during(url: str, attack: object, probe_path: str = "/v2/health/ready") -> tuple[object, list[float]]:
+    """Run `attack()` in a thread and time a health probe meanwhile; returns its result and the latencies."""
+    result: dict[str, object] = {}
+    sender = threading.Thread(target=lambda: result.update(r=attack()))  # type: ignore[operator]
+    sender.start()
+    health: list[float] = []
+    with httpx.Client(base_url=url, timeout=60) as probe:
+        while sender.is_alive():
+            started = time.monotonic()
+            assert probe.get(probe_path).status_code == 200
+            health.append(time.monotonic() - started)
+            time.sleep(0.02)
+    sender.join()
+    return result["r"], health
+
+
 # --- 1. one request must not kill the process ---------------------------------------------------------
 
 
@@ -127,18 +143,9 @@ def test_2_a_max_size_json_request_keeps_health_answering_and_memory_bounded(
     body = json.dumps(infer_body(np.random.default_rng(0).random((rows, 1, 8, 8), dtype=np.float32))).encode()
     assert 14 << 20 < len(body) < 16 << 20
     before, hwm_before = proc.memory_info().rss, _vm_hwm(proc.pid) if HAS_PROC else 0
-    result: dict[str, httpx.Response] = {}
-    sender = threading.Thread(target=lambda: result.update(r=_post(url, TINY, content=body)))
-    sender.start()
-    health: list[float] = []
-    with httpx.Client(base_url=url, timeout=60) as probe:
-        while sender.is_alive():
-            started = time.monotonic()
-            assert probe.get("/v2/health/live").status_code == 200
-            health.append(time.monotonic() - started)
-            time.sleep(0.05)
-    sender.join()
-    assert result["r"].status_code == 200 and result["r"].json()["outputs"][0]["shape"] == [rows, 10]
+    reply, health = _health_during(url, lambda: _post(url, TINY, content=body), "/v2/health/live")
+    assert isinstance(reply, httpx.Response)
+    assert reply.status_code == 200 and reply.json()["outputs"][0]["shape"] == [rows, 10]
     assert max(health) < 5.0, health  # the old server blocked its event loop for 35 s on such a request
     if HAS_PROC:  # the kernel's high-water mark: the true peak, not a sample of it
         peak = _vm_hwm(proc.pid)
@@ -483,22 +490,6 @@ def text_and_gan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     log = tmp_path_factory.mktemp("abuse-text-server") / "server.log"
     with serve_process(root, "--grpc-port", str(grpc_port), "--timeout-s", "60", log=log) as (url, _):
         yield url, grpc_port
-
-
-def _health_during(url: str, attack: object) -> tuple[object, list[float]]:
-    """Run `attack()` in a thread and time /v2/health/ready meanwhile; returns its result and the latencies."""
-    result: dict[str, object] = {}
-    sender = threading.Thread(target=lambda: result.update(r=attack()))  # type: ignore[operator]
-    sender.start()
-    health: list[float] = []
-    with httpx.Client(base_url=url, timeout=60) as probe:
-        while sender.is_alive():
-            started = time.monotonic()
-            assert probe.get("/v2/health/ready").status_code == 200
-            health.append(time.monotonic() - started)
-            time.sleep(0.02)
-    sender.join()
-    return result["r"], health
 
 
 def _texts(texts: list[str]) -> dict[str, object]:
