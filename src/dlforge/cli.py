@@ -370,6 +370,66 @@ def models() -> None:
 
 
 @app.command()
+def runs(folder: Annotated[Path, typer.Argument(help="a folder of run directories (searched 3 levels down)")]
+         = Path("runs"),
+         sort: Annotated[str | None, typer.Option(help="a metric (best first, e.g. accuracy, bleu, fid), name or "
+                                                       "time")] = None,
+         as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
+    """Compare the runs under a folder: task, dataset, status, epochs, training time and headline metrics.
+
+    Examples: `dlforge runs`, `dlforge runs runs/ --sort accuracy`, `dlforge runs sweeps/lr --json`
+    """
+    from dlforge.errors import UserError
+    from dlforge.runs import find_runs, read_run
+    from dlforge.taskapi import Task, get_task
+
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder; give the folder your runs are in (default runs/)")
+    rows = [read_run(path) for path in find_runs(folder)]
+    known: dict[str, Task | None] = {}
+    for row in rows:  # the task's own headline metrics and direction; a plugin that is gone shows its raw metrics
+        if row.task not in known:
+            try:
+                known[row.task] = get_task(row.task)
+            except UserError:
+                known[row.task] = None
+    if sort is not None:
+        rows = _sorted_runs(rows, sort, known)
+    if as_json:
+        sys.stdout.write(json.dumps([{**r.__dict__, "path": str(r.path)} for r in rows], indent=2) + "\n")
+        return
+    table = Table(title=f"{len(rows)} runs under {folder}")
+    for col in ("run", "task", "dataset", "status", "epochs", "time", "test metrics", "package"):
+        table.add_column(col, overflow="fold", justify="right" if col in ("epochs", "time") else "left")
+    for r in rows:
+        task = known.get(r.task)
+        keys = [k for k in (task.summary if task else sorted(r.metrics)) if k in r.metrics][:4]
+        table.add_row(str(r.path.relative_to(folder)) if r.path != folder else str(folder), r.task, r.dataset,
+                      r.status, r.epochs, f"{r.seconds:.1f} s", ", ".join(f"{k} {r.metrics[k]:.4g}" for k in keys),
+                      "yes" if r.packaged else "")
+    console.print(table)
+
+
+def _sorted_runs(rows: list[Any], key: str, tasks: dict[str, Any]) -> list[Any]:
+    """Best first for a metric (by the task's own direction), runs without it last; name and time ascending."""
+    if key in ("name", "time"):
+        return sorted(rows, key=lambda r: r.name if key == "name" else r.seconds)
+    if not any(key in r.metrics for r in rows):
+        from dlforge.errors import UserError
+
+        names = sorted({k for r in rows for k in r.metrics})
+        raise UserError(f"--sort: no run has '{key}' (use name, time or one of: {', '.join(names) or 'none'})")
+
+    def rank(r: Any) -> tuple[bool, float]:
+        task = tasks.get(r.task)
+        lower = task.minimize(f"val_{key}") if task else key == "loss"
+        value = r.metrics.get(key)
+        return value is None, 0.0 if value is None else (value if lower else -value)
+
+    return sorted(rows, key=rank)
+
+
+@app.command()
 def tasks() -> None:
     """List the tasks (`task:` in an experiment file), built-in and from plugins, with what they add."""
     import importlib
