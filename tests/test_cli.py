@@ -15,10 +15,10 @@ def test_layers_and_models_list_the_registries() -> None:
     assert result.exit_code == 0 and "conv2d" in result.output and "residual" in result.output
     result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["models"])
     assert result.exit_code == 0 and "resnet18_tiny" in result.output
-    rows = {line.split("│")[2].strip(): line.split("│")[1].strip() for line in result.output.splitlines()
-            if line.count("│") >= 5 and line.split("│")[2].strip()}
-    assert rows["gru_attention"] == "seq2seq" and rows["dcgan_generator"] == "gan" and rows["unet"] == "denoise"
-    assert rows["resnet18"] == "classification"  # every task's architectures, named by task (#30)
+    rows = {line.split("│")[1].strip(): line.split("│")[5].strip().split(", ") for line in result.output.splitlines()
+            if line.count("│") >= 6 and line.split("│")[1].strip()}
+    assert rows["gru_attention"] == ["seq2seq"] and rows["dcgan_generator"] == ["gan"] and rows["unet"] == ["denoise"]
+    assert "classification" in rows["resnet18"]  # every task's architectures, named by task (#30)
 
 
 def test_schema_is_json() -> None:

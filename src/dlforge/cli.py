@@ -356,15 +356,15 @@ def models() -> None:
     from dlforge.taskapi import TASKS, get_task
 
     owners: dict[str, list[str]] = {}
-    for task in TASKS.names():
-        for arch in get_task(task).architectures():
-            owners.setdefault(arch, []).append(task)
-    table = Table(title="architectures (model.arch)")
-    for col in ("task", "name", "parameters", "what it is", "from"):
+    for name in TASKS.names():
+        for arch in get_task(name).architectures():
+            owners.setdefault(arch, []).append(name)
+    table = Table(title="architectures (model.arch), by task")
+    for col in ("name", "parameters", "what it is", "from", "task"):
         table.add_column(col, overflow="fold")
-    rows = [(", ".join(owners.get(row[0], ["?"])), *row) for registry in (MODELS, SEQ2SEQ_MODELS)
+    rows = [(*row, ", ".join(owners.get(row[0], ["?"]))) for registry in (MODELS, SEQ2SEQ_MODELS)
             for row in describe(registry)]
-    for row in sorted(rows):
+    for row in sorted(rows, key=lambda r: (r[-1], r[0])):
         table.add_row(*row)
     console.print(table)
 
