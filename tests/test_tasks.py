@@ -75,3 +75,12 @@ def test_another_tasks_architecture_is_named_with_its_task() -> None:
         load_experiment(None, ["model.arch=gru_attention"])
     with pytest.raises(ConfigError, match=r"unknown model architecture 'cnn_smal' — did you mean 'cnn_small'"):
         load_experiment(None, ["model.arch=cnn_smal"])  # a typo stays a typo
+
+
+def test_predict_on_a_task_without_it_names_the_tasks_own_command() -> None:
+    """A GAN or translation package given to `dlforge predict` points to the command its task adds."""
+    from tests.test_errors import fails_cleanly
+
+    v0 = ROOT / "tests" / "fixtures" / "packages_v0"
+    assert "or use dlforge generate" in fails_cleanly(["predict", str(v0 / "dcgan"), "--text", "hi"])
+    assert "or use dlforge translate" in fails_cleanly(["predict", str(v0 / "num2words"), "--text", "12"])

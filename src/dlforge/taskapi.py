@@ -235,8 +235,11 @@ class Serving:
 
     def predict(self, package: Any, request: PredictRequest) -> Predictions:
         """`dlforge predict PACKAGE FILE…`: run the package on files/strings with no server."""
-        raise TaskError(f"`dlforge predict` does not take {self.name} packages; serve the package and POST to "
-                        "/v2/models/…/infer, or use the task's own command (dlforge translate, dlforge generate)")
+        entry = TASKS.get(self.name)
+        own = importlib.import_module(entry.commands).COMMANDS if entry.commands else []
+        hint = f", or use {' / '.join(f'dlforge {command.__name__}' for command in own)}" if own else ""
+        raise TaskError(f"`dlforge predict` does not take {self.name} packages; serve the package and POST its "
+                        f"inputs to /v2/models/…/infer{hint}")
 
 
 @dataclass(frozen=True)
