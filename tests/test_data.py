@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from dlforge.config import DataConfig
-from dlforge.data.datasets import DataError
+from dlforge.data.datasets import DATASETS, DataError
+from dlforge.data.errors import SampleError
 from dlforge.data.loaders import eval_loader, per_worker_batch, train_loader
+from dlforge.data.samples import take
 from dlforge.data.splits import load_data
 
 
@@ -50,10 +53,37 @@ def test_image_folder_resizes_labels_and_reports_corrupt_files(tmp_path: Path, c
     bundle = load_data(cfg, seed=0)
     assert bundle.labels == ["cat", "dog"]
     assert bundle.input_shape == (3, 16, 16)
-    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 24
-    assert "broken.png" in caplog.text
-    dark = bundle.train.tensors[0][bundle.train.tensors[1] == 0].mean()
-    assert dark < 0.3 and bundle.preprocessing.channel_order == "RGB"
+    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 25  # listed; read when a loader asks
+    parts = [take(split) for split in (bundle.train, bundle.val, bundle.test)]
+    x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    assert "broken.png" in caplog.text  # read in its turn: replaced by the next file, with a warning
+    assert x.shape == (25, 3, 16, 16) and x[y == 0].mean() < 0.3 and x[y == 1].mean() > 0.7
+    assert bundle.preprocessing.channel_order == "RGB"
+
+
+def test_an_unreadable_image_stops_training_with_one_line_from_a_worker(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, per_class=4)
+    (tmp_path / "dog" / "broken.png").write_bytes(b"not a png at all")
+    cfg = DataConfig(dataset="image_folder", params={"path": str(tmp_path), "skip_unreadable": False})
+    raw = DATASETS.get("image_folder").load(DATASETS.get("image_folder").params.model_validate(cfg.params), 0)
+    loader = DataLoader(raw.dataset(), batch_size=4, num_workers=1)
+    with pytest.raises(SampleError) as caught:
+        list(loader)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'dog' / 'broken.png'}: not an image") and "Traceback" not in message
+    assert message.endswith("set data.params.skip_unreadable: true")
+
+
+def test_lazy_statistics_match_the_materialised_train_split(tmp_path: Path) -> None:
+    write_image_folder(tmp_path)
+    bundle = load_data(DataConfig(dataset="image_folder", params={"path": str(tmp_path)}), seed=0)
+    x = take(bundle.train)[0]
+    mean = x.mean(dim=(0, 2, 3)).tolist()
+    std = x.transpose(0, 1).reshape(3, -1).std(dim=1).tolist()
+    assert bundle.preprocessing.mean == pytest.approx(mean, rel=1e-5)
+    assert bundle.preprocessing.std == pytest.approx(std, rel=1e-4)
+    assert bundle.facts["statistics_samples"] == len(bundle.train)
+    assert bundle.facts["split"] == {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)}
 
 
 def test_image_folder_errors_name_the_key(tmp_path: Path) -> None:

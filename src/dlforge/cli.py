@@ -128,12 +128,12 @@ def _resumable(config: Path | None, run_dir: Path, overrides: list[str] | None) 
     try:
         yield
     except KeyboardInterrupt:
-        from dlforge.train.checkpoint import list_checkpoints
+        from dlforge.train.checkpoint import describe_checkpoint, list_checkpoints
 
         done = list_checkpoints(run_dir / "checkpoints")
-        epoch = int(done[-1].name.removeprefix("epoch-")) if done else 0
         sets = "".join(f" --set {value}" for value in overrides or [])
-        console.print(f"stopped after epoch {epoch}; continue with --resume: dlforge train "
+        where = describe_checkpoint(done[-1] if done else None)
+        console.print(f"stopped {where}; continue with --resume: dlforge train "
                       f"{str(config) + ' ' if config else ''}--out {run_dir}{sets} --resume",
                       highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None

@@ -29,17 +29,20 @@ class RunInfo:
     preprocessing: Preprocessing  # how raw inputs become model inputs (dlforge.preprocessing)
     dataset: str
     artifacts: list[str] = field(default_factory=list)  # files beside it (tokenizer.json), copied into packages
+    data: dict[str, Any] = field(default_factory=dict)  # how the data was split and measured (split sizes, …)
 
     @classmethod
     def from_bundle(cls, bundle: DataBundle, dataset: str) -> RunInfo:
         """PreprocessingError if the bundle's preprocessing (a plugin's may be a dict) is of no valid shape."""
         prep = parse_preprocessing(bundle.preprocessing, f"data.dataset '{dataset}': preprocessing")
         shape, artifacts = list(bundle.input_shape), sorted(bundle.artifacts)
-        return cls(shape, bundle.labels, bundle.integer_input, prep, dataset, artifacts)
+        return cls(shape, bundle.labels, bundle.integer_input, prep, dataset, artifacts, dict(bundle.facts))
 
     def save(self, run_dir: Path) -> None:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["preprocessing"] = self.preprocessing.model_dump(mode="json")
+        if not self.data:
+            del data["data"]  # runs from before it was recorded read and save byte for byte
         (run_dir / RUN_INFO).write_text(json.dumps(data, indent=2))
 
     @classmethod

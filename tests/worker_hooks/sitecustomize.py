@@ -6,6 +6,8 @@ of the variables below does it wrap `fit` in dlforge.train.run; the real trainin
 
 - DLFORGE_TEST_PID_DIR: each worker writes `rank-<r>.pid` there before training (a test kills one).
 - DLFORGE_TEST_FAIL_RANK: that rank raises a data error once its trainer is set up.
+- DLFORGE_TEST_KILL_AT_STEP: every worker SIGKILLs itself once the mid-epoch checkpoint of that optimizer
+  step is written (train.checkpoint_every_steps), as a machine that dies mid-epoch would.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 PID_DIR_ENV, FAIL_RANK_ENV = "DLFORGE_TEST_PID_DIR", "DLFORGE_TEST_FAIL_RANK"
+KILL_AT_STEP_ENV = "DLFORGE_TEST_KILL_AT_STEP"
 
 
 def _install() -> None:
@@ -35,5 +38,23 @@ def _install() -> None:
     run.fit = fit
 
 
+def _install_kill() -> None:
+    import signal
+
+    import dlforge.train.loop as loop
+
+    real_save = loop.save_inside_epoch
+    kill_at = int(os.environ[KILL_AT_STEP_ENV])
+
+    def save_inside_epoch(tr: Any, state: Any, run_dir: Path, sums: Any) -> None:
+        real_save(tr, state, run_dir, sums)
+        if state.step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    loop.save_inside_epoch = save_inside_epoch
+
+
 if os.environ.get(PID_DIR_ENV) or os.environ.get(FAIL_RANK_ENV):
     _install()
+if os.environ.get(KILL_AT_STEP_ENV):
+    _install_kill()

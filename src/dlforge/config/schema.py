@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from dlforge.config.common import ComponentSpec, ModelConfig, OptimizerConfig, Strict
 from dlforge.config.finetune import Freeze, ParamGroupConfig, check_finetune
@@ -41,7 +41,17 @@ class DataConfig(Strict):
     test_fraction: float = Field(0.15, gt=0, lt=1)
     classes: list[str] | None = Field(None, min_length=2, description="keep only these labels (in this order)")
     train_fraction: float = Field(1.0, gt=0, le=1, description="seeded stratified share of the train split to use")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    workers: int | Literal["auto"] = Field(
+        "auto", validation_alias=AliasChoices("workers", "num_workers"),
+        description="loader worker processes per training process, which read and decode samples; auto: none "
+                    "for data in memory, else the usable cores (at most 8) shared among the processes")
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_not_negative(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be 0 or more, or auto")
+        return value
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -84,6 +94,9 @@ class TrainConfig(Strict):
         "CPU threads per worker for torch's ops (default: torch's choice, one per core; torchrun gives each "
         "worker 1). On a machine whose cores other jobs share, 1 can be many times faster"))
     progress: bool = True
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="also checkpoint inside an epoch, every this many optimizer steps (with the data "
+                                "loader's position): --resume continues mid-epoch, bitwise as if never stopped")
     freeze: Freeze = Field(None, description="'backbone' (all but the classifier) or regexes of parameter names")
     unfreeze_at_epoch: int | None = Field(None, ge=2, description="epoch (1-based) from which nothing is frozen")
     param_groups: list[ParamGroupConfig] = Field(default_factory=list,

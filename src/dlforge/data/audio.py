@@ -1,7 +1,8 @@
 """The `audio_folder` dataset: root/<class>/<clip>.wav|flac|ogg → fixed-length mono waveforms.
 
 Each clip is decoded with soundfile, mixed to mono, resampled with soxr and cropped/padded to
-`duration` at a seeded random offset (see dlforge.audio_io, shared with predict and serve).
+`duration` at a random offset seeded by (run seed, clip) (see dlforge.audio_io, shared with predict and
+serve) — when a loader asks for it, in its worker processes: the folder is never held in memory.
 `group_by` names the speaker of each clip so splits can keep every speaker in one split only.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dlforge.audio_io import AUDIO_SUFFIXES, AudioError, AudioFormat, load_clip
 from dlforge.data.datasets import DATASETS, DataError, DatasetEntry, Params, RawData
+from dlforge.data.samples import FileSamples, sample_rng
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ class AudioFolderParams(Params):
     group_by: str | GroupByCsv | None = Field(
         None, description="speaker of each clip, for speaker-independent splits: a regex on the file name "
                           "(first capture group, else the match) or {csv, column, file_column}")
-    skip_unreadable: bool = Field(False, description="skip unreadable files with a warning instead of failing")
+    skip_unreadable: bool = Field(False, description="replace an unreadable file by the next one, with a warning "
+                                                     "naming it, instead of failing")
 
     @field_validator("group_by")
     @classmethod
@@ -100,32 +104,29 @@ def read_group_table(root: Path, rule: GroupByCsv) -> dict[str, str]:
     return {row[rule.file_column]: row[rule.column] for row in rows}
 
 
+@dataclass(frozen=True)
+class ClipReader:
+    """One audio file → the model's input (picklable: loader workers may be spawned)."""
+
+    fmt: AudioFormat
+    seed: int
+
+    def __call__(self, path: Path, index: int) -> np.ndarray:
+        return load_clip(path, self.fmt, sample_rng(self.seed, index))
+
+
 def load_audio_folder(p: AudioFolderParams, seed: int) -> RawData:
+    """The folder's clips and their groups; each clip is decoded when a loader asks for it."""
     root = p.path.expanduser()
     classes, clips = list_clips(root)
     fmt = p.audio_format()
-    rng = np.random.default_rng(seed)  # crop/pad offsets: the same seed gives the same clips
     table = read_group_table(root, p.group_by) if isinstance(p.group_by, GroupByCsv) else {}
-    waves, targets, groups, bad = [], [], [], []
-    for file, index in clips:
-        try:
-            waves.append(load_clip(file, fmt, rng))
-        except AudioError as exc:
-            bad.append(str(exc))
-            continue
-        targets.append(index)
-        if p.group_by is not None:
-            groups.append(group_of(file, root, p.group_by, table))
-    if bad and not p.skip_unreadable:
-        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise DataError(f"data.params.path: {len(bad)} unreadable audio file(s): " + "; ".join(bad[:3]) + more
-                        + " — fix or remove them, or set data.params.skip_unreadable: true")
-    for line in bad:
-        log.warning("skipped %s", line)
-    if not waves:
-        raise DataError(f"data.params.path: no readable audio under {root}")
-    x = torch.from_numpy(np.stack(waves))
-    return RawData(x, torch.tensor(targets), classes, fmt.as_preprocessing(), bad, groups=groups or None)
+    groups = [group_of(file, root, p.group_by, table) for file, _ in clips] if p.group_by is not None else None
+    files = [file.relative_to(root).as_posix() for file, _ in clips]
+    samples = FileSamples(root, files, [index for _, index in clips], ClipReader(fmt, seed), (AudioError,),
+                          p.skip_unreadable)
+    return RawData(torch.empty(0), torch.tensor([index for _, index in clips]), classes, fmt.as_preprocessing(),
+                   groups=groups, samples=samples, sample_shape=(fmt.samples,))
 
 
 DATASETS.add("audio_folder", DatasetEntry(AudioFolderParams, load_audio_folder,  # type: ignore[arg-type]

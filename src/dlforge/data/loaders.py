@@ -1,8 +1,9 @@
 """DataLoaders for one worker of a (possibly distributed) run.
 
-The global batch is split evenly across workers; the train sampler is reseeded every epoch so
-every run, resumed or not, sees the same order. Evaluation shards without padding so no sample
-is counted twice.
+The global batch is split evenly across workers; each rank reads a disjoint part of the train split,
+reshuffled every epoch from the run seed, so every run, resumed or not, sees the same order. The train
+loader is torchdata's StatefulDataLoader: its position in the epoch is part of a mid-epoch checkpoint.
+Evaluation shards without padding so no sample is counted twice.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from dlforge.config import ConfigError
+
+PREFETCH = 4  # batches each worker keeps ready
 
 
 def per_worker_batch(global_batch: int, world_size: int) -> int:
@@ -24,16 +28,27 @@ def per_worker_batch(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
-def train_loader(ds: Dataset, global_batch: int, rank: int, world_size: int, seed: int,
-                 num_workers: int = 0) -> DataLoader:
+def _parallel(workers: int) -> dict[str, Any]:
+    """Worker settings: kept alive between epochs, prefetching; pinned memory feeds a GPU asynchronously."""
+    options: dict[str, Any] = {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
+    if workers:
+        options.update(persistent_workers=True, prefetch_factor=PREFETCH)
+    return options
+
+
+def train_loader(ds: Dataset[Any], global_batch: int, rank: int, world_size: int, seed: int,
+                 workers: int = 0) -> StatefulDataLoader:
     """Call `loader.sampler.set_epoch(epoch)` before each epoch."""
     sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=True,
                                                           seed=seed)
-    return DataLoader(ds, batch_size=per_worker_batch(global_batch, world_size), sampler=sampler,
-                      num_workers=num_workers, drop_last=False, pin_memory=torch.cuda.is_available())
+    # its own generator: starting an epoch's iterator must not draw from the global RNG that augmentation
+    # and dropout use, or an epoch resumed mid-way would see other random numbers than the original run
+    return StatefulDataLoader(ds, batch_size=per_worker_batch(global_batch, world_size), sampler=sampler,
+                              drop_last=False, generator=torch.Generator().manual_seed(seed), **_parallel(workers))
 
 
-def eval_loader(ds: Dataset, batch_size: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+def eval_loader(ds: Dataset[Any], batch_size: int, rank: int = 0, world_size: int = 1,
+                workers: int = 0) -> DataLoader[Any]:
     """This worker's shard (rank, rank + world, …), unpadded and in order.
 
     Every worker gets the same number of batches (sizes differ by at most one sample), since an
@@ -42,4 +57,4 @@ def eval_loader(ds: Dataset, batch_size: int, rank: int = 0, world_size: int = 1
     shard = torch.arange(rank, len(ds), world_size)  # type: ignore[arg-type]
     count = max(1, math.ceil(math.ceil(len(ds) / world_size) / batch_size))  # type: ignore[arg-type]
     batches = [b.tolist() for b in torch.tensor_split(shard, count) if len(b)]
-    return DataLoader(ds, batch_sampler=batches)
+    return DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), **_parallel(workers))

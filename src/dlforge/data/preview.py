@@ -13,13 +13,14 @@ from torch import Tensor
 
 from dlforge.config import ExperimentConfig
 from dlforge.data.augment import build_augmenter
+from dlforge.data.samples import take
 from dlforge.data.splits import load_data
 
 
 def augmented_rows(cfg: ExperimentConfig, images: int, draws: int) -> tuple[Tensor, list[Tensor]]:
     """The first `images` training samples and `draws` seeded augmentations of them."""
     bundle = load_data(cfg.data, cfg.seed)
-    x, y = bundle.train.tensors[0][:images], bundle.train.tensors[1][:images]
+    x, y = take(bundle.train, images)
     augmenter = build_augmenter(cfg.augment, bundle.input_shape, bundle.num_classes, bundle.integer_input)
     rows = []
     for draw in range(draws):

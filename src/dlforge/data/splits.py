@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from torch import Tensor
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 
 from dlforge.config import DataConfig
 from dlforge.data.datasets import DATASETS, DataError, RawData
+from dlforge.data.samples import resolve_workers, streaming_stats, subset
 from dlforge.preprocessing import (
     ImagePreprocessing,
     PluginPreprocessing,
@@ -30,15 +32,16 @@ MIN_PER_CLASS = 3
 class DataBundle:
     """Everything training, evaluation and export need to know about the data."""
 
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
+    train: Dataset[Any]  # (input, label) samples: tensors in memory, or read lazily (dlforge.data.samples)
+    val: Dataset[Any]
+    test: Dataset[Any]
     labels: list[str]
     input_shape: tuple[int, ...]
     integer_input: bool
     preprocessing: Preprocessing  # how raw inputs become model inputs, incl. mean/std
     split_groups: dict[str, list[str]] | None = None  # split name → its groups (speakers), when split by group
     artifacts: dict[str, bytes] = field(default_factory=dict)  # files the run and the package keep (tokenizer.json)
+    facts: dict[str, Any] = field(default_factory=dict)  # how the data was split and measured (run.json "data")
 
     @property
     def num_classes(self) -> int:
@@ -108,9 +111,26 @@ def select_classes(raw: RawData, classes: list[str] | None) -> RawData:
     remap = torch.full((len(raw.labels),), -1, dtype=torch.long)
     remap[old] = torch.arange(len(classes))
     texts = None if raw.texts is None else [t for t, k in zip(raw.texts, keep.tolist(), strict=True) if k]
-    x = raw.x if texts is not None else raw.x[keep]  # text: ids come after the split (tokenize_splits)
+    lazy = texts is not None or raw.samples is not None  # text: ids come after the split (tokenize_splits)
+    x = raw.x if lazy else raw.x[keep]
     groups = None if raw.groups is None else [g for g, k in zip(raw.groups, keep.tolist(), strict=True) if k]
-    return replace(raw, x=x, y=remap[raw.y[keep]], labels=list(classes), texts=texts, groups=groups)
+    samples = None if raw.samples is None else Relabelled(raw.samples, keep.nonzero().flatten(), remap)
+    return replace(raw, x=x, y=remap[raw.y[keep]], labels=list(classes), texts=texts, groups=groups,
+                   samples=samples)
+
+
+class Relabelled(Dataset[Any]):
+    """The samples at `indices` of a lazy dataset, their labels mapped through `remap` (data.classes)."""
+
+    def __init__(self, samples: Dataset[Any], indices: Tensor, remap: Tensor) -> None:
+        self.samples, self.indices, self.remap = samples, indices.numpy(), remap.tolist()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        x, y = self.samples[int(self.indices[index])]
+        return x, self.remap[int(y)]
 
 
 def subsample(idx: Tensor, y: Tensor, fraction: float, seed: int) -> Tensor:
@@ -140,13 +160,22 @@ def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = N
     groups = None if raw.groups is None else {
         name: sorted({raw.groups[i] for i in idx.tolist()})
         for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
+    facts: dict[str, Any] = {"split": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)}}
+    if groups is not None:
+        facts["split"]["groups"] = {name: len(members) for name, members in groups.items()}
+    samples = raw.dataset()
+    # waveforms have no statistics: the model's front-end layer scales them
     if not raw.integer_input and isinstance(prep, ImagePreprocessing | TensorPreprocessing | PluginPreprocessing):
-        mean, std = channel_stats(raw.x[train_idx])  # waveforms have none: the front-end layer scales them
+        if raw.samples is None:
+            mean, std = channel_stats(raw.x[train_idx])
+        else:
+            mean, std, used = streaming_stats(samples, train_idx, seed, resolve_workers(cfg.workers, samples))
+            facts["statistics_samples"] = used
         prep = prep.model_copy(update={"mean": mean, "std": std})
-    train, val, test = (TensorDataset(raw.x[i], raw.y[i]) for i in (train_idx, val_idx, test_idx))
+    train, val, test = (subset(samples, i) for i in (train_idx, val_idx, test_idx))
     return DataBundle(train, val, test, labels=raw.labels, input_shape=raw.input_shape,
                       integer_input=raw.integer_input, preprocessing=prep, split_groups=groups,
-                      artifacts=raw.artifacts)
+                      artifacts=raw.artifacts, facts=facts)
 
 
 def _preprocessing(raw: RawData, dataset: str) -> Preprocessing:

@@ -9,6 +9,7 @@ import torch
 
 from dlforge.config import ExperimentConfig
 from dlforge.data.loaders import eval_loader
+from dlforge.data.samples import resolve_workers
 from dlforge.rundir import load_run
 from dlforge.taskapi import get_task
 
@@ -19,6 +20,7 @@ def evaluate_run(run_dir: Path, cfg: ExperimentConfig | None = None) -> dict[str
     cfg = cfg or saved_cfg
     task = get_task(cfg.task)
     bundle = task.load_data(cfg, run_dir)
-    metrics = task.evaluate(net, eval_loader(bundle.test, cfg.eval.batch_size), info, torch.device("cpu"))
+    test = eval_loader(bundle.test, cfg.eval.batch_size, workers=resolve_workers(cfg.data.workers, bundle.test))
+    metrics = task.evaluate(net, test, info, torch.device("cpu"))
     task.write_report(run_dir, metrics, info, cfg.eval.plots)
     return metrics

@@ -357,6 +357,15 @@ def all_sum(values: Tensor, ctx: DistContext) -> Tensor:
     return out
 
 
+def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every rank's `obj` (plain data: tensors, numbers, containers), in rank order, on every rank."""
+    if not ctx.distributed:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()

@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from dlforge.config import ExperimentConfig
 from dlforge.data.loaders import eval_loader, train_loader
+from dlforge.data.samples import resolve_workers
 from dlforge.data.splits import DataBundle
 from dlforge.runinfo import RunInfo
 from dlforge.taskapi import Task, get_task
 from dlforge.train import checkpoint as ckpt
 from dlforge.train import dist
-from dlforge.train.dist import DistContext
+from dlforge.train.dist import DistContext, UnsupportedSetup
 from dlforge.train.param_groups import Freezer, check_freeze_setup
 from dlforge.train.precision import grad_scaler
 from dlforge.train.progress import EpochProgress
@@ -41,7 +42,8 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
     model = wrap(net, cfg, ctx, task)
     net = dist.unwrap(model)  # FSDP shards in place; sync_batchnorm swaps layers
     freezer = Freezer.build(net, t, head_classes) if t.freeze is not None else None
-    batches = train_loader(bundle.train, t.batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.data.num_workers)
+    workers = resolve_workers(cfg.data.workers, bundle.train, ctx.world_size)
+    batches = train_loader(bundle.train, t.batch_size, ctx.rank, ctx.world_size, cfg.seed, workers)
     optimizer, scheduler = make_optimizer(cfg, net, None, len(batches))
     augmenter = None
     if cfg.augment:
@@ -52,7 +54,7 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
             augmenter.attach(net)  # SpecAugment masks hook onto the model's front-end
             augmenter = augmenter.to(ctx.device)
     scaler = grad_scaler(t.precision, ctx.device)
-    val = eval_loader(bundle.val, cfg.eval.batch_size, ctx.rank, ctx.world_size)
+    val = eval_loader(bundle.val, cfg.eval.batch_size, ctx.rank, ctx.world_size, workers)
     info = info or RunInfo.from_bundle(bundle, cfg.data.dataset)
     trainer = Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, task, info, augmenter, scaler,
                       freezer=freezer)
@@ -100,20 +102,35 @@ def end_epoch(tr: Trainer, state: LoopState, stats: dict[str, float]) -> None:
     state.stopped_early = dist.all_agree(es is not None and state.bad_epochs >= es.patience, tr.ctx)
 
 
-def save(tr: Trainer, state: LoopState, run_dir: Path) -> None:
-    """Checkpoint and history, written by the main worker only (every rank gathers under FSDP)."""
+def save(tr: Trainer, state: LoopState, run_dir: Path, sums: Tensor | None = None) -> None:
+    """Checkpoint and history, written by the main worker only (every rank gathers under FSDP).
+
+    Inside an epoch (`sums`: this rank's running loss sums), every rank's loader position, RNG and sums
+    are gathered into the checkpoint too, so that epoch can be finished exactly."""
     weights, optimizer = dist.model_state(tr.net), dist.optimizer_state(tr.net, tr.optimizer)
+    ranks = None
+    if sums is not None:
+        ranks = dist.gather_objects({"loader": tr.train_batches.state_dict(), "rng": ckpt.rng_state(),
+                                     "sums": sums.detach().cpu()}, tr.ctx)
     if not tr.ctx.is_main:
         return
-    extra = {"loop": asdict(state), "optimizer": optimizer,
+    extra: dict[str, Any] = {"loop": asdict(state), "optimizer": optimizer,
              "scheduler": tr.scheduler.state_dict(), "rng": ckpt.rng_state(),
              "config": tr.cfg.model_dump(mode="json")}
     if tr.scaler:
         extra["scaler"] = tr.scaler.state_dict()
     if tr.extra:
         extra["task"] = {name: obj.state_dict() for name, obj in tr.extra.items()}
-    ckpt.save_checkpoint(run_dir / "checkpoints", state.epoch, weights, tr.best_state, extra)
+    if ranks is not None:
+        extra["ranks"] = ranks
+    step = state.step if sums is not None else None
+    ckpt.save_checkpoint(run_dir / "checkpoints", state.epoch, weights, tr.best_state, extra, step=step)
     write_history(state.history, run_dir / "history.jsonl")
+
+
+def save_inside_epoch(tr: Trainer, state: LoopState, run_dir: Path, sums: Tensor) -> None:
+    save(tr, state, run_dir, sums)
+    dist.barrier(tr.ctx)  # the checkpoint is complete before any rank runs on (or is killed)
 
 
 def write_history(history: list[dict[str, Any]], path: Path) -> None:
@@ -138,7 +155,21 @@ def restore(tr: Trainer, run_dir: Path) -> LoopState:
     for name, saved in state.get("task", {}).items():
         tr.extra[name].load_state_dict(saved)
     tr.best_state = best
-    return LoopState(**state["loop"])
+    loop = LoopState(**state["loop"])
+    if loop.batch:
+        resume_inside_epoch(tr, state["ranks"], found[-1])
+    return loop
+
+
+def resume_inside_epoch(tr: Trainer, ranks: list[dict[str, Any]], where: Path) -> None:
+    """This rank's loader position, RNG and running sums from a mid-epoch checkpoint."""
+    if len(ranks) != tr.ctx.world_size:
+        raise UnsupportedSetup(f"{where} was written inside an epoch by {len(ranks)} training process(es); "
+                               f"resume it with --nproc {len(ranks)} (or from an end-of-epoch checkpoint)")
+    mine = ranks[tr.ctx.rank]
+    tr.train_batches.load_state_dict(mine["loader"])
+    ckpt.set_rng_state(mine["rng"])
+    tr.partial = mine["sums"]
 
 
 def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
@@ -147,7 +178,7 @@ def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
     with EpochProgress(tr.cfg.train.progress and tr.ctx.is_main, tr.cfg.train.epochs) as bar:
         while state.epoch < tr.cfg.train.epochs and not state.stopped_early:
             begin_epoch(tr, state.epoch + 1)
-            stats = train_epoch(tr, state, bar)
+            stats = train_epoch(tr, state, bar, lambda sums: save_inside_epoch(tr, state, run_dir, sums))
             end_epoch(tr, state, stats)
             shown = {*(f"train_{name}" for name in tr.task.losses), "val_loss", tr.monitor}
             bar.end({k: v for k, v in state.history[-1].items() if k in shown})

@@ -41,9 +41,9 @@ class EpochProgress:
         if self.progress:
             self.task = self.progress.add_task("train", total=batches, epoch=epoch, epochs=self.epochs, stats="")
 
-    def advance(self) -> None:
+    def advance(self, batches: int = 1) -> None:
         if self.progress:
-            self.progress.advance(self.task)
+            self.progress.advance(self.task, batches)
 
     def end(self, stats: dict[str, float]) -> None:
         shown = "  ".join(f"{k} {v:.4g}" for k, v in stats.items())

@@ -17,6 +17,7 @@ from torch import nn
 
 from dlforge.config import ExperimentConfig, dump_config
 from dlforge.data.loaders import eval_loader
+from dlforge.data.samples import resolve_workers
 from dlforge.data.splits import DataBundle
 from dlforge.nn.pretrained import load_pretrained
 from dlforge.rundir import CONFIG, PRETRAINED_REPORT, WEIGHTS, prepare_run_dir, training_lock
@@ -85,7 +86,8 @@ def _train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bo
             write_run_files(cfg, bundle, run_dir)
         trainer = build_trainer(cfg, bundle, net, ctx, info)
         state = fit(trainer, run_dir, resume)
-        test = eval_loader(bundle.test, cfg.eval.batch_size, ctx.rank, ctx.world_size)
+        workers = resolve_workers(cfg.data.workers, bundle.test, ctx.world_size)
+        test = eval_loader(bundle.test, cfg.eval.batch_size, ctx.rank, ctx.world_size, workers)
         metrics = task.evaluate(trainer.net, test, info, ctx.device)
         metrics["epochs"], metrics["stopped_early"] = state.epoch, state.stopped_early
         weights = dist.model_state(trainer.net)  # a collective under FSDP

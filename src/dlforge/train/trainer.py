@@ -51,6 +51,7 @@ class LoopState:
     best_epoch: int | None = None
     bad_epochs: int = 0
     stopped_early: bool = False
+    batch: int = 0  # micro-batches done of an unfinished epoch (a mid-epoch checkpoint); 0 between epochs
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Trainer:
     model: nn.Module  # what runs: maybe DDP- and/or compile-wrapped
     optimizer: Optimizer
     scheduler: LRScheduler
-    train_batches: DataLoader
+    train_batches: Any  # a StatefulDataLoader (torchdata): a DataLoader whose position can be saved
     val_batches: DataLoader
     task: Task
     info: RunInfo
@@ -72,6 +73,7 @@ class Trainer:
     best_state: dict[str, Tensor] | None = None
     freezer: Freezer | None = None  # train.freeze, applied per epoch
     extra: dict[str, Any] = field(default_factory=dict)  # task state with state_dict(), checkpointed
+    partial: Tensor | None = None  # this rank's loss sums of an epoch resumed mid-way (from its checkpoint)
 
     @property
     def labels(self) -> list[str]:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from dlforge.config import ExperimentConfig
 from dlforge.data.datasets import DATASETS
+from dlforge.data.samples import take
 from dlforge.data.splits import DataBundle, load_data
 from dlforge.evaluate.metrics import evaluate_model
 from dlforge.evaluate.plots import plot_confusion_matrix, plot_learning_curves
@@ -124,7 +125,7 @@ class ClassificationTask(Task):
 
     def export(self, net: nn.Module, bundle: DataBundle, info: RunInfo, cfg: ExperimentConfig, root: Path,
                tolerance: float, quantize: str | None) -> dict[str, Any]:
-        x_val: Tensor = bundle.val.tensors[0][:PARITY_SAMPLES]
+        x_val: Tensor = take(bundle.val, PARITY_SAMPLES)[0]
         export_onnx(net, x_val, root / "model.onnx", cfg.export.opset, info.integer_input)
         diff = check_parity(net, root / "model.onnx", x_val, tolerance)
         inputs, outputs = signature(info)
@@ -137,8 +138,9 @@ class ClassificationTask(Task):
         if quantize:
             from dlforge.export.quantize import quantize_package
 
-            x_train, (x_test, y_test) = bundle.train.tensors[0], bundle.test.tensors
-            fields["quantized"] = quantize_package(net, root, x_train[:CALIBRATION_SAMPLES], x_test, y_test)
+            x_test, y_test = take(bundle.test)
+            calibration = take(bundle.train, CALIBRATION_SAMPLES)[0]
+            fields["quantized"] = quantize_package(net, root, calibration, x_test, y_test)
         return fields
 
 

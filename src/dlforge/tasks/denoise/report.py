@@ -10,6 +10,7 @@ import onnx
 import torch
 
 from dlforge.config import ExperimentConfig
+from dlforge.data.samples import take
 from dlforge.data.splits import DataBundle, load_data
 from dlforge.evaluate.plots import Panel, plot_learning_curves
 from dlforge.export.errors import ExportError
@@ -32,7 +33,7 @@ def write_denoise_report(run_dir: Path) -> None:
     cfg, _, net = load_run(run_dir)
     report = run_dir / "report"
     report.mkdir(exist_ok=True)
-    clean = load_data(cfg.data, cfg.seed).test.tensors[0][:EXAMPLES]
+    clean = take(load_data(cfg.data, cfg.seed).test, EXAMPLES)[0]
     noisy = noisy_batch(as_denoiser(net), clean, 0)
     with torch.no_grad():
         out = net(noisy)
@@ -54,7 +55,7 @@ def export_denoiser(net: Denoiser, bundle: DataBundle, info: RunInfo, cfg: Exper
         raise ExportError("export.quantize: int8 is for classifiers; a denoiser is exported in fp32")
     net.eval()
     path = root / "model.onnx"
-    noisy = noisy_batch(net, bundle.val.tensors[0][:PARITY_SAMPLES], 0)
+    noisy = noisy_batch(net, take(bundle.val, PARITY_SAMPLES)[0], 0)
     with quiet_exporter():
         torch.onnx.export(net, (noisy[:2],), str(path), dynamo=True, opset_version=cfg.export.opset,
                           input_names=[IMAGE], output_names=[DENOISED],

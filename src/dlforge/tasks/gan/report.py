@@ -25,12 +25,13 @@ def untrained_baseline(run_dir: Path) -> dict[str, float | None]:
     import torch
 
     from dlforge.config import load_config
+    from dlforge.data.samples import take
     from dlforge.data.splits import load_data
     from dlforge.runinfo import RunInfo
     from dlforge.tasks.gan.metrics import eval_latents, generate, sample_quality
 
     cfg, info = load_config(run_dir / "config.yaml"), RunInfo.load(run_dir)
-    real, real_y = load_data(cfg.data, cfg.seed).test.tensors
+    real, real_y = take(load_data(cfg.data, cfg.seed).test)
     torch.manual_seed(cfg.seed)  # the initial weights of this very run
     net = build_gan(cfg, tuple(info.input_shape), info.labels)
     conditional = net.generator.num_classes > 0

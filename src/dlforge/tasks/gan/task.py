@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from dlforge.config import ConfigError, ExperimentConfig
 from dlforge.data.datasets import DATASETS
+from dlforge.data.samples import take
 from dlforge.data.splits import DataBundle, load_data, peek_input_shape
 from dlforge.nn import MODELS
 from dlforge.nn.checks import check_model
@@ -131,7 +132,7 @@ class GanTask(Task):
         """Sample quality on the whole split (identical on every worker: fixed latents, all samples)."""
         net = as_gan(model)
         judge_ = judge(net).to(device)
-        real, real_y = (t.to(device) for t in batches.dataset.tensors)
+        real, real_y = (t.to(device) for t in take(batches.dataset))
         conditional = net.generator.num_classes > 0
         n = max(net.eval_samples, len(real))
         z, y = eval_latents(n, net.generator.latent_dim, len(info.labels), device)

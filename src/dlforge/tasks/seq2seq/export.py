@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer
 
 from dlforge.config import ExperimentConfig
+from dlforge.data.samples import take
 from dlforge.data.splits import DataBundle
 from dlforge.decoding import SearchSettings, Special, search
 from dlforge.decoding.onnx_engine import OnnxEngine
@@ -65,7 +66,7 @@ def export_package_graphs(model: Seq2SeqModel, bundle: DataBundle, info: RunInfo
     prep = TranslationPreprocessing.of(info.preprocessing)
     special = Special(prep.bos_id, prep.eos_id)
     settings = SearchSettings.model_validate(prep.decoding)
-    src_t: torch.Tensor = bundle.val.tensors[0][:PARITY_SENTENCES]
+    src_t: torch.Tensor = take(bundle.val, PARITY_SENTENCES)[0]
     src_t = src_t[:, : max(1, int((src_t != 0).sum(1).max()))]
     encoder, step = export_seq2seq(model.eval(), src_t, special.bos, root, cfg.export.opset)
     onnx = OnnxEngine(encoder, step)

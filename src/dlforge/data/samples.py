@@ -1,0 +1,132 @@
+"""Datasets that read a sample only when a loader asks for it, and what is computed from them in one pass.
+
+A file dataset keeps a compact list of its files (a numpy byte-string array, not a Python list: forked
+DataLoader workers would otherwise copy every page it touches) and decodes in `__getitem__`, which runs
+in the loader's worker processes. Any randomness a sample needs comes from (seed, index), never from a
+worker's RNG, so a sample is the same whichever worker reads it and whenever: a resumed run sees the
+data an uninterrupted one saw.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from dlforge.data.errors import DataError, SampleError
+
+log = logging.getLogger(__name__)
+
+STATS_SAMPLES = 5000  # normalisation statistics come from at most this many train samples (seeded)
+MAX_AUTO_WORKERS = 8
+
+
+class FileSamples(Dataset[tuple[Tensor, int]]):
+    """Files (paths relative to `root`) with a class index each; `decode(path, index)` reads one as an array.
+
+    `skip_unreadable`: a file that fails to decode is replaced by the next readable one (a warning names it),
+    as timm and torchvision users expect of a folder with a few broken files; otherwise it is an error.
+    """
+
+    def __init__(self, root: Path, files: Sequence[str], targets: Sequence[int],
+                 decode: Callable[[Path, int], np.ndarray], errors: tuple[type[Exception], ...],
+                 skip_unreadable: bool) -> None:
+        self.root = root
+        self.files = np.array([f.encode() for f in files], dtype=np.bytes_)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.decode, self.errors, self.skip_unreadable = decode, errors, skip_unreadable
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, index: int) -> Path:
+        return self.root / self.files[index].decode()
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        for attempt in range(min(len(self), 100)):
+            at = (index + attempt) % len(self)
+            try:
+                return torch.from_numpy(self.decode(self.path(at), index)), int(self.targets[at])
+            except self.errors as exc:
+                if not self.skip_unreadable:
+                    raise SampleError(f"{exc} — fix or remove it, or set data.params.skip_unreadable: true") from None
+                log.warning("skipped unreadable file %s (using the next one in its place)", exc)
+        raise SampleError(f"data.params.path: 100 files in a row from {self.path(index)} cannot be read")
+
+
+def subset(ds: Dataset[Any], indices: Tensor) -> Dataset[Any]:
+    """The samples at `indices`: sliced tensors for an in-memory dataset, a lazy view otherwise."""
+    if isinstance(ds, TensorDataset):
+        return TensorDataset(*(t[indices] for t in ds.tensors))
+    return Subset(ds, indices.tolist())
+
+
+def in_memory(ds: Dataset[Any]) -> bool:
+    """Whether every sample is already a tensor in this process (reading costs nothing: no workers needed)."""
+    return isinstance(ds, TensorDataset)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_workers(setting: int | str, ds: Dataset[Any], world_size: int = 1) -> int:
+    """data.workers: a number, or "auto": none for data already in memory, else this process's share of
+    the usable cores (at most 8)."""
+    if setting != "auto":
+        return int(setting)
+    if in_memory(ds):
+        return 0
+    return max(1, min(MAX_AUTO_WORKERS, usable_cores() // max(world_size, 1)))
+
+
+def take(ds: Dataset[Any], limit: int | None = None, workers: int = 0) -> tuple[Tensor, Tensor]:
+    """The first `limit` samples (all when None) stacked as (inputs, targets): for the few that a parity
+    check, a preview or a calibration needs — never a whole large split."""
+    n = len(ds) if limit is None else min(limit, len(ds))  # type: ignore[arg-type]
+    if isinstance(ds, TensorDataset):
+        x, y = ds.tensors[0][:n], ds.tensors[1][:n]
+        return x, y
+    loader = DataLoader(Subset(ds, range(n)), batch_size=256, num_workers=workers)
+    xs, ys = zip(*loader, strict=True) if n else ((), ())
+    if not xs:
+        raise DataError("data: the split is empty")
+    return torch.cat(xs), torch.cat(ys)
+
+
+def streaming_stats(ds: Dataset[Any], indices: Tensor, seed: int, workers: int,
+                    limit: int = STATS_SAMPLES) -> tuple[list[float], list[float], int]:
+    """Per-channel mean/std over (a seeded sample of at most `limit` of) `indices`, in one pass of float64
+    sums: the dataset is never held. Returns (mean, std, samples used)."""
+    if len(indices) > limit:
+        pick = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:limit]
+        indices = indices[pick.sort().values]
+    loader = DataLoader(Subset(ds, indices.tolist()), batch_size=128, num_workers=workers)
+    total = squares = None
+    count = 0
+    for x, _ in loader:
+        x = x.double()
+        dims = [0, *range(2, x.dim())] if x.dim() >= 3 else [0]
+        s, q = x.sum(dim=dims), (x * x).sum(dim=dims)
+        total, squares = (s, q) if total is None else (total + s, squares + q)  # type: ignore[operator]
+        count += x.numel() // s.numel()
+    assert total is not None and squares is not None
+    mean = total / count
+    var = ((squares - count * mean * mean) / max(count - 1, 1)).clamp_min(0)
+    std = var.sqrt().clamp_min(1e-6)
+    return mean.flatten().tolist(), std.flatten().tolist(), len(indices)
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The RNG of one sample (crop offsets, …): the same whichever worker reads it, run after run."""
+    return np.random.default_rng([seed, index])
