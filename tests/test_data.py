@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,42 @@ def test_lazy_statistics_match_the_materialised_train_split(tmp_path: Path) -> N
     assert bundle.preprocessing.mean == pytest.approx(mean, rel=1e-5)
     assert bundle.preprocessing.std == pytest.approx(std, rel=1e-4)
     assert bundle.facts["statistics_samples"] == len(bundle.train)
-    assert bundle.facts["split"] == {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)}
+    assert bundle.facts["split"] == {"method": "stratified", "train": len(bundle.train), "val": len(bundle.val),
+                                     "test": len(bundle.test)}
+
+
+def test_split_folders_are_used_as_they_are_and_a_missing_one_is_carved_from_train(tmp_path: Path) -> None:
+    write_image_folder(tmp_path / "train", per_class=10)
+    write_image_folder(tmp_path / "test", per_class=3)
+    bundle = load_data(DataConfig(dataset="image_folder", params={"path": str(tmp_path)}, val_fraction=0.2), 0)
+    assert bundle.labels == ["cat", "dog"]
+    test_files = {bundle.test.dataset.path(i).relative_to(tmp_path).parts[0] for i in bundle.test.indices}
+    val_files = {bundle.val.dataset.path(i).relative_to(tmp_path).parts[0] for i in bundle.val.indices}
+    assert test_files == {"test"} and len(bundle.test) == 6  # the test/ folder, whole
+    assert val_files == {"train"} and len(bundle.val) == 4  # no val/: 20% of train/, stratified
+    assert bundle.facts["split"] == {"method": "folders", "train": 16, "val": 4, "test": 6}
+    (tmp_path / "test" / "dog").rename(tmp_path / "test" / "wolf")
+    with pytest.raises(DataError, match="every split folder needs the same class folders"):
+        load_data(DataConfig(dataset="image_folder", params={"path": str(tmp_path)}), 0)
+
+
+def test_a_hash_split_keeps_every_file_in_its_split_when_data_is_added(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, per_class=30)
+    cfg = DataConfig(dataset="image_folder", params={"path": str(tmp_path)}, split="hash")
+
+    def members(bundle) -> dict[str, set[str]]:
+        return {name: {str(getattr(bundle, name).dataset.path(i)) for i in getattr(bundle, name).indices}
+                for name in ("train", "val", "test")}
+
+    before = members(load_data(cfg, seed=0))
+    assert all(before.values()) and sum(map(len, before.values())) == 60
+    write_image_folder(tmp_path / "more", per_class=30)
+    (tmp_path / "more" / "cat").rename(tmp_path / "bird")  # a new class of 30 files
+    shutil.rmtree(tmp_path / "more")
+    after = members(load_data(cfg, seed=0))
+    for name in before:
+        assert before[name] <= after[name]  # nothing moved between splits
+    assert members(load_data(cfg, seed=1)) != after  # the run seed chooses the split
 
 
 def test_image_folder_errors_name_the_key(tmp_path: Path) -> None:

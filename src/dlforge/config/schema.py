@@ -41,6 +41,10 @@ class DataConfig(Strict):
     test_fraction: float = Field(0.15, gt=0, lt=1)
     classes: list[str] | None = Field(None, min_length=2, description="keep only these labels (in this order)")
     train_fraction: float = Field(1.0, gt=0, le=1, description="seeded stratified share of the train split to use")
+    split: Literal["stratified", "hash"] = Field(
+        "stratified", description="how samples are split when the data has no train/ val/ test/ folders: "
+                                  "stratified by class (or by group), or by a hash of (seed, file or group), "
+                                  "which keeps every sample in its split as data is added")
     workers: int | Literal["auto"] = Field(
         "auto", validation_alias=AliasChoices("workers", "num_workers"),
         description="loader worker processes per training process, which read and decode samples; auto: none "

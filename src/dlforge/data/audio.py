@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dlforge.audio_io import AUDIO_SUFFIXES, AudioError, AudioFormat, load_clip
-from dlforge.data.datasets import DATASETS, DataError, DatasetEntry, Params, RawData
+from dlforge.data.datasets import DATASETS, DataError, DatasetEntry, Params, RawData, list_samples
 from dlforge.data.samples import FileSamples, sample_rng
 
 log = logging.getLogger(__name__)
@@ -60,20 +60,15 @@ class AudioFolderParams(Params):
         return AudioFormat(self.sample_rate, self.duration, self.mix_channels, self.resample)
 
 
-def list_clips(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """The class names (sorted sub-folders) and every (clip, class index) under `root`."""
-    if not root.is_dir():
-        raise DataError(f"data.params.path: {root} is not a folder (expected one sub-folder per class)")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if len(classes) < 2:
-        raise DataError(f"data.params.path: {root} needs at least 2 class sub-folders, found {classes}")
-    clips = [(f, i) for i, name in enumerate(classes) for f in sorted((root / name).iterdir())
-             if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()]
-    empty = [name for i, name in enumerate(classes) if not any(c == i for _, c in clips)]
+def list_clips(root: Path) -> tuple[list[str], list[str], list[int], np.ndarray | None]:
+    """The class names and every clip (relative path, class index, split folder if any) under `root`."""
+    classes, files, targets, given_split = list_samples(root, AUDIO_SUFFIXES, "audio files")
+    present = set(targets)
+    empty = [name for i, name in enumerate(classes) if i not in present]
     if empty:
         raise DataError(f"data.params.path: no {'/'.join(AUDIO_SUFFIXES)} files in class folder(s) "
                         f"{', '.join(empty)} under {root}")
-    return classes, clips
+    return classes, files, targets, given_split
 
 
 def group_of(file: Path, root: Path, rule: str | GroupByCsv, table: dict[str, str]) -> str:
@@ -118,15 +113,13 @@ class ClipReader:
 def load_audio_folder(p: AudioFolderParams, seed: int) -> RawData:
     """The folder's clips and their groups; each clip is decoded when a loader asks for it."""
     root = p.path.expanduser()
-    classes, clips = list_clips(root)
+    classes, files, targets, given_split = list_clips(root)
     fmt = p.audio_format()
     table = read_group_table(root, p.group_by) if isinstance(p.group_by, GroupByCsv) else {}
-    groups = [group_of(file, root, p.group_by, table) for file, _ in clips] if p.group_by is not None else None
-    files = [file.relative_to(root).as_posix() for file, _ in clips]
-    samples = FileSamples(root, files, [index for _, index in clips], ClipReader(fmt, seed), (AudioError,),
-                          p.skip_unreadable)
-    return RawData(torch.empty(0), torch.tensor([index for _, index in clips]), classes, fmt.as_preprocessing(),
-                   groups=groups, samples=samples, sample_shape=(fmt.samples,))
+    groups = [group_of(root / file, root, p.group_by, table) for file in files] if p.group_by is not None else None
+    samples = FileSamples(root, files, targets, ClipReader(fmt, seed), (AudioError,), p.skip_unreadable)
+    return RawData(torch.empty(0), torch.tensor(targets), classes, fmt.as_preprocessing(), groups=groups,
+                   samples=samples, sample_shape=(fmt.samples,), keys=files, given_split=given_split)
 
 
 DATASETS.add("audio_folder", DatasetEntry(AudioFolderParams, load_audio_folder,  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,8 @@ class RawData:
     samples: Dataset[Any] | None = None  # lazy: sample i → (input, y[i]), decoded when a loader asks
     sample_shape: tuple[int, ...] | None = None  # one lazy sample's shape
     sample_dtype: torch.dtype = torch.float32
+    keys: Sequence[str] | None = None  # a stable name per sample (its file), for data.split: hash
+    given_split: np.ndarray | None = None  # per sample 0 train, 1 val, 2 test, from split folders (-1: carve)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -143,16 +145,47 @@ def list_class_files(root: Path, suffixes: tuple[str, ...], what: str) -> tuple[
     return classes, files, targets
 
 
+SPLIT_FOLDERS = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
+
+
+def split_folders(root: Path) -> list[str]:
+    """The split sub-folders of a root/{train,val,test}/<class>/<file> layout, or [] for root/<class>/<file>."""
+    if not (root / "train").is_dir():
+        return []
+    names = {d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith(".")}
+    return sorted(names, key=lambda n: SPLIT_FOLDERS[n]) if names <= set(SPLIT_FOLDERS) else []
+
+
+def list_samples(root: Path, suffixes: tuple[str, ...], what: str
+                 ) -> tuple[list[str], list[str], list[int], np.ndarray | None]:
+    """`list_class_files`, or for split folders (train/ and val/ and/or test/, each with the same class
+    folders) every split's files with the split of each: (classes, files, targets, split per file or None)."""
+    splits = split_folders(root)
+    if not splits:
+        return (*list_class_files(root, suffixes, what), None)
+    listed = {name: list_class_files(root / name, suffixes, what) for name in splits}
+    classes = listed["train"][0]
+    files, targets, split_of = [], [], []
+    for name, (names, found, indices) in listed.items():
+        if names != classes:
+            raise DataError(f"data.params.path: {root / name} has the classes {names}, but {root / 'train'} has "
+                            f"{classes}; every split folder needs the same class folders")
+        files += [f"{name}/{f}" for f in found]
+        targets += indices
+        split_of += [SPLIT_FOLDERS[name]] * len(found)
+    return classes, files, targets, np.array(split_of, dtype=np.int8)
+
+
 def load_image_folder(p: ImageFolderParams, seed: int) -> RawData:
     """The folder's file list; each image is decoded and resized when a loader asks for it."""
     root = p.path.expanduser()
-    classes, files, targets = list_class_files(root, IMAGE_SUFFIXES, "images")
+    classes, files, targets, given_split = list_samples(root, IMAGE_SUFFIXES, "images")
     samples = FileSamples(root, files, targets, ImageReader(p.image_size, p.channels), (ImageError,),
                           p.skip_unreadable)
     prep = ImagePreprocessing(size=p.image_size, channels=p.channels,
                               channel_order="L" if p.channels == 1 else "RGB", scale=1 / 255)
     return RawData(torch.empty(0), torch.tensor(targets), classes, prep, samples=samples,
-                   sample_shape=(p.channels, *p.image_size))
+                   sample_shape=(p.channels, *p.image_size), keys=files, given_split=given_split)
 
 
 # --- synthetic: learnable random data of any shape ---------------------------------------------

@@ -3,6 +3,8 @@ normalisation statistics."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -115,8 +117,10 @@ def select_classes(raw: RawData, classes: list[str] | None) -> RawData:
     x = raw.x if lazy else raw.x[keep]
     groups = None if raw.groups is None else [g for g, k in zip(raw.groups, keep.tolist(), strict=True) if k]
     samples = None if raw.samples is None else Relabelled(raw.samples, keep.nonzero().flatten(), remap)
+    keys = None if raw.keys is None else [k for k, kept in zip(raw.keys, keep.tolist(), strict=True) if kept]
+    given = None if raw.given_split is None else raw.given_split[keep.numpy()]
     return replace(raw, x=x, y=remap[raw.y[keep]], labels=list(classes), texts=texts, groups=groups,
-                   samples=samples)
+                   samples=samples, keys=keys, given_split=given)
 
 
 class Relabelled(Dataset[Any]):
@@ -145,12 +149,58 @@ def subsample(idx: Tensor, y: Tensor, fraction: float, seed: int) -> Tensor:
     return torch.from_numpy(kept).sort().values
 
 
+def hash_split_indices(keys: Sequence[str], val: float, test: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Each key (a file, or its group) lands in a split by a hash of (seed, key): a sample keeps its split
+    when data is added or removed, and nothing needs to be held but the keys."""
+    def position(key: str) -> float:
+        digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    where = np.array([position(k) for k in keys])
+    test_mask, val_mask = where < test, (where >= test) & (where < test + val)
+    return tuple(torch.from_numpy(np.flatnonzero(m)) for m in (~(test_mask | val_mask), val_mask, test_mask))  # type: ignore[return-value]
+
+
+def given_split_indices(raw: RawData, cfg: DataConfig, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Split folders as they are; a missing val or test split is carved from train (stratified, seeded)."""
+    assert raw.given_split is not None
+    split = torch.from_numpy(raw.given_split.astype(np.int64))
+    train, val, test = ((split == s).nonzero().flatten() for s in (0, 1, 2))
+    for name, fraction, part in (("val", cfg.val_fraction, val), ("test", cfg.test_fraction, test)):
+        if len(part):
+            continue
+        try:
+            keep, carved = train_test_split(train.numpy(), test_size=fraction, stratify=raw.y[train].numpy(),
+                                            random_state=seed)
+        except ValueError as exc:
+            raise DataError(f"data: no {name}/ folder, and {len(train)} training samples cannot give a "
+                            f"{name} split of {fraction}: {_too_small(raw.y[train], raw.labels) or exc}") from None
+        train, carved_t = torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(carved))
+        val, test = (carved_t, test) if name == "val" else (val, carved_t)
+    if not len(train):
+        raise DataError("data.params.path: the train/ folder holds no samples")
+    return train, val, test
+
+
+def choose_split(raw: RawData, cfg: DataConfig, seed: int) -> tuple[tuple[Tensor, Tensor, Tensor], str]:
+    """(train, val, test indices) and how they were chosen: split folders, a hash, by group or stratified."""
+    if raw.given_split is not None:
+        return given_split_indices(raw, cfg, seed), "folders"
+    if cfg.split == "hash":
+        keys = raw.groups or raw.keys or [str(i) for i in range(len(raw.y))]  # a group stays together
+        return hash_split_indices(keys, cfg.val_fraction, cfg.test_fraction, seed), "hash"
+    if raw.groups is not None:
+        return group_split_indices(raw.groups, cfg.val_fraction, cfg.test_fraction, seed), "groups"
+    return split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed, raw.labels), "stratified"
+
+
 def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = None) -> DataBundle:
     raw = select_classes(raw, cfg.classes)
-    if raw.groups is not None:
-        train_idx, val_idx, test_idx = group_split_indices(raw.groups, cfg.val_fraction, cfg.test_fraction, seed)
-    else:
-        train_idx, val_idx, test_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, seed, raw.labels)
+    (train_idx, val_idx, test_idx), method = choose_split(raw, cfg, seed)
+    for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
+        if not len(idx):
+            raise DataError(f"data: the {name} split is empty ({len(raw.y)} samples, split {method}); add data "
+                            f"or raise data.{name}_fraction")
     train_idx = subsample(train_idx, raw.y, cfg.train_fraction, seed)
     if raw.texts is not None:  # the tokenizer learns from the (kept) train split only
         from dlforge.data.text import tokenize_splits
@@ -160,7 +210,8 @@ def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = N
     groups = None if raw.groups is None else {
         name: sorted({raw.groups[i] for i in idx.tolist()})
         for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
-    facts: dict[str, Any] = {"split": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)}}
+    facts: dict[str, Any] = {"split": {"method": method, "train": len(train_idx), "val": len(val_idx),
+                                       "test": len(test_idx)}}
     if groups is not None:
         facts["split"]["groups"] = {name: len(members) for name, members in groups.items()}
     samples = raw.dataset()
