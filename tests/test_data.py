@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from dlforge.config import DataConfig
@@ -13,6 +14,9 @@ from dlforge.data.errors import SampleError
 from dlforge.data.loaders import eval_loader, per_worker_batch, train_loader
 from dlforge.data.samples import take
 from dlforge.data.splits import load_data
+from dlforge.imagedecode import decode_image
+from dlforge.preprocessing import ImagePreprocessing
+from dlforge.serve.images import preprocess_image
 
 
 def test_digits_splits_are_stratified_disjoint_and_seeded() -> None:
@@ -147,3 +151,53 @@ def test_global_batch_splits_across_workers_and_shards_cover_everything() -> Non
     first = next(iter(loader))[1]
     loader.sampler.set_epoch(1)
     assert torch.equal(first, next(iter(loader))[1])
+
+
+def wide_image(path: Path) -> None:
+    """40x20: black outer quarters, a white centre 20x20 square."""
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, 10:30] = 255
+    Image.fromarray(pixels).save(path)
+
+
+def test_center_crop_keeps_the_aspect_ratio_for_evaluation_and_serving(tmp_path: Path) -> None:
+    wide_image(tmp_path / "wide.png")
+    stretched = decode_image(tmp_path / "wide.png", (8, 8), 3)
+    centred = decode_image(tmp_path / "wide.png", (8, 8), 3, fit="center_crop")
+    assert stretched[:, :, 0].max() == 0 and centred.min() > 0.8  # the black margins are cropped away
+    prep = ImagePreprocessing(size=(8, 8), channels=3, channel_order="RGB", scale=1 / 255, resize="center_crop")
+    served = preprocess_image((tmp_path / "wide.png").read_bytes(), prep)
+    assert np.array_equal(served[0], centred)
+
+
+def test_random_crops_are_drawn_per_epoch_and_sample_and_repeat_exactly(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, per_class=6)
+    for name in ("cat", "dog"):
+        wide_image(tmp_path / name / "wide.png")
+    params = {"path": str(tmp_path), "image_size": [8, 8], "train_crop": {"scale": [0.1, 0.3]}}
+    bundle = load_data(DataConfig(dataset="image_folder", params=params), seed=0)
+
+    def epoch_of(epoch: int, workers: int) -> dict[int, Tensor]:
+        loader = train_loader(bundle.train, 4, 0, 1, seed=0, workers=workers)
+        loader.sampler.set_epoch(epoch)
+        keys = [i for _, i in loader.sampler]
+        xs = torch.cat([x for x, _ in loader])
+        return dict(zip(keys, xs, strict=True))
+
+    one, again, two = epoch_of(1, 0), epoch_of(1, 2), epoch_of(2, 2)
+    assert all(torch.equal(one[k], again[k]) for k in one)  # the same draws in any worker
+    assert any(not torch.equal(one[k], two[k]) for k in one)  # other crops the next epoch
+    x, _ = take(bundle.train)  # evaluation (and statistics) decode without random crops
+    assert torch.equal(x, take(bundle.train)[0])
+
+
+def test_each_rank_reads_a_disjoint_part_of_the_train_split(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, per_class=15)
+    bundle = load_data(DataConfig(dataset="image_folder", params={"path": str(tmp_path)}), seed=0)
+    for epoch in (1, 2):
+        parts = []
+        for rank in (0, 1):
+            loader = train_loader(bundle.train, 4, rank, 2, seed=0)
+            loader.sampler.set_epoch(epoch)
+            parts.append({i for _, i in loader.sampler})
+        assert not parts[0] & parts[1] and parts[0] | parts[1] == set(range(len(bundle.train)))

@@ -79,6 +79,9 @@ class ImagePreprocessing(_Kind):
     size: tuple[PositiveInt, PositiveInt] = Field(description="(height, width) every image is resized to")
     channels: Literal[1, 3] = Field(description="1 (grayscale) or 3 (RGB)")
     channel_order: Literal["L", "RGB"] = Field(description="the mode images are converted to: L (1 channel), RGB (3)")
+    resize: Literal["stretch", "center_crop"] = Field(
+        "stretch", description="stretch the whole image to size, or center_crop: the largest centred region of "
+                               "size's aspect ratio, then resize")
     scale: float = Field(gt=0, description="model input per unit of the source's pixel values (1/255: 8-bit)")
     note: str | None = Field(None, description="how this dataset's values differ from 8-bit files, for people")
     mean: list[float] | None = Field(None, description=MEAN)

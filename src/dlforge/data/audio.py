@@ -106,8 +106,8 @@ class ClipReader:
     fmt: AudioFormat
     seed: int
 
-    def __call__(self, path: Path, index: int) -> np.ndarray:
-        return load_clip(path, self.fmt, sample_rng(self.seed, index))
+    def __call__(self, path: Path, index: int, draw: int | None) -> np.ndarray:
+        return load_clip(path, self.fmt, sample_rng(self.seed, index))  # the same crop every epoch
 
 
 def load_audio_folder(p: AudioFolderParams, seed: int) -> RawData:

@@ -17,13 +17,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from dlforge.data.errors import DataError
-from dlforge.data.samples import FileSamples
-from dlforge.imagedecode import SUFFIXES, ImageError, decode_image
+from dlforge.data.samples import FileSamples, sample_rng
+from dlforge.imagedecode import SUFFIXES, Fit, ImageError, RandomCrop, decode_image
 from dlforge.preprocessing import ImagePreprocessing, Preprocessing, TensorPreprocessing, TokensPreprocessing
 from dlforge.registry import Registry
 
@@ -101,12 +101,29 @@ def load_digits_data(p: DigitsParams, seed: int) -> RawData:
 IMAGE_SUFFIXES = SUFFIXES
 
 
+class TrainCrop(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scale: tuple[float, float] = Field((0.08, 1.0), description="share of the image's area a crop covers")
+    ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="aspect ratios (width / height) of crops")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> TrainCrop:
+        if not (0 < self.scale[0] <= self.scale[1] <= 1 and 0 < self.ratio[0] <= self.ratio[1]):
+            raise ValueError("scale needs 0 < low <= high <= 1 and ratio 0 < low <= high, e.g. "
+                             "{scale: [0.35, 1], ratio: [0.75, 1.33]}")
+        return self
+
+
 class ImageFolderParams(Params):
     path: Path
     image_size: tuple[int, int] = Field((32, 32), description="(height, width) after resizing")
     channels: Literal[1, 3] = 3
     skip_unreadable: bool = Field(True, description="a file that cannot be decoded is replaced by the next "
                                                     "one, with a warning naming it (false: stop with an error)")
+    resize: Fit = Field("stretch", description="how an image becomes image_size for evaluation and serving: "
+                                               "stretch the whole image, or center_crop (keeps the aspect ratio)")
+    train_crop: TrainCrop | None = Field(None, description="training only: a random-resized crop of the "
+                                                           "original image each epoch, e.g. {scale: [0.35, 1]}")
 
 
 def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
@@ -116,13 +133,22 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImageReader:
-    """One image file → the model's input (a picklable callable: loader workers may be spawned)."""
+    """One image file → the model's input (a picklable callable: loader workers may be spawned).
+
+    Evaluation (`draw` None) resizes by `fit`; training with `crop` takes a random-resized crop of the
+    original, drawn from (seed, sample, epoch)."""
 
     size: tuple[int, int]
     channels: int
+    fit: Fit = "stretch"
+    crop: RandomCrop | None = None
+    seed: int = 0
 
-    def __call__(self, path: Path, index: int) -> np.ndarray:
-        return decode_image(path, self.size, self.channels)
+    def __call__(self, path: Path, index: int, draw: int | None) -> np.ndarray:
+        if self.crop is not None and draw is not None:
+            return decode_image(path, self.size, self.channels, crop=self.crop,
+                                rng=sample_rng(self.seed, index, draw))
+        return decode_image(path, self.size, self.channels, fit=self.fit)
 
 
 def list_class_files(root: Path, suffixes: tuple[str, ...], what: str) -> tuple[list[str], list[str], list[int]]:
@@ -180,9 +206,10 @@ def load_image_folder(p: ImageFolderParams, seed: int) -> RawData:
     """The folder's file list; each image is decoded and resized when a loader asks for it."""
     root = p.path.expanduser()
     classes, files, targets, given_split = list_samples(root, IMAGE_SUFFIXES, "images")
-    samples = FileSamples(root, files, targets, ImageReader(p.image_size, p.channels), (ImageError,),
-                          p.skip_unreadable)
-    prep = ImagePreprocessing(size=p.image_size, channels=p.channels,
+    crop = RandomCrop(p.train_crop.scale, p.train_crop.ratio) if p.train_crop else None
+    reader = ImageReader(p.image_size, p.channels, p.resize, crop, seed)
+    samples = FileSamples(root, files, targets, reader, (ImageError,), p.skip_unreadable)
+    prep = ImagePreprocessing(size=p.image_size, channels=p.channels, resize=p.resize,
                               channel_order="L" if p.channels == 1 else "RGB", scale=1 / 255)
     return RawData(torch.empty(0), torch.tensor(targets), classes, prep, samples=samples,
                    sample_shape=(p.channels, *p.image_size), keys=files, given_split=given_split)

@@ -9,6 +9,7 @@ Evaluation shards without padding so no sample is counted twice.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from dlforge.config import ConfigError
+from dlforge.data.samples import EpochDraws
 
 PREFETCH = 4  # batches each worker keeps ready
 
@@ -36,11 +38,19 @@ def _parallel(workers: int) -> dict[str, Any]:
     return options
 
 
+class EpochSampler(DistributedSampler[Any]):
+    """This rank's part of an epoch's shuffle, each index paired with the epoch: (epoch, i) keys for
+    `EpochDraws`, so samples take that epoch's random draws in whichever worker reads them."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return ((self.epoch, i) for i in super().__iter__())
+
+
 def train_loader(ds: Dataset[Any], global_batch: int, rank: int, world_size: int, seed: int,
                  workers: int = 0) -> StatefulDataLoader:
     """Call `loader.sampler.set_epoch(epoch)` before each epoch."""
-    sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=True,
-                                                          seed=seed)
+    ds = EpochDraws(ds)
+    sampler = EpochSampler(ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     # its own generator: starting an epoch's iterator must not draw from the global RNG that augmentation
     # and dropout use, or an epoch resumed mid-way would see other random numbers than the original run
     return StatefulDataLoader(ds, batch_size=per_worker_batch(global_batch, world_size), sampler=sampler,

@@ -9,6 +9,7 @@ data an uninterrupted one saw.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -28,15 +29,42 @@ STATS_SAMPLES = 5000  # normalisation statistics come from at most this many tra
 MAX_AUTO_WORKERS = 8
 
 
+# The epoch whose random draws a training sample takes (random crops differ every epoch, and equally so in
+# a resumed run); unset (None) for evaluation, which decodes deterministically. Set by `EpochDraws`.
+DRAW: contextvars.ContextVar[int | None] = contextvars.ContextVar("dlforge_draw", default=None)
+
+
+class EpochDraws(Dataset[Any]):
+    """The train split as its loader reads it: key (epoch, i) → sample i, decoded with that epoch's draws.
+
+    The loader's sampler yields the keys (dlforge.data.loaders.EpochSampler): the epoch has to travel with
+    the index, because persistent worker processes never see the main process set it."""
+
+    def __init__(self, ds: Dataset[Any]) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        token = DRAW.set(epoch)
+        try:
+            return self.ds[index]
+        finally:
+            DRAW.reset(token)
+
+
 class FileSamples(Dataset[tuple[Tensor, int]]):
-    """Files (paths relative to `root`) with a class index each; `decode(path, index)` reads one as an array.
+    """Files (paths relative to `root`) with a class index each; `decode(path, index, draw)` reads one as an
+    array (`draw`: the training epoch, for random transforms, or None when evaluating).
 
     `skip_unreadable`: a file that fails to decode is replaced by the next readable one (a warning names it),
     as timm and torchvision users expect of a folder with a few broken files; otherwise it is an error.
     """
 
     def __init__(self, root: Path, files: Sequence[str], targets: Sequence[int],
-                 decode: Callable[[Path, int], np.ndarray], errors: tuple[type[Exception], ...],
+                 decode: Callable[[Path, int, int | None], np.ndarray], errors: tuple[type[Exception], ...],
                  skip_unreadable: bool) -> None:
         self.root = root
         self.files = np.array([f.encode() for f in files], dtype=np.bytes_)
@@ -53,7 +81,7 @@ class FileSamples(Dataset[tuple[Tensor, int]]):
         for attempt in range(min(len(self), 100)):
             at = (index + attempt) % len(self)
             try:
-                return torch.from_numpy(self.decode(self.path(at), index)), int(self.targets[at])
+                return torch.from_numpy(self.decode(self.path(at), index, DRAW.get())), int(self.targets[at])
             except self.errors as exc:
                 if not self.skip_unreadable:
                     raise SampleError(f"{exc} — fix or remove it, or set data.params.skip_unreadable: true") from None
@@ -127,6 +155,7 @@ def streaming_stats(ds: Dataset[Any], indices: Tensor, seed: int, workers: int,
     return mean.flatten().tolist(), std.flatten().tolist(), len(indices)
 
 
-def sample_rng(seed: int, index: int) -> np.random.Generator:
-    """The RNG of one sample (crop offsets, …): the same whichever worker reads it, run after run."""
-    return np.random.default_rng([seed, index])
+def sample_rng(seed: int, index: int, draw: int = 0) -> np.random.Generator:
+    """The RNG of one sample (crop offsets, …) in one epoch (`draw`): the same whichever worker reads it,
+    run after run."""
+    return np.random.default_rng([seed, index, draw])

@@ -23,7 +23,7 @@ def preprocess_image(data: bytes | Path, preprocessing: Preprocessing) -> np.nda
         raise ProtocolError("this model takes no images (its package has no image preprocessing); use /infer")
     channels = 1 if preprocessing.channel_order == "L" else 3
     try:
-        chw = decode_image(data, preprocessing.size, channels)
+        chw = decode_image(data, preprocessing.size, channels, fit=preprocessing.resize)
     except ImageError as exc:
         raise ProtocolError(str(exc)) from None
     return np.ascontiguousarray(chw[None])
