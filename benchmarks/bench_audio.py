@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from dlforge.config import ModelConfig
+from dlforge.data.samples import take
 from dlforge.data.splits import load_data
 from dlforge.export.onnx import INPUT, export_onnx, session
 from dlforge.nn import build_model
@@ -53,7 +54,7 @@ def baselines(run: Path) -> dict[str, float]:
     rate = AudioPreprocessing.of(info.preprocessing).sample_rate
     frontend = Mfcc(MfccParams(sample_rate=rate, n_fft=front.get("n_fft", 512), hop=front.get("hop", 160),
                                n_mels=front.get("n_mels", 40), n_mfcc=20))
-    (x_train, y_train), (x_test, y_test) = bundle.train.tensors, bundle.test.tensors
+    (x_train, y_train), (x_test, y_test) = take(bundle.train), take(bundle.test)
     f_train, f_test = mfcc_stats(x_train, frontend), mfcc_stats(x_test, frontend)
     n = f_train.shape[1] // 2  # the first half are the means
     out = {}

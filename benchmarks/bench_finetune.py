@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import Tensor, nn
 
 from dlforge.config import parse_config
+from dlforge.data.samples import take
 from dlforge.data.splits import load_data
 from dlforge.nn.pretrained import classifier_name, load_pretrained
 from dlforge.train.run import make_model, train_run
@@ -76,7 +77,7 @@ def probe(pre_dir: Path, seed: int, few: dict[str, Any]) -> dict[str, float]:
             net.eval()(x)
         return {"pixels": x.flatten(1).numpy(), **{k: v.numpy() for k, v in seen.items()}}
 
-    (x_train, y_train), (x_test, y_test) = bundle.train.tensors, bundle.test.tensors
+    (x_train, y_train), (x_test, y_test) = take(bundle.train), take(bundle.test)
     train, test = features(x_train), features(x_test)
     fit = {k: LogisticRegression(max_iter=5000).fit(train[k], y_train.numpy()) for k in train}
     return {f"probe_{k}": float(clf.score(test[k], y_test.numpy())) for k, clf in fit.items()}
