@@ -90,6 +90,8 @@ def test_lazy_statistics_match_the_materialised_train_split(tmp_path: Path) -> N
     assert bundle.facts["statistics_samples"] == len(bundle.train)
     assert bundle.facts["split"] == {"method": "stratified", "train": len(bundle.train), "val": len(bundle.val),
                                      "test": len(bundle.test)}
+    counts = bundle.facts["class_counts"]
+    assert counts["train"] == [8, 8] and sum(map(sum, counts.values())) == 24  # from the labels, no sample read
 
 
 def test_split_folders_are_used_as_they_are_and_a_missing_one_is_carved_from_train(tmp_path: Path) -> None:

@@ -214,6 +214,9 @@ def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = N
                                        "test": len(test_idx)}}
     if groups is not None:
         facts["split"]["groups"] = {name: len(members) for name, members in groups.items()}
+    if raw.labels and raw.y.numel():
+        facts["class_counts"] = {name: torch.bincount(raw.y[idx], minlength=len(raw.labels)).tolist()
+                                 for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
     samples = raw.dataset()
     # waveforms have no statistics: the model's front-end layer scales them
     if not raw.integer_input and isinstance(prep, ImagePreprocessing | TensorPreprocessing | PluginPreprocessing):
