@@ -30,11 +30,13 @@ def per_worker_batch(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
-def _parallel(workers: int) -> dict[str, Any]:
-    """Worker settings: kept alive between epochs, prefetching; pinned memory feeds a GPU asynchronously."""
+def _parallel(workers: int, persistent: bool) -> dict[str, Any]:
+    """Worker settings: prefetching, kept alive between epochs when `persistent` (the train loader: the
+    evaluation loaders start theirs per pass, so their processes hold no memory while training runs);
+    pinned memory feeds a GPU asynchronously."""
     options: dict[str, Any] = {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
     if workers:
-        options.update(persistent_workers=True, prefetch_factor=PREFETCH)
+        options.update(persistent_workers=persistent, prefetch_factor=PREFETCH)
     return options
 
 
@@ -53,8 +55,9 @@ def train_loader(ds: Dataset[Any], global_batch: int, rank: int, world_size: int
     sampler = EpochSampler(ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     # its own generator: starting an epoch's iterator must not draw from the global RNG that augmentation
     # and dropout use, or an epoch resumed mid-way would see other random numbers than the original run
+    generator = torch.Generator().manual_seed(seed)
     return StatefulDataLoader(ds, batch_size=per_worker_batch(global_batch, world_size), sampler=sampler,
-                              drop_last=False, generator=torch.Generator().manual_seed(seed), **_parallel(workers))
+                              drop_last=False, generator=generator, **_parallel(workers, True))
 
 
 def eval_loader(ds: Dataset[Any], batch_size: int, rank: int = 0, world_size: int = 1,
@@ -67,4 +70,4 @@ def eval_loader(ds: Dataset[Any], batch_size: int, rank: int = 0, world_size: in
     shard = torch.arange(rank, len(ds), world_size)  # type: ignore[arg-type]
     count = max(1, math.ceil(math.ceil(len(ds) / world_size) / batch_size))  # type: ignore[arg-type]
     batches = [b.tolist() for b in torch.tensor_split(shard, count) if len(b)]
-    return DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), **_parallel(workers))
+    return DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), **_parallel(workers, False))
