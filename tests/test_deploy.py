@@ -21,7 +21,8 @@ DEPLOY = ROOT / "deploy"
 K8S_VERSION = "1.30.0"
 TRAINING_ONLY = {"torch", "torchmetrics", "kornia", "onnx", "onnxscript", "scikit-learn", "matplotlib",
                  "wordfreq", "espeakng-loader", "sacrebleu", "num2words",  # demo data makers; sacrebleu: BLEU/chrF
-                 "filelock"}  # the run directory's training lock
+                 "filelock",  # the run directory's training lock
+                 "torchdata"}  # the resumable training data loader
 # KServe's component extension fields beside the pod spec of a predictor (v1beta1 ComponentExtensionSpec).
 KSERVE_EXTENSION = {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "containerConcurrency", "timeout",
                     "canaryTrafficPercent", "logger", "batcher", "labels", "annotations", "deploymentStrategy"}
