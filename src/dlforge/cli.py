@@ -339,6 +339,45 @@ def spoken_digits(out: Annotated[Path, typer.Option("--out", "-o", help="new fol
                   f"split by voice with data.params.group_by: '{GROUP_BY}'", highlight=False)
 
 
+@data_app.command("shapes")
+def shapes(out: Annotated[Path, typer.Option("--out", "-o", help="new folder for the images")],
+           n: Annotated[int, typer.Option("--n", help="how many images (class = index % classes)")] = 10000,
+           size: Annotated[int, typer.Option(help="width and height in pixels")] = 128,
+           classes: Annotated[int, typer.Option(help="how many shape classes (2 to 12)")] = 10,
+           seed: Annotated[int, typer.Option(help="the same seed writes the same files")] = 0,
+           quality: Annotated[int, typer.Option(help="JPEG quality, 1 to 100")] = 90,
+           workers: Annotated[int | None, typer.Option(help="processes (default: the usable cores)")] = None,
+           overwrite: Annotated[bool, typer.Option(help="replace the shapes a previous run wrote to --out "
+                                                        "(other files stay)")] = False) -> None:
+    """Draw coloured shapes (circle, square, star, …) of random size, rotation, position and colour on
+    textured, noisy backgrounds: RGB JPEGs in image_folder layout, `<class>/<index>.jpg`. A load generator
+    for benchmarks and tests, not a substitute for your data.
+
+    Example: `dlforge data shapes --out data/shapes --n 100000 --size 128`
+    """
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from dlforge.console import err
+    from dlforge.data.shapes import ShapesSpec, generate
+
+    spec = ShapesSpec(size=size, classes=classes, seed=seed, quality=quality)
+    started = time.perf_counter()
+    # no auto-refresh: its thread would be running when the worker processes fork
+    with Progress(BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+                  auto_refresh=False, disable=not err.is_terminal, transient=True) as bar:
+        task = bar.add_task("images", total=n)
+
+        def advance(k: int) -> None:
+            bar.advance(task, k)
+            bar.refresh()
+
+        count = generate(out, n, spec, workers, overwrite, on_progress=advance)
+    console.print(f"wrote {count:,} images ({classes} classes, {size}x{size}) to {out} in "
+                  f"{time.perf_counter() - started:.1f} s", highlight=False)
+
+
 @app.command()
 def layers() -> None:
     """List every layer type a `model.layers` list may use, with its parameters."""
