@@ -9,6 +9,7 @@ Evaluation shards without padding so no sample is counted twice.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,8 +57,10 @@ def train_loader(ds: Dataset[Any], global_batch: int, rank: int, world_size: int
     # its own generator: starting an epoch's iterator must not draw from the global RNG that augmentation
     # and dropout use, or an epoch resumed mid-way would see other random numbers than the original run
     generator = torch.Generator().manual_seed(seed)
-    return StatefulDataLoader(ds, batch_size=per_worker_batch(global_batch, world_size), sampler=sampler,
-                              drop_last=False, generator=generator, **_parallel(workers, True))
+    with warnings.catch_warnings():  # torchdata 0.11 calls torch.set_vital, deprecated in torch 2.13
+        warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+        return StatefulDataLoader(ds, batch_size=per_worker_batch(global_batch, world_size), sampler=sampler,
+                                  drop_last=False, generator=generator, **_parallel(workers, True))
 
 
 def eval_loader(ds: Dataset[Any], batch_size: int, rank: int = 0, world_size: int = 1,
