@@ -19,6 +19,7 @@ from dlforge.config import DataConfig
 from dlforge.data import text as text_data
 from dlforge.data.datasets import DATASETS, DataError
 from dlforge.data.loaders import eval_loader
+from dlforge.data.parallel import load_parallel
 from dlforge.data.samples import take
 from dlforge.data.splits import load_data, split_indices
 from dlforge.text import PAD_ID, TokenizerConfig, encode, tokenizer_from_bytes
@@ -139,6 +140,23 @@ def test_json_values_of_any_type_become_their_python_text(tmp_path: Path) -> Non
         _raw({"path": str(latin)}, "jsonl")
 
 
+def test_parallel_files_take_encodings_names_and_parquet(tmp_path: Path) -> None:
+    latin = tmp_path / "pairs.tsv"
+    latin.write_bytes('"Go."\tVa !\ncafé\tcoffee\nHi.\tSalut\n'.encode("latin-1"))
+    splits = load_parallel("parallel_tsv", {"path": latin, "encoding": "latin-1"}, 0.34, 0.34, 0)
+    assert sorted([*splits.train, *splits.val, *splits.test]) == [('"Go."', "Va !"), ("Hi.", "Salut"),
+                                                                   ("café", "coffee")]  # no quoting in TSV
+    parquet = tmp_path / "pairs.parquet"
+    pq.write_table(pa.table({"en": ["one", "two", "three"], "fr": ["un", "deux", "trois"]}), parquet)
+    splits = load_parallel("parallel_tsv", {"path": parquet, "source_column": "fr", "target_column": "en"}, .34, .34, 0)
+    assert sorted([*splits.train, *splits.val, *splits.test]) == [("deux", "two"), ("trois", "three"), ("un", "one")]
+    named = tmp_path / "named.csv"
+    named.write_text("en,fr\none,un\ntwo,deux\nthree,trois\n")
+    splits = load_parallel("parallel_tsv", {"path": named, "delimiter": ",", "source_column": "en",
+                                            "target_column": "fr"}, .34, .34, 0)
+    assert sorted([*splits.train, *splits.val, *splits.test]) == [("one", "un"), ("three", "trois"), ("two", "deux")]
+
+
 # --- lazy tokenization -------------------------------------------------------------------------------
 def _eager_ids(tokenizer_json: bytes, texts: list[str], max_length: int) -> torch.Tensor:
     """The ids as they were made before tokenization became lazy: all texts at once, padded to max_length."""
@@ -180,3 +198,29 @@ def test_the_tokenizer_streams_the_train_split_only(tmp_path: Path, monkeypatch:
     train_idx = split_indices(raw.y, cfg.val_fraction, cfg.test_fraction, 0)[0]
     assert seen == [raw.texts[i] for i in train_idx.tolist()] and len(seen) == len(bundle.train)
 
+
+def test_lazy_sentence_pairs_give_the_batches_eager_tokenization_gave() -> None:
+    """Samples are now padded to max_length (+2 for targets) instead of the split's longest sentence; a batch
+    cut to its longest sentence (task.trim, as training, evaluation and export do) is what it was."""
+    from dlforge.config import parse_config
+    from dlforge.experiment import check_experiment
+    from dlforge.tasks.seq2seq.data import encode_targets, load_seq2seq_data
+    from dlforge.tasks.seq2seq.task import trim
+
+    cfg = check_experiment(parse_config({"task": "seq2seq", "model": {"arch": "rnn_attention_tiny"}, "data": {
+        "dataset": "num2words", "params": {"source": "en", "target": "fr", "max_number": 999, "n_samples": 90,
+                                           "source_tokenizer": {"kind": "word", "max_length": 4},
+                                           "target_tokenizer": {"kind": "bpe", "vocab_size": 80, "max_length": 5}}}}))
+    bundle = load_seq2seq_data(cfg)
+    splits = load_parallel("num2words", cfg.data.params, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    source, target = (tokenizer_from_bytes(bundle.artifacts[f]) for f in ("source_tokenizer.json",
+                                                                            "target_tokenizer.json"))
+    for name in ("train", "val", "test"):
+        pairs = getattr(splits, name)
+        src = torch.from_numpy(encode(source, list(pairs.sources), 4, truncate=True)[0])
+        tgt = torch.from_numpy(encode_targets(target, list(pairs.targets), 5))
+        lazy_src, lazy_tgt = take(getattr(bundle, name))
+        assert lazy_src.shape[1] == 4 and lazy_tgt.shape[1] == 7
+        for rows in torch.arange(len(pairs)).split(16):
+            for old, new in zip(trim((src[rows], tgt[rows])), trim((lazy_src[rows], lazy_tgt[rows])), strict=True):
+                assert torch.equal(old, new)
