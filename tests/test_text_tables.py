@@ -18,7 +18,7 @@ import torch
 from dlforge.config import DataConfig
 from dlforge.data import text as text_data
 from dlforge.data.datasets import DATASETS, DataError
-from dlforge.data.loaders import eval_loader
+from dlforge.data.loaders import eval_loader, train_loader
 from dlforge.data.parallel import load_parallel
 from dlforge.data.samples import take
 from dlforge.data.splits import load_data, split_indices
@@ -180,6 +180,10 @@ def test_lazy_text_datasets_give_the_ids_eager_tokenization_gave(tmp_path: Path)
     assert (x[:, -1] != PAD_ID).any()  # some texts are cut at max_length
     in_workers = torch.cat([x for x, _ in eval_loader(bundle.val, 16, workers=2)])
     assert torch.equal(in_workers, take(bundle.val)[0])
+    batches = train_loader(bundle.train, 16, 0, 1, 0)  # one tokenizer call a batch: the ids of one at a time
+    batches.sampler.set_epoch(1)
+    keys = list(batches.sampler)[:16]
+    assert torch.equal(next(iter(batches))[0], torch.stack([bundle.train[i][0] for _, i in keys]))
 
 
 def test_the_tokenizer_streams_the_train_split_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
