@@ -36,7 +36,7 @@ def main() -> None:
     package = load_package(args.package)
     cfg = load_config(package.path("config.yaml"))
     splits = load_parallel(cfg.data.dataset, cfg.data.params, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
-    texts = (splits.sources("test") * args.sentences)[: args.sentences]
+    texts = (list(splits.sources("test")) * args.sentences)[: args.sentences]
     codec = TranslationCodec(package)
     torch.set_num_threads(args.threads)
     engines = {"onnxruntime": Seq2SeqRuntime(package, args.threads), "torch": torch_runtime(package, args.threads)}

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from dlforge.cli import app
 from dlforge.config import ConfigError, DataConfig, ModelConfig, parse_config
 from dlforge.data.datasets import DATASETS, DataError
+from dlforge.data.samples import take
 from dlforge.data.splits import load_data, split_indices
 from dlforge.experiment import check_experiment
 from dlforge.export.package import export_run, load_package
@@ -128,9 +129,9 @@ def test_text_csv_jsonl_and_folder_load_with_seeded_stratified_splits(tmp_path: 
                for c in configs]
     for b in bundles:
         assert b.labels == ["de", "en"] and b.integer_input and b.preprocessing.kind == "text"
-        assert b.train.tensors[1].bincount().tolist() == [10, 10]  # stratified
+        assert take(b.train)[1].bincount().tolist() == [10, 10]  # stratified
         assert set(b.artifacts) == {"tokenizer.json"}
-    assert torch.equal(bundles[0].test.tensors[0], bundles[1].test.tensors[0])  # same rows, same seed: same split
+    assert torch.equal(take(bundles[0].test)[0], take(bundles[1].test)[0])  # same rows, same seed: same split
 
 
 def test_the_tokenizer_learns_from_the_train_split_only() -> None:

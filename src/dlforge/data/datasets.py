@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from dlforge.data.samples import FileSamples, sample_rng
 from dlforge.imagedecode import SUFFIXES, Fit, ImageError, RandomCrop, decode_image
 from dlforge.preprocessing import ImagePreprocessing, Preprocessing, TensorPreprocessing, TokensPreprocessing
 from dlforge.registry import Registry
+
+if TYPE_CHECKING:
+    from dlforge.data.tables import TextColumn
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class RawData:
     labels: list[str]
     preprocessing: Preprocessing | None = None  # None: plain tensors or token ids (splits.make_bundle)
     skipped: list[str] = field(default_factory=list)  # unreadable files, by path
-    texts: list[str] | None = None  # text datasets: raw strings, tokenized after the split (data/text.py)
+    texts: TextColumn | None = None  # text datasets: raw strings (Arrow), tokenized after the split (data/text.py)
     tokenizer: Any = None  # their dlforge.text.TokenizerConfig
     artifacts: dict[str, bytes] = field(default_factory=dict)  # files runs and packages keep (tokenizer.json)
     groups: list[str] | None = None  # e.g. the speaker of each sample: splits keep a group together

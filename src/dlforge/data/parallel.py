@@ -1,43 +1,71 @@
 """Parallel text (source → target sentence pairs) for sequence-to-sequence tasks.
 
 Three sources, one registry: `num2words` (built in, made offline from the installed num2words
-package), `tsv` (Tatoeba / Anki style `source<TAB>target` lines) and `jsonl` (one object a line,
-configurable field names). Splits are seeded; for `num2words` every number appears once, so the
-test split holds numbers the model never saw in training: it measures generalisation, not memory.
+package), `parallel_tsv` (Tatoeba / Anki style `source<TAB>target` lines, or a Parquet file) and
+`parallel_jsonl` (one object a line, configurable field names). Files are read through pyarrow and the
+sentences stay in Arrow arrays (dlforge.data.tables). Splits are seeded; for `num2words` every number
+appears once, so the test split holds numbers the model never saw in training: it measures
+generalisation, not memory.
 """
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
 
 from dlforge.data.datasets import DataError
+from dlforge.data.tables import Encoding, TextColumn, read_columns
 from dlforge.registry import Registry
 from dlforge.text import TokenizerConfig
 
 Pair = tuple[str, str]
 
 
+class Pairs(Sequence[Pair]):
+    """Sentence pairs as two Arrow text columns (`sources`, `targets`); `pairs[i]` is one (source, target)."""
+
+    def __init__(self, sources: TextColumn, targets: TextColumn) -> None:
+        self.sources, self.targets = sources, targets
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @overload
+    def __getitem__(self, index: int) -> Pair: ...
+    @overload
+    def __getitem__(self, index: slice) -> Pairs: ...
+    def __getitem__(self, index: int | slice) -> Pair | Pairs:
+        if isinstance(index, slice):
+            return self.take(np.arange(len(self))[index])
+        return self.sources[index], self.targets[index]
+
+    def __iter__(self) -> Iterator[Pair]:
+        return zip(self.sources, self.targets, strict=True)
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> Pairs:
+        return Pairs(self.sources.take(indices), self.targets.take(indices))
+
+
 @dataclass(frozen=True)
 class ParallelSplits:
     """Sentence pairs per split; what tokenizers are trained on (train only) and models learn from."""
 
-    train: list[Pair]
-    val: list[Pair]
-    test: list[Pair]
+    train: Pairs
+    val: Pairs
+    test: Pairs
     description: str = ""
 
-    def sources(self, split: str = "train") -> list[str]:
-        return [s for s, _ in getattr(self, split)]
+    def sources(self, split: str = "train") -> TextColumn:
+        return getattr(self, split).sources  # type: ignore[no-any-return]
 
-    def targets(self, split: str = "train") -> list[str]:
-        return [t for _, t in getattr(self, split)]
+    def targets(self, split: str = "train") -> TextColumn:
+        return getattr(self, split).targets  # type: ignore[no-any-return]
 
 
 class Params(BaseModel):
@@ -53,7 +81,7 @@ class Params(BaseModel):
 @dataclass(frozen=True)
 class ParallelEntry:
     params: type[Params]
-    load: Callable[[Any, int], list[Pair]]
+    load: Callable[[Any, int], Pairs]
     doc: str
 
 
@@ -97,75 +125,57 @@ def _check_language(lang: str, key: str) -> None:
                         f"(use 'digits' or one of: {', '.join(known)})")
 
 
-def load_num2words(p: Num2WordsParams, seed: int) -> list[Pair]:
+def load_num2words(p: Num2WordsParams, seed: int) -> Pairs:
     """`n_samples` distinct numbers (seeded), each once: no number is in two splits."""
     _check_language(p.source, "source")
     _check_language(p.target, "target")
     numbers = random.Random(seed).sample(range(p.max_number + 1), p.n_samples)
-    return [(number_phrase(n, p.source), number_phrase(n, p.target)) for n in numbers]
+    return Pairs(TextColumn.of(number_phrase(n, p.source) for n in numbers),
+                 TextColumn.of(number_phrase(n, p.target) for n in numbers))
 
 
-# --- files: TSV and JSONL ---------------------------------------------------------------------------
-class TsvParams(Params):
+# --- files: TSV (or Parquet) and JSONL -------------------------------------------------------------
+class FileParams(Params):
     path: Path
-    source_column: int = Field(0, ge=0, description="0-based column of the source sentence")
-    target_column: int = Field(1, ge=0, description="0-based column of the target sentence")
+    encoding: Encoding = Field("utf-8", description="of the file (a UTF-8 BOM is dropped), e.g. latin-1")
     swap: bool = Field(False, description="translate target → source instead")
 
 
-class JsonlParams(Params):
-    path: Path
+class TsvParams(FileParams):
+    source_column: NonNegativeInt | str = Field(0, description="0-based column of the source sentence, or a "
+                                                               "header name (the first line is then a header)")
+    target_column: NonNegativeInt | str = Field(1, description="0-based column of the target sentence, or a "
+                                                               "header name")
+    delimiter: str = Field("\t", min_length=1, max_length=1, description="no quoting: '\"' is text")
+
+
+class JsonlParams(FileParams):
     source_field: str = "source"
     target_field: str = "target"
-    swap: bool = False
 
 
-def _lines(path: Path) -> list[str]:
-    path = path.expanduser()
-    if not path.is_file():
-        raise DataError(f"data.params.path: {path} is not a file")
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"data.params.path: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-
-
-def _clean(pairs: list[Pair], path: Path, swap: bool) -> list[Pair]:
-    kept = [(s.strip(), t.strip()) for s, t in pairs if s.strip() and t.strip()]
-    if not kept:
+def _clean(found: dict[str, TextColumn], source: str, target: str, path: Path, swap: bool) -> Pairs:
+    """Both sides (found[source], found[target]) stripped; pairs with an empty side dropped."""
+    sources, targets = found[source].stripped(), found[target].stripped()
+    keep = np.flatnonzero(sources.non_blank() & targets.non_blank())
+    if not len(keep):
         raise DataError(f"data.params.path: {path} holds no sentence pairs with both sides non-empty")
-    return [(t, s) for s, t in kept] if swap else kept
+    if len(keep) < len(sources):
+        sources, targets = sources.take(keep), targets.take(keep)
+    return Pairs(targets, sources) if swap else Pairs(sources, targets)
 
 
-def load_tsv(p: TsvParams, seed: int) -> list[Pair]:
-    pairs = []
-    need = max(p.source_column, p.target_column) + 1
-    for number, line in enumerate(_lines(p.path), start=1):
-        if not line.strip():
-            continue
-        cols = line.split("\t")
-        if len(cols) < need:
-            raise DataError(f"{p.path}:{number}: {len(cols)} tab-separated column(s), need {need} "
-                            f"(source column {p.source_column}, target column {p.target_column})")
-        pairs.append((cols[p.source_column], cols[p.target_column]))
-    return _clean(pairs, p.path, p.swap)
+def load_tsv(p: TsvParams, seed: int) -> Pairs:
+    """Tab-separated lines, columns by position (no header) or by name (a header row); a .parquet file too."""
+    columns = {"source_column": p.source_column, "target_column": p.target_column}
+    found = read_columns(p.path, columns, p.encoding, p.delimiter, quoting=False)
+    return _clean(found, "source_column", "target_column", p.path, p.swap)
 
 
-def load_jsonl(p: JsonlParams, seed: int) -> list[Pair]:
-    pairs = []
-    for number, line in enumerate(_lines(p.path), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p.path}:{number}: not valid JSON ({exc.msg})") from None
-        missing = [f for f in (p.source_field, p.target_field) if not isinstance(row, dict) or f not in row]
-        if missing:
-            raise DataError(f"{p.path}:{number}: no field {missing[0]!r} (set data.params.source_field / "
-                            f"target_field to the names your file uses)")
-        pairs.append((str(row[p.source_field]), str(row[p.target_field])))
-    return _clean(pairs, p.path, p.swap)
+def load_jsonl(p: JsonlParams, seed: int) -> Pairs:
+    columns = {"source_field": p.source_field, "target_field": p.target_field}
+    found = read_columns(p.path, columns, p.encoding, otherwise="jsonl")
+    return _clean(found, "source_field", "target_field", p.path, p.swap)
 
 
 PARALLEL.add("num2words", ParallelEntry(Num2WordsParams, load_num2words,
@@ -176,7 +186,7 @@ PARALLEL.add("parallel_jsonl", ParallelEntry(JsonlParams, load_jsonl,
 
 
 # --- splits -----------------------------------------------------------------------------------------
-def split_pairs(pairs: list[Pair], val_fraction: float, test_fraction: float, seed: int) -> ParallelSplits:
+def split_pairs(pairs: Pairs, val_fraction: float, test_fraction: float, seed: int) -> ParallelSplits:
     """Seeded random split; at least one pair in each split."""
     if len(pairs) < 3:
         raise DataError(f"data: {len(pairs)} sentence pair(s) cannot fill train, val and test splits")
@@ -185,8 +195,7 @@ def split_pairs(pairs: list[Pair], val_fraction: float, test_fraction: float, se
     n_test = max(1, round(len(pairs) * test_fraction))
     n_val = max(1, round(len(pairs) * val_fraction))
     test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
-    pick = lambda idx: [pairs[i] for i in idx]
-    return ParallelSplits(pick(train), pick(val), pick(test))
+    return ParallelSplits(pairs.take(train), pairs.take(val), pairs.take(test))
 
 
 def load_parallel(dataset: str, params: dict[str, Any] | Params, val_fraction: float, test_fraction: float,
@@ -197,4 +206,3 @@ def load_parallel(dataset: str, params: dict[str, Any] | Params, val_fraction: f
     pairs = entry.load(validated, seed)
     splits = split_pairs(pairs, val_fraction, test_fraction, seed)
     return ParallelSplits(splits.train, splits.val, splits.test, entry.doc)
-

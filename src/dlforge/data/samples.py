@@ -54,6 +54,16 @@ class EpochDraws(Dataset[Any]):
         finally:
             DRAW.reset(token)
 
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
+        """A batch at once (its keys share one epoch), for a dataset that reads batches (tokenized texts)."""
+        token = DRAW.set(keys[0][0])
+        try:
+            batch = getattr(self.ds, "__getitems__", None)
+            indices = [index for _, index in keys]
+            return batch(indices) if batch is not None else [self.ds[i] for i in indices]  # type: ignore[no-any-return]
+        finally:
+            DRAW.reset(token)
+
 
 class FileSamples(Dataset[tuple[Tensor, int]]):
     """Files (paths relative to `root`) with a class index each; `decode(path, index, draw)` reads one as an

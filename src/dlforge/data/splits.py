@@ -112,7 +112,7 @@ def select_classes(raw: RawData, classes: list[str] | None) -> RawData:
     keep = torch.isin(raw.y, old)
     remap = torch.full((len(raw.labels),), -1, dtype=torch.long)
     remap[old] = torch.arange(len(classes))
-    texts = None if raw.texts is None else [t for t, k in zip(raw.texts, keep.tolist(), strict=True) if k]
+    texts = None if raw.texts is None else raw.texts.take(keep.nonzero().flatten().numpy())
     lazy = texts is not None or raw.samples is not None  # text: ids come after the split (tokenize_splits)
     x = raw.x if lazy else raw.x[keep]
     groups = None if raw.groups is None else [g for g, k in zip(raw.groups, keep.tolist(), strict=True) if k]

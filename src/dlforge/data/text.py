@@ -1,28 +1,31 @@
-"""Text datasets: `text_csv`, `jsonl`, `text_folder` (yours) and `langid` (built in, made offline).
+"""Text datasets: `text_csv` (CSV, TSV or Parquet), `jsonl`, `text_folder` (yours) and `langid` (built in).
 
-Each loads raw strings and labels; `tokenize_splits` then trains the tokenizer on the train split only
-(or reuses a run's tokenizer.json) and turns every text into right-padded int64 ids (pad id 0).
+Each loads raw strings (in Arrow, dlforge.data.tables) and labels; after the split `tokenize_splits` trains
+the tokenizer on the train split only (or reuses a run's tokenizer.json), and each sample is tokenized when
+a loader asks for it (`TokenizedTexts`): right-padded int64 ids of max_length (pad id 0).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import Field
+from tokenizers import Tokenizer
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from dlforge.data.datasets import DATASETS, DataError, DatasetEntry, Params, RawData
+from dlforge.data.tables import Encoding, TextColumn, python_codec, read_columns
 from dlforge.preprocessing import TextPreprocessing
 from dlforge.text import (
     PAD_ID,
     TOKENIZER_FILE,
     TokenizerConfig,
-    encode,
+    padded_ids,
     tokenizer_from_bytes,
     tokenizer_to_bytes,
     train_tokenizer,
@@ -35,91 +38,81 @@ class TextParams(Params):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
 
 
-def labelled_texts(texts: list[str], names: list[str], tok: TokenizerConfig, where: str,
+class FileParams(TextParams):
+    path: Path
+    encoding: Encoding = Field("utf-8", description="of the file (a UTF-8 BOM is dropped), e.g. latin-1, cp1252")
+
+
+def labelled_texts(texts: TextColumn, names: TextColumn, tok: TokenizerConfig, where: str,
                    skipped: list[str] | None = None) -> RawData:
     """RawData of raw strings with labels by sorted class name (ids are made after the split)."""
-    keep = [i for i, t in enumerate(texts) if t.strip()]
-    if len(keep) < len(texts):
-        log.warning("skipped %d empty texts in %s", len(texts) - len(keep), where)
-    texts, names = [texts[i] for i in keep], [names[i] for i in keep]
-    labels = sorted(set(names))
+    keep = texts.non_blank()
+    if not keep.all():
+        log.warning("skipped %d empty texts in %s", int((~keep).sum()), where)
+        kept = np.flatnonzero(keep)
+        texts, names = texts.take(kept), names.take(kept)
+    labels = sorted(names.array.unique().to_pylist())
     if len(labels) < 2:
         raise DataError(f"{where}: needs texts of at least 2 classes, found {labels or 'none'}")
-    index = {name: i for i, name in enumerate(labels)}
-    y = torch.tensor([index[n] for n in names], dtype=torch.long)
+    y = torch.from_numpy(names.codes(labels))
     return RawData(torch.empty(0, dtype=torch.long), y, labels, None, skipped or [], texts=texts, tokenizer=tok)
 
 
-def _need_file(path: Path) -> Path:
-    path = path.expanduser()
-    if not path.is_file():
-        raise DataError(f"data.params.path: {path} is not a file")
-    return path
-
-
 # --- text_csv ------------------------------------------------------------------------------------
-class TextCsvParams(TextParams):
-    path: Path
+class TextCsvParams(FileParams):
     text_column: str = "text"
     label_column: str = "label"
-    delimiter: str = Field(",", min_length=1, max_length=1)
+    delimiter: str | None = Field(None, min_length=1, max_length=1,
+                                  description="default: sniffed from the first lines (, ; TAB |)")
 
 
 def load_text_csv(p: TextCsvParams, seed: int) -> RawData:
-    path = _need_file(p.path)
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, delimiter=p.delimiter)
-        columns = reader.fieldnames or []
-        for key, column in (("text_column", p.text_column), ("label_column", p.label_column)):
-            if column not in columns:
-                raise DataError(f"data.params.{key}: no column '{column}' in {path} (columns: {', '.join(columns)})")
-        rows = [(row[p.text_column] or "", row[p.label_column] or "") for row in reader]
-    return labelled_texts([t for t, _ in rows], [lb for _, lb in rows], p.tokenizer, str(path))
+    """A CSV or TSV file with a header row (a .parquet or .jsonl path is read as such)."""
+    found = read_columns(p.path, {"text_column": p.text_column, "label_column": p.label_column}, p.encoding,
+                         p.delimiter)
+    return labelled_texts(found["text_column"], found["label_column"], p.tokenizer, str(p.path))
 
 
 # --- jsonl -----------------------------------------------------------------------------------------
-class JsonlParams(TextParams):
-    path: Path
+class JsonlParams(FileParams):
     text_field: str = "text"
     label_field: str = "label"
 
 
 def load_jsonl(p: JsonlParams, seed: int) -> RawData:
-    path = _need_file(p.path)
-    texts, names = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            texts.append(str(record[p.text_field]))
-            names.append(str(record[p.label_field]))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}:{number}: expected a JSON object with '{p.text_field}' and "
-                            f"'{p.label_field}' ({type(exc).__name__}: {exc})") from None
-    return labelled_texts(texts, names, p.tokenizer, str(path))
+    """One JSON object a line (a .parquet path is read as Parquet, by field names)."""
+    found = read_columns(p.path, {"text_field": p.text_field, "label_field": p.label_field}, p.encoding,
+                         otherwise="jsonl")
+    return labelled_texts(found["text_field"], found["label_field"], p.tokenizer, str(p.path))
 
 
 # --- text_folder -----------------------------------------------------------------------------------
-class TextFolderParams(TextParams):
-    path: Path
+class TextFolderParams(FileParams):
+    pass
 
 
 def load_text_folder(p: TextFolderParams, seed: int) -> RawData:
     root = p.path.expanduser()
     if not root.is_dir():
         raise DataError(f"data.params.path: {root} is not a folder (expected one sub-folder per class)")
-    texts, names, skipped = [], [], []
-    for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        for file in sorted(folder.glob("*.txt")):
-            try:
-                texts.append(file.read_text(encoding="utf-8").strip())
+    names: list[str] = []
+    skipped: list[str] = []
+
+    def texts() -> Iterator[str]:
+        for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            for file in sorted(folder.glob("*.txt")):
+                try:
+                    text = file.read_text(encoding=python_codec(p.encoding)).strip()
+                except UnicodeDecodeError as exc:
+                    skipped.append(f"{file}: not {p.encoding} ({exc.reason}; set data.params.encoding)")
+                    continue
                 names.append(folder.name)
-            except UnicodeDecodeError as exc:
-                skipped.append(f"{file}: not UTF-8 ({exc.reason})")
+                yield text
+
+    column = TextColumn.of(texts())
     for line in skipped:
         log.warning("skipped %s", line)
-    return labelled_texts(texts, names, p.tokenizer, str(root), skipped)
+    return labelled_texts(column, TextColumn.of(names), p.tokenizer, str(root), skipped)
 
 
 # --- langid: short phrases in 8 languages from wordfreq's word lists (no download) -------------------
@@ -163,37 +156,57 @@ def load_langid(p: LangIdParams, seed: int) -> RawData:
         for count in counts:
             texts.append(" ".join(words[i] for i in rng.choice(len(words), size=count, p=freqs)))
             names.append(language)
-    return labelled_texts(texts, names, p.tokenizer, "langid")
+    return labelled_texts(TextColumn.of(texts), TextColumn.of(names), p.tokenizer, "langid")
 
 
 # --- ids for every split, the tokenizer from the train split only ----------------------------------
+class TokenizedTexts(Dataset[tuple[Tensor, int]]):
+    """Texts with a class index each, tokenized when a loader asks (in its workers): right-padded int64 ids
+    of `max_length` — every sample as wide as the longest request the server accepts, so models sized from
+    the input (positions) fit; training and evaluation cut each batch to its longest text
+    (tasks/classification). A batch is tokenized at once (`__getitems__`: one encode_batch)."""
+
+    def __init__(self, texts: TextColumn, targets: Tensor, tokenizer: Tokenizer, max_length: int) -> None:
+        self.texts, self.targets = texts, targets.numpy()
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, int]]:
+        ids = padded_ids(self.tokenizer, self.texts.at(indices), self.max_length)
+        return [(torch.from_numpy(row), int(self.targets[i])) for row, i in zip(ids, indices, strict=True)]
+
+
 def tokenize_splits(raw: RawData, train_idx: Tensor, reuse: Path | None) -> RawData:
-    """`raw` with x = right-padded ids, preprocessing that says how, and tokenizer.json as an artifact."""
+    """`raw` as lazily tokenized samples, preprocessing that says how, and tokenizer.json as an artifact."""
     assert raw.texts is not None and raw.tokenizer is not None  # only text datasets come here
     cfg = raw.tokenizer
     saved = reuse / TOKENIZER_FILE if reuse is not None else None
     if saved is not None and saved.is_file():
         tok = tokenizer_from_bytes(saved.read_bytes(), str(saved))
-    else:
-        tok = train_tokenizer([raw.texts[i] for i in train_idx.tolist()], cfg)
-    ids, _ = encode(tok, raw.texts, cfg.max_length, truncate=True)
-    # every sample is max_length wide, so models sized from the input (positions) take any request the
-    # server accepts; training and evaluation cut each batch to its longest text (tasks/classification.py)
-    ids = np.pad(ids, [(0, 0), (0, cfg.max_length - ids.shape[1])], constant_values=PAD_ID)
+    else:  # a stream of the train texts, never a list of them
+        tok = train_tokenizer(raw.texts.iter(train_idx.numpy()), cfg)
     prep = TextPreprocessing(tokenizer=TOKENIZER_FILE, tokenizer_kind=cfg.kind, vocab_size=tok.get_vocab_size(),
                              max_length=cfg.max_length, lowercase=cfg.lowercase, pad_id=PAD_ID,
                              space_id=tok.token_to_id(" "))  # char tokenizers keep spaces (None: no such token)
-    return RawData(torch.from_numpy(ids), raw.y, raw.labels, prep, raw.skipped,
-                   artifacts={TOKENIZER_FILE: tokenizer_to_bytes(tok)})
+    samples = TokenizedTexts(raw.texts, raw.y, tok, cfg.max_length)
+    return RawData(torch.empty(0, dtype=torch.long), raw.y, raw.labels, prep, raw.skipped,
+                   artifacts={TOKENIZER_FILE: tokenizer_to_bytes(tok)}, samples=samples,
+                   sample_shape=(cfg.max_length,), sample_dtype=torch.long)
 
 
 def _text_shape(p: TextParams) -> tuple[int, ...]:
     return (p.tokenizer.max_length,)
 
 
-DATASETS.add("text_csv", DatasetEntry(TextCsvParams, load_text_csv, "CSV file: a text and a label column",
-                                      _text_shape))
-DATASETS.add("jsonl", DatasetEntry(JsonlParams, load_jsonl, "JSON lines: a text and a label field", _text_shape))
+DATASETS.add("text_csv", DatasetEntry(TextCsvParams, load_text_csv,
+                                      "CSV, TSV or Parquet file: a text and a label column", _text_shape))
+DATASETS.add("jsonl", DatasetEntry(JsonlParams, load_jsonl, "JSON lines (or Parquet): a text and a label field",
+                                   _text_shape))
 DATASETS.add("text_folder", DatasetEntry(TextFolderParams, load_text_folder, "path/<class>/<text>.txt files",
                                          _text_shape))
 DATASETS.add("langid", DatasetEntry(LangIdParams, load_langid,

@@ -9,10 +9,11 @@ from dlforge.text.tokenizer import (
     char_limit,
     decode,
     encode,
+    padded_ids,
     tokenizer_from_bytes,
     tokenizer_to_bytes,
     train_tokenizer,
 )
 
 __all__ = ["PAD_ID", "TOKENIZER_FILE", "UNK_ID", "TokenizerConfig", "TokenizerError", "char_limit", "decode", "encode",
-           "tokenizer_from_bytes", "tokenizer_to_bytes", "train_tokenizer"]
+           "padded_ids", "tokenizer_from_bytes", "tokenizer_to_bytes", "train_tokenizer"]

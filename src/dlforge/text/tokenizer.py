@@ -66,7 +66,7 @@ def _pre_tokenizer(kind: str) -> tuple[pre_tokenizers.PreTokenizer, decoders.Dec
 
 
 def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
-    """A tokenizer of `cfg.kind` trained on `texts` (pass the train split only)."""
+    """A tokenizer of `cfg.kind` trained on `texts` (pass the train split only; an iterator streams them)."""
     model, trainer = _model_and_trainer(cfg)
     tok = Tokenizer(model)
     steps = [normalizers.NFKC(), *([normalizers.Lowercase()] if cfg.lowercase else [])]
@@ -74,7 +74,7 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
     tok.pre_tokenizer, decoder = _pre_tokenizer(cfg.kind)  # type: ignore[assignment]
     if decoder is not None:
         tok.decoder = decoder  # type: ignore[assignment]
-    tok.train_from_iterator(list(texts), trainer)
+    tok.train_from_iterator(texts, trainer)
     if tok.token_to_id(PAD) != PAD_ID or tok.token_to_id(UNK) != UNK_ID:  # the trainers put specials first
         raise TokenizerError(f"tokenizer: {PAD}/{UNK} must be ids {PAD_ID}/{UNK_ID}")
     return tok
@@ -124,6 +124,12 @@ def encode(tok: Tokenizer, texts: list[str], max_length: int, truncate: bool,
     for row, (enc, n) in enumerate(zip(encodings, lengths, strict=True)):
         ids[row, :n] = enc.ids[:n]
     return ids, lengths
+
+
+def padded_ids(tok: Tokenizer, texts: list[str], max_length: int) -> np.ndarray:
+    """[n, max_length] int64 ids of training texts: cut to max_length, right-padded with [PAD]."""
+    ids, _ = encode(tok, texts, max_length, truncate=True)
+    return np.pad(ids, [(0, 0), (0, max_length - ids.shape[1])], constant_values=PAD_ID)
 
 
 def check_lengths(lengths: np.ndarray, max_length: int) -> None:
