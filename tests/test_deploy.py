@@ -22,7 +22,8 @@ K8S_VERSION = "1.30.0"
 TRAINING_ONLY = {"torch", "torchmetrics", "kornia", "onnx", "onnxscript", "scikit-learn", "matplotlib",
                  "wordfreq", "espeakng-loader", "sacrebleu", "num2words",  # demo data makers; sacrebleu: BLEU/chrF
                  "filelock",  # the run directory's training lock
-                 "torchdata"}  # the resumable training data loader
+                 "torchdata",  # the resumable training data loader
+                 "pyarrow"}  # text tables for training
 # KServe's component extension fields beside the pod spec of a predictor (v1beta1 ComponentExtensionSpec).
 KSERVE_EXTENSION = {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "containerConcurrency", "timeout",
                     "canaryTrafficPercent", "logger", "batcher", "labels", "annotations", "deploymentStrategy"}
