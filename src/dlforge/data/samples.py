@@ -25,7 +25,7 @@ from dlforge.data.errors import DataError, SampleError
 
 log = logging.getLogger(__name__)
 
-STATS_SAMPLES = 5000  # normalisation statistics come from at most this many train samples (seeded)
+STATS_SAMPLES = 2000  # normalisation statistics come from at most this many train samples (seeded)
 MAX_AUTO_WORKERS = 8
 
 
