@@ -31,13 +31,13 @@ def per_worker_batch(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
-def _parallel(workers: int, persistent: bool) -> dict[str, Any]:
-    """Worker settings: prefetching, kept alive between epochs when `persistent` (the train loader: the
-    evaluation loaders start theirs per pass, so their processes hold no memory while training runs);
-    pinned memory feeds a GPU asynchronously."""
+def _parallel(workers: int) -> dict[str, Any]:
+    """Worker settings: prefetching; pinned memory feeds a GPU asynchronously. Workers are started for each
+    pass (a fork takes milliseconds), not kept: kept train workers would sit beside the evaluation
+    loader's during validation, and every forked worker counts the parent's memory in its RSS again."""
     options: dict[str, Any] = {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
     if workers:
-        options.update(persistent_workers=persistent, prefetch_factor=PREFETCH)
+        options.update(prefetch_factor=PREFETCH)
     return options
 
 
@@ -60,7 +60,7 @@ def train_loader(ds: Dataset[Any], global_batch: int, rank: int, world_size: int
     with warnings.catch_warnings():  # torchdata 0.11 calls torch.set_vital, deprecated in torch 2.13
         warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
         return StatefulDataLoader(ds, batch_size=per_worker_batch(global_batch, world_size), sampler=sampler,
-                                  drop_last=False, generator=generator, **_parallel(workers, True))
+                                  drop_last=False, generator=generator, **_parallel(workers))
 
 
 def eval_loader(ds: Dataset[Any], batch_size: int, rank: int = 0, world_size: int = 1,
@@ -73,4 +73,4 @@ def eval_loader(ds: Dataset[Any], batch_size: int, rank: int = 0, world_size: in
     shard = torch.arange(rank, len(ds), world_size)  # type: ignore[arg-type]
     count = max(1, math.ceil(math.ceil(len(ds) / world_size) / batch_size))  # type: ignore[arg-type]
     batches = [b.tolist() for b in torch.tensor_split(shard, count) if len(b)]
-    return DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), **_parallel(workers, False))
+    return DataLoader(ds, batch_sampler=batches, generator=torch.Generator(), **_parallel(workers))
