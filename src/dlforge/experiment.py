@@ -47,7 +47,7 @@ def _check_task(cfg: ExperimentConfig, problems: list[str]) -> Task | None:
 
 def _check_sample_rate(cfg: ExperimentConfig, problems: list[str]) -> None:
     """An audio front-end's filterbank is built for one rate: it must be the rate the data is resampled to."""
-    rate = cfg.data.params.get("sample_rate", 16000) if cfg.data.dataset == "audio_folder" else None
+    rate = cfg.data.params.get("sample_rate", 16000) if cfg.data.dataset in ("audio_folder", "shards") else None
     if cfg.model.layers is not None:
         model_rate, where = frontend_rate(cfg.model.layers), "model.layers[0].sample_rate"
     else:

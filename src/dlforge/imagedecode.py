@@ -62,13 +62,14 @@ def _centre_box(width: int, height: int, aspect: float) -> tuple[float, float, f
 
 def decode_image(source: bytes | Path, size: tuple[int, int], channels: int, max_pixels: int = MAX_PIXELS,
                  fit: Fit = "stretch", crop: RandomCrop | None = None, rng: np.random.Generator | None = None,
-                 ) -> np.ndarray:
+                 name: str = "") -> np.ndarray:
     """Decode, convert to L or RGB and resize to `size` (height, width): float32 (C, H, W), pixel / 255.
 
     `fit`: stretch the whole image to `size`, or center_crop (the largest centred region of the target's
-    aspect ratio, then resize). `crop` with `rng`: a random-resized crop of the original instead (training)."""
+    aspect ratio, then resize). `crop` with `rng`: a random-resized crop of the original instead (training).
+    `name`: what messages call the image (default: the path, or "the upload" for bytes)."""
     mode = "L" if channels == 1 else "RGB"
-    name = str(source) if isinstance(source, Path) else "the upload"
+    name = name or (str(source) if isinstance(source, Path) else "the upload")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # our own limit speaks first

@@ -1,5 +1,6 @@
 """Data: built-in and user datasets, splits, normalisation statistics, loaders, augmentation."""
 
-from dlforge.data import audio, datasets, text  # register audio_folder; text_csv, jsonl, text_folder, langid
+# registers audio_folder; shards; text_csv, jsonl, text_folder, langid
+from dlforge.data import audio, datasets, shards, text
 
-__all__ = ["audio", "datasets", "text"]
+__all__ = ["audio", "datasets", "shards", "text"]

@@ -117,16 +117,30 @@ class TrainCrop(BaseModel):
         return self
 
 
-class ImageFolderParams(Params):
-    path: Path
+class ImageSettings(Params):
+    """How an image file becomes a model input (image_folder, shards of images)."""
+
     image_size: tuple[int, int] = Field((32, 32), description="(height, width) after resizing")
     channels: Literal[1, 3] = 3
-    skip_unreadable: bool = Field(True, description="a file that cannot be decoded is replaced by the next "
-                                                    "one, with a warning naming it (false: stop with an error)")
     resize: Fit = Field("stretch", description="how an image becomes image_size for evaluation and serving: "
                                                "stretch the whole image, or center_crop (keeps the aspect ratio)")
     train_crop: TrainCrop | None = Field(None, description="training only: a random-resized crop of the "
                                                            "original image each epoch, e.g. {scale: [0.35, 1]}")
+
+    def reader(self, seed: int) -> ImageReader:
+        crop = RandomCrop(self.train_crop.scale, self.train_crop.ratio) if self.train_crop else None
+        return ImageReader(self.image_size, self.channels, self.resize, crop, seed)
+
+    def preprocessing(self) -> ImagePreprocessing:
+        """8-bit images to [0, 1], brought to image_size by `resize` (mean/std come later, from the train split)."""
+        return ImagePreprocessing(size=self.image_size, channels=self.channels, resize=self.resize,
+                                  channel_order="L" if self.channels == 1 else "RGB", scale=1 / 255)
+
+
+class ImageFolderParams(ImageSettings):
+    path: Path
+    skip_unreadable: bool = Field(True, description="a file that cannot be decoded is replaced by the next "
+                                                    "one, with a warning naming it (false: stop with an error)")
 
 
 def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
@@ -136,10 +150,11 @@ def read_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImageReader:
-    """One image file → the model's input (a picklable callable: loader workers may be spawned).
+    """One image (a file, or its bytes from a shard) → the model's input (a picklable callable: loader
+    workers may be spawned).
 
     Evaluation (`draw` None) resizes by `fit`; training with `crop` takes a random-resized crop of the
-    original, drawn from (seed, sample, epoch)."""
+    original, drawn from (seed, sample, epoch). `name`: what messages call a source given as bytes."""
 
     size: tuple[int, int]
     channels: int
@@ -147,22 +162,24 @@ class ImageReader:
     crop: RandomCrop | None = None
     seed: int = 0
 
-    def __call__(self, path: Path, index: int, draw: int | None) -> np.ndarray:
+    def __call__(self, source: Path | bytes, index: int, draw: int | None, name: str = "") -> np.ndarray:
         if self.crop is not None and draw is not None:
-            return decode_image(path, self.size, self.channels, crop=self.crop,
-                                rng=sample_rng(self.seed, index, draw))
-        return decode_image(path, self.size, self.channels, fit=self.fit)
+            return decode_image(source, self.size, self.channels, crop=self.crop,
+                                rng=sample_rng(self.seed, index, draw), name=name)
+        return decode_image(source, self.size, self.channels, fit=self.fit, name=name)
 
 
-def list_class_files(root: Path, suffixes: tuple[str, ...], what: str) -> tuple[list[str], list[str], list[int]]:
+def list_class_files(root: Path, suffixes: tuple[str, ...], what: str, key: str = "data.params.path",
+                     ) -> tuple[list[str], list[str], list[int]]:
     """(class names, files relative to `root`, class index of each) of a root/<class>/<file> folder, sorted.
 
-    Only names are listed (os.scandir, no stat per file), so 100k files take about a second."""
+    Only names are listed (os.scandir, no stat per file), so 100k files take about a second. `key`: what
+    messages blame (the config key, or a command's argument)."""
     if not root.is_dir():
-        raise DataError(f"data.params.path: {root} is not a folder (expected one sub-folder per class)")
+        raise DataError(f"{key}: {root} is not a folder (expected one sub-folder per class)")
     classes = sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
-        raise DataError(f"data.params.path: {root} needs at least 2 class sub-folders, found {classes}")
+        raise DataError(f"{key}: {root} needs at least 2 class sub-folders, found {classes}")
     files, targets = [], []
     for index, name in enumerate(classes):
         found = sorted(e.name for e in os.scandir(root / name)
@@ -170,7 +187,7 @@ def list_class_files(root: Path, suffixes: tuple[str, ...], what: str) -> tuple[
         files += [f"{name}/{f}" for f in found]
         targets += [index] * len(found)
     if not files:
-        raise DataError(f"data.params.path: no {what} under {root} ({', '.join(suffixes)})")
+        raise DataError(f"{key}: no {what} under {root} ({', '.join(suffixes)})")
     return classes, files, targets
 
 
@@ -185,19 +202,19 @@ def split_folders(root: Path) -> list[str]:
     return sorted(names, key=lambda n: SPLIT_FOLDERS[n]) if names <= set(SPLIT_FOLDERS) else []
 
 
-def list_samples(root: Path, suffixes: tuple[str, ...], what: str
+def list_samples(root: Path, suffixes: tuple[str, ...], what: str, key: str = "data.params.path",
                  ) -> tuple[list[str], list[str], list[int], np.ndarray | None]:
     """`list_class_files`, or for split folders (train/ and val/ and/or test/, each with the same class
     folders) every split's files with the split of each: (classes, files, targets, split per file or None)."""
     splits = split_folders(root)
     if not splits:
-        return (*list_class_files(root, suffixes, what), None)
-    listed = {name: list_class_files(root / name, suffixes, what) for name in splits}
+        return (*list_class_files(root, suffixes, what, key), None)
+    listed = {name: list_class_files(root / name, suffixes, what, key) for name in splits}
     classes = listed["train"][0]
     files, targets, split_of = [], [], []
     for name, (names, found, indices) in listed.items():
         if names != classes:
-            raise DataError(f"data.params.path: {root / name} has the classes {names}, but {root / 'train'} has "
+            raise DataError(f"{key}: {root / name} has the classes {names}, but {root / 'train'} has "
                             f"{classes}; every split folder needs the same class folders")
         files += [f"{name}/{f}" for f in found]
         targets += indices
@@ -209,12 +226,8 @@ def load_image_folder(p: ImageFolderParams, seed: int) -> RawData:
     """The folder's file list; each image is decoded and resized when a loader asks for it."""
     root = p.path.expanduser()
     classes, files, targets, given_split = list_samples(root, IMAGE_SUFFIXES, "images")
-    crop = RandomCrop(p.train_crop.scale, p.train_crop.ratio) if p.train_crop else None
-    reader = ImageReader(p.image_size, p.channels, p.resize, crop, seed)
-    samples = FileSamples(root, files, targets, reader, (ImageError,), p.skip_unreadable)
-    prep = ImagePreprocessing(size=p.image_size, channels=p.channels, resize=p.resize,
-                              channel_order="L" if p.channels == 1 else "RGB", scale=1 / 255)
-    return RawData(torch.empty(0), torch.tensor(targets), classes, prep, samples=samples,
+    samples = FileSamples(root, files, targets, p.reader(seed), (ImageError,), p.skip_unreadable)
+    return RawData(torch.empty(0), torch.tensor(targets), classes, p.preprocessing(), samples=samples,
                    sample_shape=(p.channels, *p.image_size), keys=files, given_split=given_split)
 
 

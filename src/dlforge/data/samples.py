@@ -65,38 +65,61 @@ class EpochDraws(Dataset[Any]):
             DRAW.reset(token)
 
 
-class FileSamples(Dataset[tuple[Tensor, int]]):
-    """Files (paths relative to `root`) with a class index each; `decode(path, index, draw)` reads one as an
-    array (`draw`: the training epoch, for random transforms, or None when evaluating).
+class LazySamples(Dataset[tuple[Tensor, int]]):
+    """Samples with a class index each, decoded one at a time by `load(at, index, draw)` (a file, a tar
+    member); `draw`: the training epoch, for random transforms, or None when evaluating.
 
-    `skip_unreadable`: a file that fails to decode is replaced by the next readable one (a warning names it),
-    as timm and torchvision users expect of a folder with a few broken files; otherwise it is an error.
+    `skip_unreadable`: a sample whose decoding raises one of `errors` is replaced by the next readable one
+    (a warning names it), as timm and torchvision users expect of a folder with a few broken files;
+    otherwise it is an error. `index` is the sample asked for, so a replacement draws that sample's RNG.
     """
 
-    def __init__(self, root: Path, files: Sequence[str], targets: Sequence[int],
-                 decode: Callable[[Path, int, int | None], np.ndarray], errors: tuple[type[Exception], ...],
+    def __init__(self, targets: Sequence[int] | np.ndarray, errors: tuple[type[Exception], ...],
                  skip_unreadable: bool) -> None:
-        self.root = root
-        self.files = np.array([f.encode() for f in files], dtype=np.bytes_)
         self.targets = np.asarray(targets, dtype=np.int64)
-        self.decode, self.errors, self.skip_unreadable = decode, errors, skip_unreadable
+        self.errors, self.skip_unreadable = errors, skip_unreadable
+
+    def load(self, at: int, index: int, draw: int | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self, at: int) -> str:
+        """Where sample `at` comes from, for messages."""
+        raise NotImplementedError
 
     def __len__(self) -> int:
-        return len(self.files)
-
-    def path(self, index: int) -> Path:
-        return self.root / self.files[index].decode()
+        return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         for attempt in range(min(len(self), 100)):
             at = (index + attempt) % len(self)
             try:
-                return torch.from_numpy(self.decode(self.path(at), index, DRAW.get())), int(self.targets[at])
+                return torch.from_numpy(self.load(at, index, DRAW.get())), int(self.targets[at])
             except self.errors as exc:
                 if not self.skip_unreadable:
                     raise SampleError(f"{exc} — fix or remove it, or set data.params.skip_unreadable: true") from None
                 log.warning("skipped unreadable file %s (using the next one in its place)", exc)
-        raise SampleError(f"data.params.path: 100 files in a row from {self.path(index)} cannot be read")
+        raise SampleError(f"data.params.path: 100 files in a row from {self.describe(index)} cannot be read")
+
+
+class FileSamples(LazySamples):
+    """Files (paths relative to `root`) with a class index each; `decode(path, index, draw)` reads one."""
+
+    def __init__(self, root: Path, files: Sequence[str], targets: Sequence[int],
+                 decode: Callable[[Path, int, int | None], np.ndarray], errors: tuple[type[Exception], ...],
+                 skip_unreadable: bool) -> None:
+        super().__init__(targets, errors, skip_unreadable)
+        self.root = root
+        self.files = np.array([f.encode() for f in files], dtype=np.bytes_)
+        self.decode = decode
+
+    def path(self, index: int) -> Path:
+        return self.root / self.files[index].decode()
+
+    def load(self, at: int, index: int, draw: int | None) -> np.ndarray:
+        return self.decode(self.path(at), index, draw)
+
+    def describe(self, at: int) -> str:
+        return str(self.path(at))
 
 
 def subset(ds: Dataset[Any], indices: Tensor) -> Dataset[Any]:
