@@ -186,6 +186,8 @@ def test_a_missing_or_newer_index_is_named(packed: tuple[Path, Path], tmp_path: 
     (newer / "index.json").write_text((newer / "index.json").read_text().replace('"version":1', '"version":2'))
     with pytest.raises(DataError, match="format version 2, but this dlforge reads version 1"):
         load("shards", path=str(newer))
+    with pytest.raises(DataError, match="data.params.path: nosuchfs://x/y: Protocol not known"):
+        load("shards", path="nosuchfs://x/y")
 
 
 def test_fsspec_urls_file_and_memory(packed: tuple[Path, Path]) -> None:

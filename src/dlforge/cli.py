@@ -384,7 +384,7 @@ def pack(src: Annotated[Path, typer.Argument(help="an image or audio folder: SRC
          shard_size: Annotated[str, typer.Option(help="at most this many bytes a shard (256MB, 1GB, 512MiB)")]
          = "256MB",
          samples_per_shard: Annotated[int | None, typer.Option(help="at most this many samples a shard")] = None,
-         workers: Annotated[int, typer.Option(help="shards written at a time")] = 2,
+         workers: Annotated[int, typer.Option(help="shards written at a time")] = 1,
          kind: Annotated[str | None, typer.Option(help="image or audio (default: what SRC holds more of)")] = None,
          ) -> None:
     """Pack a folder into tar shards (WebDataset layout, the files' own bytes) plus index.json, for the

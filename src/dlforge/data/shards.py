@@ -87,6 +87,9 @@ class ShardIndex(BaseModel):
                              f"and class_counts add up to {sum(self.class_counts)}")
         if len(self.class_counts) != len(self.classes):
             raise ValueError(f"class_counts: {len(self.class_counts)} counts for {len(self.classes)} classes")
+        wrong = [s.file for s in self.shards if min(s.labels) < 0 or max(s.labels) >= len(self.classes)]
+        if wrong:
+            raise ValueError(f"labels: shard {wrong[0]} has labels outside 0..{len(self.classes) - 1}")
         return self
 
     def column(self, name: str, dtype: type) -> np.ndarray:
@@ -113,7 +116,11 @@ def open_index(url: str) -> tuple[Any, str, ShardIndex]:
     """(fsspec filesystem, the folder's path on it, its index) for a local folder or a URL."""
     from fsspec.core import url_to_fs
 
-    fs, root = url_to_fs(url)
+    url = url.rstrip("/")
+    try:
+        fs, root = url_to_fs(url)
+    except (ImportError, ValueError) as exc:  # e.g. s3:// without s3fs installed
+        raise DataError(f"data.params.path: {url}: {exc}") from None
     root = root.rstrip("/")
     try:
         with fs.open(f"{root}/{INDEX}", "rb") as handle:
