@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from dlforge.cli import app
 from dlforge.config import DataConfig
 from dlforge.data.datasets import DATASETS, DataError, RawData
+from dlforge.data.samples import EpochDraws
 from dlforge.data.shard_pack import pack, parse_size, plan
 from dlforge.data.shards import ShardSamples
 from dlforge.data.splits import load_data, peek_input_shape
@@ -100,6 +101,34 @@ def test_images_from_shards_equal_the_folders(packed: tuple[Path, Path]) -> None
         assert_same_samples(load("image_folder", path=str(src), **params), load("shards", path=str(out), **params))
     raw = load("shards", path=str(out), image_size=[8, 8])
     assert raw.samples.describe(0) == "shard-000000.tar:blue/00.png"  # type: ignore[union-attr]
+
+
+def test_crops_split_folders_and_hash_splits_from_shards_equal_the_folders(tmp_path: Path) -> None:
+    src = tmp_path / "images"
+    for split, count in (("train", 9), ("val", 3), ("test", 3)):
+        image_folder(src / split, per_class=count)
+    index = pack(src, tmp_path / "shards", samples_per_shard=10)
+    assert index.shards[0].files[0] == "train/blue/00.png" and index.shards[-1].splits == [2] * 8
+    params = {"image_size": [8, 8], "resize": "center_crop", "train_crop": {"scale": [0.3, 1]}}
+    folder, shards = load("image_folder", path=str(src), **params), load("shards", path=str(tmp_path / "shards"),
+                                                                         **params)
+    assert_same_samples(folder, shards)  # evaluation: center_crop
+    assert np.array_equal(shards.given_split, folder.given_split) and shards.keys == folder.keys
+    a, b = EpochDraws(folder.dataset()), EpochDraws(shards.dataset())
+    for epoch, i in ((0, 0), (0, 5), (3, 5), (1, 40)):  # training: that epoch's random-resized crop
+        assert torch.equal(a[(epoch, i)][0], b[(epoch, i)][0])
+    assert not torch.equal(b[(0, 5)][0], b[(3, 5)][0])
+    pack(src / "train", tmp_path / "flat-shards")
+    cases = (("folders", "stratified", src, tmp_path / "shards"),  # train/ val/ test/ are used as they are
+             ("hash", "hash", src / "train", tmp_path / "flat-shards"))  # each file by a hash of its name
+    for method, split, folder_path, shards_path in cases:
+        bundles = [load_data(DataConfig(dataset=name, params={"path": str(path), "image_size": [8, 8]},
+                                        split=split), seed=3)
+                   for name, path in (("image_folder", folder_path), ("shards", shards_path))]
+        assert bundles[1].facts["split"]["method"] == method
+        assert bundles[0].facts["split"] == bundles[1].facts["split"]
+        for part in ("train", "val", "test"):
+            assert getattr(bundles[0], part).indices == getattr(bundles[1], part).indices
 
 
 def test_audio_from_shards_equals_the_folders_with_the_same_crops_and_speakers(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from dlforge.audio_io import AUDIO_SUFFIXES
 from dlforge.data.audio import list_clips
-from dlforge.data.datasets import IMAGE_SUFFIXES, DataError, list_samples
+from dlforge.data.datasets import IMAGE_SUFFIXES, DataError, list_samples, split_folders
 from dlforge.data.shards import INDEX, ShardEntry, ShardIndex, sha256_of
 
 SHARD_NAME = "shard-{:06d}.tar"  # shard-{000000..000041}.tar in webdataset's brace notation
@@ -45,20 +45,26 @@ def parse_size(text: str) -> int:
 
 @dataclass(frozen=True)
 class Source:
-    """The folder to pack: its kind, classes and files (relative, sorted as the folder datasets sort them)."""
+    """The folder to pack: its kind, classes and files (relative, sorted as the folder datasets sort them)
+    and, for train/ val/ test/ folders, the split of each."""
 
     root: Path
     kind: str
     classes: list[str]
     files: list[str]
     labels: list[int]
+    splits: list[int] | None
+
+
+def _folders(root: Path) -> list[str]:
+    return [d.path for d in os.scandir(root) if d.is_dir() and not d.name.startswith(".")] if root.is_dir() else []
 
 
 def detect_kind(root: Path) -> str:
     """'audio' when the class folders hold more audio files than images (by name only), else 'image'."""
     counts: Counter[str] = Counter()
-    folders = [d.path for d in os.scandir(root) if d.is_dir() and not d.name.startswith(".")] if root.is_dir() else []
-    for folder in folders:
+    splits = split_folders(root) if root.is_dir() else []
+    for folder in [c for s in splits for c in _folders(root / s)] or _folders(root):
         for name in os.listdir(folder):
             suffix = os.path.splitext(name)[1].lower()
             counts["image" if suffix in IMAGE_SUFFIXES else "audio" if suffix in AUDIO_SUFFIXES else ""] += 1
@@ -69,12 +75,12 @@ def list_source(root: Path, kind: str | None = None) -> Source:
     """The samples of an image or audio folder, listed exactly as image_folder / audio_folder list them."""
     kind = kind or detect_kind(root)
     if kind == "image":
-        classes, files, labels, _ = list_samples(root, IMAGE_SUFFIXES, "images", key="SRC")
+        classes, files, labels, splits = list_samples(root, IMAGE_SUFFIXES, "images", key="SRC")
     elif kind == "audio":
-        classes, files, labels, _ = list_clips(root, key="SRC")
+        classes, files, labels, splits = list_clips(root, key="SRC")
     else:
         raise DataError(f"--kind: {kind!r} is not a kind of folder to pack; use image or audio")
-    return Source(root, kind, classes, files, labels)
+    return Source(root, kind, classes, files, labels, None if splits is None else splits.tolist())
 
 
 def plan(sizes: np.ndarray, shard_size: int | None, samples_per_shard: int | None) -> list[tuple[int, int]]:
@@ -122,7 +128,8 @@ def write_shard(path: Path, source: Source, first: int, end: int) -> ShardEntry:
         digest = sha256_of(handle)
     return ShardEntry(file=path.name, samples=end - first, size=path.stat().st_size, sha256=digest,
                       files=source.files[first:end], offsets=[members[n].offset_data for n in names],
-                      sizes=[members[n].size for n in names], labels=source.labels[first:end])
+                      sizes=[members[n].size for n in names], labels=source.labels[first:end],
+                      splits=None if source.splits is None else source.splits[first:end])
 
 
 def _empty_out(out: Path, src: Path) -> None:
@@ -163,6 +170,6 @@ def pack(src: Path, out: Path, shard_size: int | None = DEFAULT_SHARD_SIZE, samp
     index = ShardIndex(kind=source.kind, samples=len(source.files), classes=source.classes, class_counts=counts,
                        source=str(src), shards=shards)  # type: ignore[arg-type]
     partial = out / f".{INDEX}.partial"
-    partial.write_text(index.model_dump_json())
+    partial.write_text(index.model_dump_json(exclude_none=True))
     os.replace(partial, out / INDEX)
     return index

@@ -58,11 +58,13 @@ class ShardEntry(BaseModel):
     offsets: list[int] = Field(description="where each sample's bytes start in the tar (TarInfo.offset_data)")
     sizes: list[int] = Field(description="how many bytes each sample has (TarInfo.size)")
     labels: list[int] = Field(description="each sample's class index")
+    splits: list[int] | None = Field(None, description="each sample's split folder (0 train, 1 val, 2 test), "
+                                                       "when the packed folder had train/ val/ test/")
 
     @model_validator(mode="after")
     def _columns(self) -> ShardEntry:
-        for name in ("files", "offsets", "sizes", "labels"):
-            if len(getattr(self, name)) != self.samples:
+        for name in ("files", "offsets", "sizes", "labels", "splits"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != self.samples:
                 raise ValueError(f"shard {self.file}: {len(getattr(self, name))} {name} for {self.samples} samples")
         return self
 
@@ -90,6 +92,8 @@ class ShardIndex(BaseModel):
         wrong = [s.file for s in self.shards if min(s.labels) < 0 or max(s.labels) >= len(self.classes)]
         if wrong:
             raise ValueError(f"labels: shard {wrong[0]} has labels outside 0..{len(self.classes) - 1}")
+        if len({s.splits is None for s in self.shards}) > 1:
+            raise ValueError("splits: some shards have split folders and others do not")
         return self
 
     def column(self, name: str, dtype: type) -> np.ndarray:
@@ -235,16 +239,18 @@ def load_shards(p: ShardsParams, seed: int) -> RawData:
     fs, root, index = open_index(p.path)
     check_shards(fs, root, p.path.rstrip("/"), index, p.verify)
     files = [file for shard in index.shards for file in shard.files]  # keys for data.split: hash, as folders
+    given = index.column("splits", np.int8) if index.shards[0].splits is not None else None
     if index.kind == "image":
         skip = True if p.skip_unreadable is None else p.skip_unreadable
         samples = ShardSamples(fs, root, index, p.reader(seed), (ImageError,), skip)
         return RawData(torch.empty(0), torch.tensor(samples.targets), index.classes, p.preprocessing(),
-                       samples=samples, sample_shape=(p.channels, *p.image_size), keys=files)
+                       samples=samples, sample_shape=(p.channels, *p.image_size), keys=files, given_split=given)
     fmt = p.audio_format()
     skip = False if p.skip_unreadable is None else p.skip_unreadable
     samples = ShardSamples(fs, root, index, ClipReader(fmt, seed), (AudioError,), skip)
     return RawData(torch.empty(0), torch.tensor(samples.targets), index.classes, fmt.as_preprocessing(),
-                   groups=_groups(p, fs, root, files), samples=samples, sample_shape=(fmt.samples,), keys=files)
+                   groups=_groups(p, fs, root, files), samples=samples, sample_shape=(fmt.samples,), keys=files,
+                   given_split=given)
 
 
 def _groups(p: ShardsParams, fs: Any, root: str, files: list[str]) -> list[str] | None:
