@@ -225,6 +225,9 @@ class ShardSamples(LazySamples):
 
 
 class ShardsParams(ImageSettings, AudioSettings):
+    """The folder data set's settings for the kind the index holds (images: image_size, channels, resize,
+    train_crop; audio: sample_rate, duration, mix_channels, resample, group_by)."""
+
     path: str = Field(description="the folder holding index.json: a local path or an fsspec URL "
                                   "(file://…, s3://…, gs://…; remote filesystems need their fsspec package)")
     skip_unreadable: bool | None = Field(None, description="replace a sample that cannot be decoded by the next "
