@@ -23,7 +23,8 @@ TRAINING_ONLY = {"torch", "torchmetrics", "kornia", "onnx", "onnxscript", "sciki
                  "wordfreq", "espeakng-loader", "sacrebleu", "num2words",  # demo data makers; sacrebleu: BLEU/chrF
                  "filelock",  # the run directory's training lock
                  "torchdata",  # the resumable training data loader
-                 "pyarrow"}  # text tables for training
+                 "pyarrow",  # text tables for training
+                 "fsspec"}  # the shards dataset reads local folders and URLs through it
 # KServe's component extension fields beside the pod spec of a predictor (v1beta1 ComponentExtensionSpec).
 KSERVE_EXTENSION = {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "containerConcurrency", "timeout",
                     "canaryTrafficPercent", "logger", "batcher", "labels", "annotations", "deploymentStrategy"}
