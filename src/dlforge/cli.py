@@ -402,9 +402,10 @@ def pack(src: Annotated[Path, typer.Argument(help="an image or audio folder: SRC
     index = pack_folder(src, out, parse_size(shard_size), samples_per_shard, workers, kind,
                         on_shard=lambda s: console.print(f"{s.file}  {s.samples:,} samples  {_size(s.size)}",
                                                          highlight=False, soft_wrap=True))
-    console.print(f"packed {index.samples:,} {index.kind} files ({len(index.classes)} classes) into "
-                  f"{len(index.shards)} shards ({_size(sum(s.size for s in index.shards))}) in "
-                  f"{time.perf_counter() - started:.1f} s: {out / 'index.json'}", highlight=False, soft_wrap=True)
+    shards, total = len(index.shards), _size(sum(s.size for s in index.shards))
+    console.print(f"packed {index.samples:,} {index.kind} files ({len(index.classes)} classes) into {shards} "
+                  f"shard{'s' * (shards != 1)} ({total}) in {time.perf_counter() - started:.1f} s: "
+                  f"{out / 'index.json'}", highlight=False, soft_wrap=True)
 
 
 def _size(count: int) -> str:
