@@ -4,7 +4,8 @@
     python benchmarks/bench_data.py --sizes 2000 20000   # a quicker look
 
 Generates the images once (`dlforge data shapes`, kept under --root), then prints, side by side in one run:
-- one training epoch (`dlforge train`, a small CNN on 32x32 inputs, data.workers auto) on each size: peak RSS
+- one training epoch (`dlforge train`, examples/digits_cnn.yaml's CNN and recipe on 32x32 inputs, data.workers
+  auto) on each size: peak RSS
   summed over the whole process tree (trainer + loader workers; PSS too, which counts shared pages once),
   time from process start to the first training step, images/s of the epoch, and the ratio of the largest
   size to the smallest;
@@ -103,8 +104,10 @@ def packed(folder: Path) -> tuple[Path, float]:
 def experiment(dataset: str, path: Path, epochs: int) -> dict[str, Any]:
     return {"name": "bench_data", "seed": 0,
             "data": {"dataset": dataset, "params": {"path": str(path), "image_size": list(MODEL_SIZE)}},
-            "model": {"arch": "cnn_small", "params": {"channels": [16, 32], "hidden": 64}},
-            "train": {"epochs": epochs, "batch_size": 128, "progress": False, "optimizer": {"lr": 0.003}},
+            "model": {"arch": "cnn_small", "params": {"channels": [32, 64], "hidden": 128, "dropout": 0.25}},
+            "train": {"epochs": epochs, "batch_size": 64, "progress": False,  # examples/digits_cnn.yaml's recipe
+                      "optimizer": {"name": "adamw", "lr": 0.002, "weight_decay": 0.0001},
+                      "scheduler": {"name": "cosine", "warmup_epochs": 0.3}, "label_smoothing": 0.05},
             "eval": {"plots": False}}
 
 
