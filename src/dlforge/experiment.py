@@ -20,6 +20,7 @@ from dlforge.nn.audio import frontend_rate
 from dlforge.nn.checks import check_model
 from dlforge.registry import RegistryError
 from dlforge.taskapi import TASKS, Task, get_task
+from dlforge.train.tracking import logger_problems
 
 
 def _check_dataset(cfg: ExperimentConfig, problems: list[str]) -> bool:
@@ -93,6 +94,7 @@ def component_problems(cfg: ExperimentConfig) -> list[str]:
             validate_augment(cfg.augment, peek_input_shape(cfg.data))
         except ConfigError as exc:
             problems += exc.problems
+    problems += logger_problems(cfg.train.loggers)
     return problems
 
 

@@ -22,13 +22,14 @@ from dlforge.config import ExperimentConfig, load_config
 from dlforge.errors import UserError
 from dlforge.runinfo import RUN_INFO, RunInfo
 from dlforge.taskapi import get_task
+from dlforge.train.tracking import TRACKING_ENTRIES
 
 CONFIG, WEIGHTS = "config.yaml", "model.safetensors"
 METRICS, HISTORY = "metrics.json", "history.jsonl"
 CHECKPOINTS, REPORT, PACKAGE = "checkpoints", "report", "package"
 PRETRAINED_REPORT = "pretrained.json"  # what model.pretrained loaded, replaced and left out
 RUN_ENTRIES = (CONFIG, RUN_INFO, WEIGHTS, METRICS, HISTORY, CHECKPOINTS, REPORT, PACKAGE,
-               PRETRAINED_REPORT)  # what --overwrite removes
+               PRETRAINED_REPORT, *TRACKING_ENTRIES)  # what --overwrite removes
 
 
 LOCK, LOCK_HOLDER = ".dlforge.lock", ".dlforge.lock.pid"  # held while a process trains into the folder

@@ -77,6 +77,9 @@ class EarlyStoppingConfig(Strict):
     min_delta: float = Field(0.0, ge=0)
 
 
+LoggerName = Literal["csv", "tensorboard", "mlflow"]
+
+
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1, description="GLOBAL batch: split evenly across workers")
@@ -107,6 +110,15 @@ class TrainConfig(Strict):
                                                  description="per-regex learning rates / weight decay")
     layer_decay: float | None = Field(None, gt=0, le=1,
                                       description="layer-wise lr decay: layer i of n gets lr × decay^(n-1-i)")
+    loggers: list[LoggerName] = Field(
+        default_factory=lambda: list[LoggerName](["csv"]),
+        description="experiment tracking (main worker only): csv (metrics.csv, the default: no dependency and no "
+                    "measurable cost), tensorboard (run_dir/tensorboard), mlflow (a run per run directory); "
+                    "tensorboard and mlflow need pip install 'dlforge[tracking]'; [] logs nothing")
+    log_every_steps: int = Field(10, ge=1, description="per-step loss, lr and samples/s every this many optimizer "
+                                                       "steps (each log reads the loss back from the device)")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (a server, sqlite:///…, …); default: "
+                                                     "MLFLOW_TRACKING_URI, else sqlite in the run directory")
 
     @model_validator(mode="after")
     def _finetune_rules(self) -> TrainConfig:

@@ -27,6 +27,7 @@ from dlforge.train.param_groups import Freezer, check_freeze_setup
 from dlforge.train.precision import grad_scaler
 from dlforge.train.progress import EpochProgress
 from dlforge.train.step import train_epoch
+from dlforge.train.tracking import Tracking
 from dlforge.train.trainer import LoopState, Trainer, make_optimizer
 
 
@@ -56,8 +57,9 @@ def build_trainer(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, ctx
     scaler = grad_scaler(t.precision, ctx.device)
     val = eval_loader(bundle.val, cfg.eval.batch_size, ctx.rank, ctx.world_size, workers)
     info = info or RunInfo.from_bundle(bundle, cfg.data.dataset)
+    tracking = Tracking(t.loggers if ctx.is_main else (), t.log_every_steps, t.batch_size * t.accumulate)
     trainer = Trainer(cfg, ctx, net, model, optimizer, scheduler, batches, val, task, info, augmenter, scaler,
-                      freezer=freezer)
+                      freezer=freezer, tracking=tracking)
     task.setup(trainer)
     return trainer
 
@@ -175,6 +177,7 @@ def resume_inside_epoch(tr: Trainer, ranks: list[dict[str, Any]], where: Path) -
 def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
     """Train until `train.epochs` or early stopping; leaves the final weights in `tr.net`."""
     state = restore(tr, run_dir) if resume else LoopState()
+    tr.tracking.start(tr.cfg, run_dir, resume, state.step)
     with EpochProgress(tr.cfg.train.progress and tr.ctx.is_main, tr.cfg.train.epochs) as bar:
         while state.epoch < tr.cfg.train.epochs and not state.stopped_early:
             begin_epoch(tr, state.epoch + 1)
@@ -183,6 +186,7 @@ def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
             shown = {*(f"train_{name}" for name in tr.task.losses), "val_loss", tr.monitor}
             bar.end({k: v for k, v in state.history[-1].items() if k in shown})
             save(tr, state, run_dir)
+            tr.tracking.epoch(state.history[-1])
             if tr.ctx.is_main:
                 tr.task.on_epoch_end(tr.model, run_dir, state.epoch)
     if tr.cfg.train.keep_best and tr.best_state is not None:

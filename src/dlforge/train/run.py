@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from dlforge.taskapi import get_task
 from dlforge.train import dist
 from dlforge.train.checkpoint import list_checkpoints, save_weights
 from dlforge.train.loop import build_trainer, fit
+from dlforge.train.tracking import Tracking
+from dlforge.train.trainer import Trainer
 from dlforge.weights import pretrained_weights
 
 
@@ -85,19 +88,37 @@ def _train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bo
         if ctx.is_main:
             write_run_files(cfg, bundle, run_dir)
         trainer = build_trainer(cfg, bundle, net, ctx, info)
-        state = fit(trainer, run_dir, resume)
-        workers = resolve_workers(cfg.data.workers, bundle.test, ctx.world_size)
-        test = eval_loader(bundle.test, cfg.eval.batch_size, ctx.rank, ctx.world_size, workers)
-        metrics = task.evaluate(trainer.net, test, info, ctx.device)
-        metrics["epochs"], metrics["stopped_early"] = state.epoch, state.stopped_early
-        weights = dist.model_state(trainer.net)  # a collective under FSDP
-        if ctx.is_main:
-            save_weights(weights, run_dir / WEIGHTS)
-            task.write_report(run_dir, metrics, info, cfg.eval.plots)
-        dist.barrier(ctx)
-        return metrics
+        with tracked(trainer.tracking):
+            return _fit_and_test(cfg, run_dir, resume, ctx, bundle, info, trainer)
     finally:
         dist.teardown()
+
+
+@contextlib.contextmanager
+def tracked(tracking: Tracking) -> Iterator[None]:
+    """The loggers are closed however the run ends (an MLflow run marked FAILED when it raised)."""
+    try:
+        yield
+    except BaseException:
+        tracking.close(ok=False)
+        raise
+    tracking.close()
+
+
+def _fit_and_test(cfg: ExperimentConfig, run_dir: Path, resume: bool, ctx: dist.DistContext, bundle: DataBundle,
+                  info: RunInfo, trainer: Trainer) -> dict[str, Any]:
+    state = fit(trainer, run_dir, resume)
+    workers = resolve_workers(cfg.data.workers, bundle.test, ctx.world_size)
+    test = eval_loader(bundle.test, cfg.eval.batch_size, ctx.rank, ctx.world_size, workers)
+    metrics = trainer.task.evaluate(trainer.net, test, info, ctx.device)
+    metrics["epochs"], metrics["stopped_early"] = state.epoch, state.stopped_early
+    weights = dist.model_state(trainer.net)  # a collective under FSDP
+    if ctx.is_main:
+        save_weights(weights, run_dir / WEIGHTS)
+        trainer.task.write_report(run_dir, metrics, info, cfg.eval.plots)
+        trainer.tracking.finish(cfg, run_dir, metrics)
+    dist.barrier(ctx)
+    return metrics
 
 
 def make_model(cfg: ExperimentConfig, bundle: DataBundle) -> Any:

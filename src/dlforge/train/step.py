@@ -47,6 +47,9 @@ def train_epoch(tr: Trainer, state: LoopState, bar: EpochProgress,
         total[:-1] += torch.stack([losses[name].float() for name in names]) * rows
         total[-1] += rows
         state.step += int(step)
+        if step and tr.tracking.due(state.step):  # reads this batch's losses back: a sync, every N steps only
+            lr = max(g["lr"] for g in tr.optimizer.param_groups)
+            tr.tracking.step(state.step, epoch, {f"train_{n}": losses[n] for n in names}, lr)
         bar.advance()
         if step and every and checkpoint is not None and state.step % every == 0 and i < last:
             state.batch = i

@@ -27,6 +27,7 @@ from dlforge.train.dist import DistContext
 from dlforge.train.optim import build_optimizer, build_scheduler
 from dlforge.train.param_groups import Freezer, optimizer_groups, plan_groups
 from dlforge.train.precision import autocast
+from dlforge.train.tracking import Tracking
 
 
 def steps_optimizer(batch_index: int, batches: int, accumulate: int) -> bool:
@@ -74,6 +75,7 @@ class Trainer:
     freezer: Freezer | None = None  # train.freeze, applied per epoch
     extra: dict[str, Any] = field(default_factory=dict)  # task state with state_dict(), checkpointed
     partial: Tensor | None = None  # this rank's loss sums of an epoch resumed mid-way (from its checkpoint)
+    tracking: Tracking = field(default_factory=Tracking)  # train.loggers (none on workers but the main one)
 
     @property
     def labels(self) -> list[str]:
