@@ -5,6 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +21,7 @@ from dlforge.experiment import check_experiment
 from dlforge.train.run import train_run
 from dlforge.train.tracking import MLFLOW_RUN_ID, flatten, logger_problems
 from tests.conftest import tiny_config
+from tests.serve_helpers import free_port
 
 # digits: 1257 training rows / 64 = 20 optimizer steps per epoch
 STEPS_PER_EPOCH = 20
@@ -62,6 +70,7 @@ def test_mlflow_run_has_params_metrics_and_artifacts(tmp_path: Path, monkeypatch
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # a given sqlite URI keeps MLflow's default artifact root: ./mlruns
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     cfg = tiny_config(train={"epochs": 1, "loggers": ["mlflow"], "mlflow_uri": uri})
     metrics = train_run(cfg, tmp_path / "run")
@@ -72,6 +81,49 @@ def test_mlflow_run_has_params_metrics_and_artifacts(tmp_path: Path, monkeypatch
     assert {"epoch_val_accuracy", "step_train_loss", "step_lr"} <= set(run.data.metrics)
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
     assert {"config.yaml", "metrics.json", "run.json"} <= artifacts
+    assert (tmp_path / "mlruns").is_dir() and not (tmp_path / "run" / "mlartifacts").exists()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real `mlflow server` on a free port: sqlite backend, artifacts proxied by the server."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("mlflow server did not start")
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server's own session: uvicorn and its workers
+        server.wait(timeout=30)
+
+
+def test_an_mlflow_server_receives_params_metrics_and_artifacts(tmp_path: Path, mlflow_server: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    cfg = tiny_config(train={"epochs": 1, "loggers": ["mlflow"], "mlflow_uri": mlflow_server},
+                      eval={"plots": True})
+    metrics = train_run(cfg, tmp_path / "run")
+    client = MlflowClient(mlflow_server)
+    run = client.get_run((tmp_path / "run" / MLFLOW_RUN_ID).read_text().strip())
+    assert run.info.status == "FINISHED" and run.data.params["model.arch"] == "cnn_tiny"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "step_train_loss")] == [10, 20]
+    assert {"config.yaml", "metrics.json", "report"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "report/confusion_matrix.png" in {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert not (tmp_path / "run" / "mlflow.db").exists()  # nothing local when a server is given
 
 
 def test_resume_continues_the_same_tensorboard_log_and_mlflow_run(tmp_path: Path,
