@@ -201,7 +201,8 @@ class Tracking:
 
     def epoch(self, row: dict[str, Any]) -> None:
         """A history row: every train and validation metric of the epoch."""
-        values = {f"epoch/{k}": float(v) for k, v in row.items() if k not in ("epoch", "step")}
+        values = {f"epoch/{k}": float(v) for k, v in row.items()  # numbers only: a task may record None
+                  if k not in ("epoch", "step") and isinstance(v, int | float) and not isinstance(v, bool)}
         self._scalars(row["step"], row["epoch"], values)
         self.clock = (row["step"], time.perf_counter())  # validation time is not training throughput
 
