@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from dlforge.config import ExperimentConfig, load_config
 from dlforge.nn.pretrained import PretrainedError
 from dlforge.rundir import CONFIG
@@ -38,12 +40,12 @@ def reuse_vocabulary(cfg: ExperimentConfig, resumed: Path | None = None) -> Reus
     `resumed`: the run directory of a resumed run, whose own files and settings stand in for the source's
     (the source is not read again). PretrainedError when this config pins a setting the source's
     tokenizer was not made with."""
-    mine = get_task(cfg.task).vocabulary(cfg)
     pretrained = cfg.model.pretrained
-    if mine is None or pretrained is None or pretrained.source == "timm":
+    if pretrained is None or pretrained.source == "timm" or (mine := get_task(cfg.task).vocabulary(cfg)) is None:
         return Reuse(cfg, resumed)
     if resumed is not None and (resumed / CONFIG).is_file():
-        return Reuse(_inherit(cfg, load_config(resumed / CONFIG), mine, str(resumed))[0], resumed)
+        run = load_config(resumed / CONFIG)
+        return Reuse(_inherit(cfg, run, f"the resumed run {resumed}", "in that run")[0], resumed)
     folder, what = _source_folder(Path(pretrained.source).expanduser())
     theirs = _vocabulary_of(folder)
     if theirs is None:
@@ -56,7 +58,7 @@ def reuse_vocabulary(cfg: ExperimentConfig, resumed: Path | None = None) -> Reus
             f"model.pretrained: {what} keeps {', '.join(theirs.files)}, but this run's task reads "
             f"{', '.join(mine.files)}: its token ids cannot be carried over; start from a run of the same task")
     assert folder is not None
-    new_cfg, notes = _inherit(cfg, load_config(folder / CONFIG), mine, what)
+    new_cfg, notes = _inherit(cfg, load_config(folder / CONFIG), what, "in the source")
     return Reuse(new_cfg, folder, [f"tokenizer reused from {what} ({', '.join(mine.files)})", *notes])
 
 
@@ -82,24 +84,33 @@ def _vocabulary_of(folder: Path | None) -> Vocabulary | None:
     source = load_config(folder / CONFIG)
     if source.task not in TASKS:
         return None
-    vocab = get_task(source.task).vocabulary(source)
+    vocab = _settings(source, str(folder))
     return vocab if vocab is not None and all((folder / name).is_file() for name in vocab.files) else None
 
 
-def _inherit(cfg: ExperimentConfig, source: ExperimentConfig, mine: Vocabulary,
-             what: str) -> tuple[ExperimentConfig, list[str]]:
+def _settings(source: ExperimentConfig, what: str) -> Vocabulary | None:
+    try:
+        return get_task(source.task).vocabulary(source)
+    except ValidationError as exc:  # a config written by another dlforge version
+        raise PretrainedError(f"model.pretrained: {what}: its data.params no longer load here "
+                              f"({exc.errors()[0]['msg']}); re-train it with this dlforge") from None
+
+
+def _inherit(cfg: ExperimentConfig, source: ExperimentConfig, what: str,
+             there: str) -> tuple[ExperimentConfig, list[str]]:
     """`cfg` whose data.params take the source's tokenizer settings; pinned conflicts are refused."""
-    theirs = get_task(source.task).vocabulary(source)
-    assert theirs is not None
+    theirs = _settings(source, what)
+    if theirs is None:  # a resumed run of another task: --resume's own check names the difference
+        return cfg, []
     params, conflicts, notes = dict(cfg.data.params), [], []
     for key, value in theirs.settings.items():
         pinned, value = params.get(key), _copy(value)
         for name, given, kept in _pins(key, pinned, value):
             if name.endswith("." + FREE) and isinstance(value, dict):
                 value[FREE] = given
-                notes.append(f"data.params.{name}: {given} here, {kept} in the source (texts are cut at {given})")
+                notes.append(f"data.params.{name}: {given} here, {kept} {there} (texts are cut at {given})")
             else:
-                conflicts.append(f"data.params.{name} is {given!r} here but {kept!r} in the source")
+                conflicts.append(f"data.params.{name} is {given!r} here but {kept!r} {there}")
         params[key] = value
     if conflicts:
         raise PretrainedError(
