@@ -468,9 +468,11 @@ def _model_of(source: Path, overrides: list[str] | None) -> tuple[ExperimentConf
         task = get_task(cfg.task)
         net, num_classes = task.build_model(cfg, info), len(info.labels)
     else:
-        cfg = _load(source, overrides)
-        task = get_task(cfg.task)
-        bundle = task.load_data(cfg)
+        from dlforge.vocabulary import reuse_vocabulary
+
+        vocab = reuse_vocabulary(_load(source, overrides))  # a text source's tokenizer sizes the embedding
+        cfg, task = vocab.cfg, get_task(vocab.cfg.task)
+        bundle = task.load_data(cfg, vocab.folder)
         net, num_classes = task.create_model(cfg, bundle), bundle.num_classes
     return cfg, net, num_classes if task.has_classifier else None
 

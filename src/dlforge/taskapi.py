@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from dlforge.serve.protocol import MetadataTensor
 
 __all__ = ["TASKS", "Codec", "Engine", "PredictRequest", "Predictions", "Serving", "StepContext", "Task", "TaskEntry",
-           "TaskError", "get_codec", "get_serving", "get_task"]
+           "TaskError", "Vocabulary", "get_codec", "get_serving", "get_task"]
 
 
 class TaskError(UserError):
@@ -75,6 +75,16 @@ class Engine(Protocol):
     metadata: Any
 
     def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What gives a task's token ids their meaning: the tokenizer files a run keeps (artifacts) and the
+    `data.params` keys that shape them, resolved (defaults filled in). `model.pretrained` from a run with
+    the same files reuses that run's (dlforge.vocabulary)."""
+
+    files: tuple[str, ...]  # e.g. ("tokenizer.json",)
+    settings: dict[str, Any]  # data.params key → its resolved value, e.g. {"tokenizer": {"kind": "char", …}}
 
 
 class Task:
@@ -114,6 +124,10 @@ class Task:
     def load_data(self, cfg: ExperimentConfig, reuse: Path | None = None) -> DataBundle:
         """Seeded splits; `reuse` is a run directory whose saved artifacts (tokenizers…) to use as they are."""
         raise NotImplementedError
+
+    def vocabulary(self, cfg: ExperimentConfig) -> Vocabulary | None:
+        """The tokenizers of `cfg`'s data (None: its inputs are not token ids of a trained tokenizer)."""
+        return None
 
     def create_model(self, cfg: ExperimentConfig, bundle: DataBundle) -> nn.Module:
         """The freshly initialised model(s), seeded identically on every worker (data stats filled in)."""

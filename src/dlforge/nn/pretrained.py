@@ -39,6 +39,8 @@ class LoadReport:
     adapted: list[tuple[str, list[int], list[int]]] = field(default_factory=list)  # first conv: source → model
     kept: list[str] = field(default_factory=list)  # this run's own input normalisation
     aligned: str = ""  # how source names were lined up with the model's, when not as given
+    notes: list[str] = field(default_factory=list)  # e.g. the source's tokenizer reused (dlforge.vocabulary)
+    warnings: list[str] = field(default_factory=list)  # what could not be checked: printed loudly
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +58,8 @@ class LoadReport:
             out.append(f"  missing in source ({len(self.missing)}): {_few(self.missing)}")
         if self.unexpected:
             out.append(f"  not in model, ignored ({len(self.unexpected)}): {_few(self.unexpected)}")
-        return out
+        out += [f"  {note}" for note in self.notes]
+        return out + [f"warning: {warning}" for warning in self.warnings]
 
 
 def _few(keys: list[str], n: int = 4) -> str:
@@ -158,6 +161,12 @@ def plan_load(net: nn.Module, source: dict[str, Tensor], cfg: PretrainedConfig, 
     head_keys = [k for k in target if head is not None and k.startswith(head + ".")]
     shapes_differ = any(k in state and state[k].shape != target[k].shape for k in head_keys)
     report.head_reason = _head_reason(cfg, shapes_differ, source_labels, labels) if head_keys else ""
+    loads_head = any(k in state for k in head_keys) and not report.head_reason
+    if loads_head and cfg.head == "auto" and source_labels is None and labels:
+        report.warnings.append(
+            f"model.pretrained.head: auto loads the classifier {head} because its shape fits, but {report.source} "
+            f"names no labels, so whether its classes are this data's ({_few(labels, 5)}) cannot be checked — "
+            "set head: reset if they differ, head: keep if they are the same")
     first_conv = _first_conv(target) if cfg.adapt_input else None
     new = dict(target)
     for key, mine in target.items():

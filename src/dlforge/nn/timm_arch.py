@@ -1,7 +1,8 @@
 """`model.arch: timm/<name>`: any architecture of timm (PyTorch Image Models), where timm is installed.
 
-timm is optional: it depends on torchvision, which dlforge does not install. Without it these archs
-fail with one clear line instead of an ImportError.
+timm is optional: it depends on torchvision, which dlforge does not install. Where timm cannot be imported,
+for whatever reason (missing, or a torchvision built for another torch: `import timm` then raises a
+RuntimeError about `torchvision::nms`), these archs fail with one clear line instead of a traceback.
 """
 
 from __future__ import annotations
@@ -28,11 +29,28 @@ def is_timm(arch: str | None) -> bool:
 def import_timm(arch: str) -> ModuleType:
     try:
         import timm
-    except ImportError as exc:  # timm itself, or its torchvision dependency
-        raise TimmError(f"model.arch: {arch} needs the timm package, which cannot be imported here ({exc}); "
-                        "install it with `pip install timm` (it pulls in torchvision) or pick a dlforge "
+    except Exception as exc:  # not only ImportError: a mismatched torchvision raises RuntimeError
+        raise TimmError(f"model.arch: {arch} needs the timm package, which cannot be imported here "
+                        f"({type(exc).__name__}: {_first_line(exc)}); {_install_hint()} — or pick a dlforge "
                         "architecture (`dlforge models`)") from None
     return timm
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
+
+
+def _install_hint() -> str:
+    """timm imports torchvision, whose compiled ops must be built for this very torch (CPU, or the same CUDA)."""
+    import torch
+
+    version = torch.__version__
+    release, _, variant = version.partition("+")
+    major, minor = [*release.split("."), "0"][:2]
+    pin = f"==0.{int(minor) + 15}.*" if major == "2" and minor.isdigit() else ""  # 2.9 ↔ 0.24
+    index = f" --index-url https://download.pytorch.org/whl/{variant}" if variant else ""
+    return (f"install the torchvision built for torch {version} (pip install 'torchvision{pin}'{index}), "
+            "then pip install timm; a torchvision built for another torch or CUDA fails on import")
 
 
 def check_timm_arch(arch: str) -> None:

@@ -29,18 +29,24 @@ from dlforge.train.checkpoint import list_checkpoints, save_weights
 from dlforge.train.loop import build_trainer, fit
 from dlforge.train.tracking import Tracking
 from dlforge.train.trainer import Trainer
+from dlforge.vocabulary import Reuse, reuse_vocabulary
 from dlforge.weights import pretrained_weights
 
 
-def start_from_pretrained(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, run_dir: Path | None) -> None:
+def start_from_pretrained(cfg: ExperimentConfig, bundle: DataBundle, net: nn.Module, run_dir: Path | None,
+                          vocab: Reuse | None = None) -> None:
     """Load `model.pretrained` into `net` (every worker); the main worker prints the report and writes
     it to pretrained.json. A resumed run skips this: its checkpoint holds the weights. Any task's model
-    loads by name; only a task with a classifier (`has_classifier`) gets its head replaced."""
+    loads by name; only a task with a classifier (`has_classifier`) gets its head replaced. `vocab` says
+    what became of the tokenizer (reused from the source, or unchecked) for the report."""
     assert cfg.model.pretrained is not None
     head_classes = bundle.num_classes if get_task(cfg.task).has_classifier else None
     source = pretrained_weights(cfg.model, bundle.input_shape, bundle.num_classes)
     report = load_pretrained(net, source.state, cfg.model.pretrained, head_classes, source.labels,
                              bundle.labels, source.description)
+    if vocab is not None:
+        report.notes += vocab.notes
+        report.warnings = vocab.warnings + report.warnings
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / PRETRAINED_REPORT).write_text(json.dumps(report.as_dict(), indent=2))
@@ -73,6 +79,8 @@ def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwr
 
 
 def _train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any]:
+    vocab = reuse_vocabulary(cfg, run_dir if resume else None)  # a text source's tokenizer, not a new one
+    cfg = vocab.cfg
     # Every rank checks before joining the group, so no rank can see files another has already written.
     prepare_run_dir(run_dir, cfg, resume, overwrite, clear=dist.env_rank() == 0)
     ctx = dist.setup(cfg.train.device)
@@ -80,10 +88,10 @@ def _train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bo
         torch.set_num_threads(cfg.train.threads)  # before any op: the intra-op pool is sized on first use
     task = get_task(cfg.task)
     try:
-        bundle = task.load_data(cfg, run_dir if resume else None)
+        bundle = task.load_data(cfg, vocab.folder)
         net = task.create_model(cfg, bundle)
         if cfg.model.pretrained is not None and not (resume and list_checkpoints(run_dir / "checkpoints")):
-            start_from_pretrained(cfg, bundle, net, run_dir if ctx.is_main else None)
+            start_from_pretrained(cfg, bundle, net, run_dir if ctx.is_main else None, vocab)
         info = RunInfo.from_bundle(bundle, cfg.data.dataset)
         if ctx.is_main:
             write_run_files(cfg, bundle, run_dir)

@@ -33,7 +33,8 @@ from dlforge.preprocessing import (
     TextPreprocessing,
     TokensPreprocessing,
 )
-from dlforge.taskapi import StepContext, Task
+from dlforge.taskapi import StepContext, Task, Vocabulary
+from dlforge.text import TOKENIZER_FILE
 
 if TYPE_CHECKING:
     from dlforge.runinfo import RunInfo
@@ -72,6 +73,14 @@ class ClassificationTask(Task):
 
     def architectures(self) -> list[str]:
         return [name for name in MODELS.names() if name not in ARCH_TASKS]  # timm/<name> too, when timm is there
+
+    def vocabulary(self, cfg: ExperimentConfig) -> Vocabulary | None:
+        """Text datasets (their params take `tokenizer`) keep one tokenizer.json; other data has none."""
+        entry = DATASETS.get(cfg.data.dataset) if cfg.data.dataset in DATASETS else None
+        if entry is None or "tokenizer" not in entry.params.model_fields:
+            return None
+        params = entry.params.model_validate(cfg.data.params)
+        return Vocabulary((TOKENIZER_FILE,), params.model_dump(mode="json", include={"tokenizer"}))
 
     def load_data(self, cfg: ExperimentConfig, reuse: Path | None = None) -> DataBundle:
         return load_data(cfg.data, cfg.seed, reuse)

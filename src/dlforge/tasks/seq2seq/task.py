@@ -28,7 +28,7 @@ from dlforge.nn.seq2seq import SEQ2SEQ_MODELS, Seq2SeqModel, Vocab, build_seq2se
 from dlforge.nn.seq2seq.engine import TorchEngine
 from dlforge.preprocessing import TranslationPreprocessing
 from dlforge.registry import RegistryError
-from dlforge.taskapi import StepContext, Task
+from dlforge.taskapi import StepContext, Task, Vocabulary
 from dlforge.tasks.seq2seq.data import SOURCE_FILE, TARGET_FILE, load_seq2seq_data
 from dlforge.tasks.seq2seq.scores import sample_translations, samples_markdown, translation_scores
 from dlforge.text import decode
@@ -97,6 +97,11 @@ class Seq2SeqTask(Task):
         return problems
 
     # --- data and model -------------------------------------------------------------------------
+
+    def vocabulary(self, cfg: ExperimentConfig) -> Vocabulary | None:
+        params = PARALLEL.get(cfg.data.dataset).params.model_validate(cfg.data.params)
+        keys = ("source_tokenizer", "target_tokenizer", "shared_tokenizer")
+        return Vocabulary((SOURCE_FILE, TARGET_FILE), params.model_dump(mode="json", include=set(keys)))
 
     def load_data(self, cfg: ExperimentConfig, reuse: Path | None = None) -> DataBundle:
         bundle = load_seq2seq_data(cfg, reuse)
