@@ -4,6 +4,7 @@ reader, an MLflow run read back with MlflowClient, and --resume continuing the s
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 
 from dlforge.config import ConfigError
 from dlforge.experiment import check_experiment
+from dlforge.export.package import export_run
 from dlforge.train.run import train_run
 from dlforge.train.tracking import MLFLOW_RUN_ID, flatten, logger_problems
 from tests.conftest import tiny_config
@@ -124,6 +126,16 @@ def test_an_mlflow_server_receives_params_metrics_and_artifacts(tmp_path: Path, 
     assert {"config.yaml", "metrics.json", "report"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "report/confusion_matrix.png" in {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert not (tmp_path / "run" / "mlflow.db").exists()  # nothing local when a server is given
+    # The exported package goes to the same run, with the sha256 of every file its manifest lists.
+    package = export_run(tmp_path / "run")
+    manifest = json.loads((package / "manifest.json").read_text())
+    tags = client.get_run(run.info.run_id).data.tags
+    assert {name: tags[f"package.sha256.{name}"] for name in manifest["files"]} == {
+        name: entry["sha256"] for name, entry in manifest["files"].items()}
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "package")}
+    assert {"package/manifest.json", "package/model.onnx"} <= logged
+    fetched = Path(client.download_artifacts(run.info.run_id, "package/model.onnx", str(tmp_path / "back")))
+    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == manifest["files"]["model.onnx"]["sha256"]
 
 
 def test_resume_continues_the_same_tensorboard_log_and_mlflow_run(tmp_path: Path,
