@@ -21,7 +21,7 @@ from dlforge.config import ConfigError
 from dlforge.experiment import check_experiment
 from dlforge.export.package import export_run
 from dlforge.train.run import train_run
-from dlforge.train.tracking import MLFLOW_RUN_ID, flatten, logger_problems
+from dlforge.train.tracking import MLFLOW_RUN_ID, Tracking, flatten, logger_problems
 from tests.conftest import tiny_config
 from tests.serve_helpers import free_port
 
@@ -66,6 +66,23 @@ def test_tensorboard_event_file_has_step_and_epoch_scalars_and_the_report_images
     assert [e.step for e in events.Scalars("epoch/val_accuracy")] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
     assert {"report/confusion_matrix", "report/learning_curves"} <= set(tags["images"])
     assert events.Images("report/confusion_matrix")[0].width > 0
+
+
+def test_tensorboard_gets_the_reports_markdown_as_text(tmp_path: Path) -> None:
+    """A translation run's report/samples.md (source, reference, greedy and beam outputs) is readable in TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (tmp_path / "report").mkdir()
+    samples = "| source | reference | greedy |\n|---|---|---|\n| 42 | forty-two | forty-two |\n"
+    (tmp_path / "report" / "samples.md").write_text(samples)
+    tracking = Tracking(["tensorboard"])
+    tracking.start(tiny_config(), tmp_path, resume=False, step=0)
+    tracking.finish(tiny_config(), tmp_path, {"bleu": 12.5})
+    tracking.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0}).Reload()
+    assert "report/samples/text_summary" in events.Tags()["tensors"]
+    stored = events.Tensors("report/samples/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert stored == samples
 
 
 def test_mlflow_run_has_params_metrics_and_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,7 +79,8 @@ class CsvLogger:
 
 
 class TensorBoardLogger:
-    """run_dir/tensorboard: scalars, then the config (hparams + text) and the report's PNGs as images."""
+    """run_dir/tensorboard: scalars, then the config (hparams + text), the report's PNGs as images and its
+    Markdown files (a translation run's samples) as text."""
 
     def __init__(self, run_dir: Path, resume_step: int | None) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -111,6 +112,8 @@ class TensorBoardLogger:
         for png in sorted((run_dir / "report").glob("*.png")):
             with Image.open(png) as img:
                 self.writer.add_image(f"report/{png.stem}", np.asarray(img.convert("RGB")), dataformats="HWC")
+        for text in sorted((run_dir / "report").glob("*.md")):  # e.g. a translation run's samples, as text
+            self.writer.add_text(f"report/{text.stem}", text.read_text())
 
     def close(self, ok: bool) -> None:
         self.writer.close()
