@@ -12,7 +12,7 @@ PLUGIN := tests/plugins/dlforge_regression
 $(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,ray,tracking]'
+	$(BIN)/pip install -q -e '.[dev,ray,tracking,tune]'
 	$(BIN)/pip install -q -e $(PLUGIN)
 	touch $(STAMP)
 

@@ -1,7 +1,9 @@
-"""Training throughput: dlforge's loop vs a hand-written PyTorch loop, and 1 vs N workers via `--nproc`.
+"""Training throughput: dlforge's loop vs a hand-written PyTorch loop, 1 vs N workers via `--nproc`, and the
+cost of experiment tracking (train.loggers off vs csv / tensorboard / mlflow, side by side).
 
     python benchmarks/bench_train.py                    # defaults: digits, cnn_small [16, 32], batch 64, 10 epochs
     python benchmarks/bench_train.py --epochs 5 --nproc 1 2 --skip-ddp
+    python benchmarks/bench_train.py --tracking --epochs 20 --skip-ddp
 
 (1) runs both loops in this process, alternating, on the same model (dlforge.nn.build_model), data
 tensors, batch size, epochs and optimiser, and keeps each one's best epoch. (2) launches
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +35,7 @@ from dlforge.train.loop import build_trainer
 from dlforge.train.progress import EpochProgress
 from dlforge.train.run import make_model
 from dlforge.train.step import train_epoch
+from dlforge.train.tracking import Tracking
 from dlforge.train.trainer import LoopState
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -75,6 +79,31 @@ def loop_vs_plain(cfg: ExperimentConfig) -> tuple[float, float]:
     return max(ours), max(theirs)
 
 
+def tracking_cost(cfg: ExperimentConfig, names: list[list[str]], folder: Path) -> list[float]:
+    """Median samples/s of `train_epoch` for each logger list, one trainer each, interleaved epoch by epoch
+    (per-step logging every train.log_every_steps, the loop's only tracking work inside an epoch)."""
+    bundle = load_data(cfg.data, cfg.seed)
+    ctx = dist.setup("cpu")
+    trainers, states = [], []
+    for i, loggers in enumerate(names):
+        torch.manual_seed(cfg.seed)
+        trainer = build_trainer(cfg, bundle, make_model(cfg, bundle), ctx)
+        trainer.tracking = Tracking(loggers, cfg.train.log_every_steps, cfg.train.batch_size)
+        (folder / str(i)).mkdir()
+        trainer.tracking.start(cfg, folder / str(i), resume=False, step=0)
+        trainers.append(trainer)
+        states.append(LoopState())
+    speeds: list[list[float]] = [[] for _ in names]
+    with EpochProgress(False, cfg.train.epochs) as bar:
+        for _ in range(cfg.train.epochs):
+            for trainer, state, speed in zip(trainers, states, speeds, strict=True):
+                speed.append(train_epoch(trainer, state, bar)["samples_per_s"])
+                state.epoch += 1
+    for trainer in trainers:
+        trainer.tracking.close()
+    return [statistics.median(s) for s in speeds]
+
+
 def workers_throughput(raw: dict[str, Any], nproc: int | None, threads: int) -> float:
     """Rank 0's best epoch samples/s (global samples) of `dlforge train --nproc N` (None: one plain process)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,6 +130,7 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2], help="worker counts for the DDP column")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (and per worker)")
     parser.add_argument("--skip-ddp", action="store_true", help="only the in-process loop comparison")
+    parser.add_argument("--tracking", action="store_true", help="also: loggers off vs csv / tensorboard / mlflow")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     torch.set_num_threads(args.threads)  # several threads per process were ~10x slower on the shared 2-core box
@@ -119,6 +149,14 @@ def main() -> None:
           f"{cores} CPU cores, {args.threads} thread(s) per process, torch {torch.__version__}; best epoch of each")
     print(table(rows))
     print(f"dlforge loop overhead vs plain: {100 * (plain / ours - 1):+.1f}%")
+    if args.tracking:
+        kinds = [[], ["csv"], ["tensorboard"], ["mlflow"], ["csv", "tensorboard", "mlflow"]]
+        with tempfile.TemporaryDirectory() as tmp:
+            speeds = tracking_cost(parse_config(raw), kinds, Path(tmp))
+        rows = [("train.loggers (every 10 steps)", "samples/s", "time vs off")]
+        rows += [(str(k), f"{v:.0f}", f"{speeds[0] / v:.3f}") for k, v in zip(kinds, speeds, strict=True)]
+        print(f"\ntracking cost: median epoch of {args.epochs}, interleaved, one trainer per setting")
+        print(table(rows))
 
 
 if __name__ == "__main__":

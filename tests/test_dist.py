@@ -7,6 +7,7 @@ a run whose worker is SIGKILLed (then restarted by torchrun) must end with the s
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -79,9 +80,25 @@ def weights_close(a: Path, b: Path, atol: float = 1e-5) -> bool:
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
-    code, stderr = finish(launch(write_config(root, EXPERIMENT), root / "run", "--nproc", "2"))
+    code, stderr = finish(launch(write_config(root, EXPERIMENT), root / "run", "--nproc", "2",
+                                 "--set", "train.loggers=[csv, tensorboard]"))
     assert code == 0, stderr
     return root / "run"
+
+
+def test_two_workers_log_once(two_workers: Path) -> None:
+    """Only the main worker logs: each (step, metric) once in metrics.csv, one TensorBoard event file."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with (two_workers / "metrics.csv").open(newline="") as f:
+        rows = [(int(r["step"]), r["metric"]) for r in csv.DictReader(f)]
+    assert len(rows) == len(set(rows))
+    assert [step for step, metric in rows if metric == "step/train_loss"] == list(range(10, 677, 10))
+    assert [step for step, metric in rows if metric == "epoch/val_accuracy"] == [169, 338, 507, 676]
+    events = list((two_workers / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    scalars = EventAccumulator(str(events[0])).Reload().Scalars("step/train_loss")
+    assert [e.step for e in scalars] == list(range(10, 677, 10))
 
 
 def test_two_workers_match_one_worker_with_the_same_global_batch(two_workers: Path, tmp_path: Path) -> None:

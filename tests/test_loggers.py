@@ -4,6 +4,7 @@ reader, an MLflow run read back with MlflowClient, and --resume continuing the s
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -18,8 +19,9 @@ import pytest
 
 from dlforge.config import ConfigError
 from dlforge.experiment import check_experiment
+from dlforge.export.package import export_run
 from dlforge.train.run import train_run
-from dlforge.train.tracking import MLFLOW_RUN_ID, flatten, logger_problems
+from dlforge.train.tracking import MLFLOW_RUN_ID, Tracking, flatten, logger_problems
 from tests.conftest import tiny_config
 from tests.serve_helpers import free_port
 
@@ -64,6 +66,23 @@ def test_tensorboard_event_file_has_step_and_epoch_scalars_and_the_report_images
     assert [e.step for e in events.Scalars("epoch/val_accuracy")] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
     assert {"report/confusion_matrix", "report/learning_curves"} <= set(tags["images"])
     assert events.Images("report/confusion_matrix")[0].width > 0
+
+
+def test_tensorboard_gets_the_reports_markdown_as_text(tmp_path: Path) -> None:
+    """A translation run's report/samples.md (source, reference, greedy and beam outputs) is readable in TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (tmp_path / "report").mkdir()
+    samples = "| source | reference | greedy |\n|---|---|---|\n| 42 | forty-two | forty-two |\n"
+    (tmp_path / "report" / "samples.md").write_text(samples)
+    tracking = Tracking(["tensorboard"])
+    tracking.start(tiny_config(), tmp_path, resume=False, step=0)
+    tracking.finish(tiny_config(), tmp_path, {"bleu": 12.5})
+    tracking.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0}).Reload()
+    assert "report/samples/text_summary" in events.Tags()["tensors"]
+    stored = events.Tensors("report/samples/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert stored == samples
 
 
 def test_mlflow_run_has_params_metrics_and_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,6 +143,16 @@ def test_an_mlflow_server_receives_params_metrics_and_artifacts(tmp_path: Path, 
     assert {"config.yaml", "metrics.json", "report"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "report/confusion_matrix.png" in {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert not (tmp_path / "run" / "mlflow.db").exists()  # nothing local when a server is given
+    # The exported package goes to the same run, with the sha256 of every file its manifest lists.
+    package = export_run(tmp_path / "run")
+    manifest = json.loads((package / "manifest.json").read_text())
+    tags = client.get_run(run.info.run_id).data.tags
+    assert {name: tags[f"package.sha256.{name}"] for name in manifest["files"]} == {
+        name: entry["sha256"] for name, entry in manifest["files"].items()}
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "package")}
+    assert {"package/manifest.json", "package/model.onnx"} <= logged
+    fetched = Path(client.download_artifacts(run.info.run_id, "package/model.onnx", str(tmp_path / "back")))
+    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == manifest["files"]["model.onnx"]["sha256"]
 
 
 def test_resume_continues_the_same_tensorboard_log_and_mlflow_run(tmp_path: Path,

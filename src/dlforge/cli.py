@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from dlforge.cli_data import data_app
 from dlforge.cli_serve import serve
+from dlforge.cli_tune import tune
 from dlforge.console import console, print_error
 from dlforge.errors import UserError
 
@@ -487,6 +488,7 @@ def schema() -> None:
 
 
 app.command()(serve)  # cli_serve.py
+app.command()(tune)  # cli_tune.py
 
 
 def _add_task_commands() -> None:

@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from dlforge.config.common import ComponentSpec, ModelConfig, OptimizerConfig, Strict
 from dlforge.config.finetune import Freeze, ParamGroupConfig, check_finetune
 from dlforge.config.generative import DenoiseConfig, GanConfig
+from dlforge.config.tune import TuneConfig
 from dlforge.decoding.search import SearchSettings
 
 # The shared blocks (dlforge.config.common) are re-exported: every section is importable from here.
@@ -163,3 +164,4 @@ class ExperimentConfig(Strict):
     export: ExportConfig = Field(default_factory=ExportConfig)
     gan: GanConfig | None = Field(None, description="task: gan — discriminator, loss, EMA, FID classifier")
     denoise: DenoiseConfig | None = Field(None, description="task: denoise — the noise models")
+    tune: TuneConfig | None = Field(None, description="the search space of `dlforge tune` (training ignores it)")

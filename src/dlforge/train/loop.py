@@ -187,6 +187,8 @@ def fit(tr: Trainer, run_dir: Path, resume: bool = False) -> LoopState:
             bar.end({k: v for k, v in state.history[-1].items() if k in shown})
             save(tr, state, run_dir)
             tr.tracking.epoch(state.history[-1])
+            if tr.on_epoch is not None:  # e.g. `dlforge tune`'s pruner, which may stop the run here
+                tr.on_epoch(state.history[-1])
             if tr.ctx.is_main:
                 tr.task.on_epoch_end(tr.model, run_dir, state.epoch)
     if tr.cfg.train.keep_best and tr.best_state is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +65,23 @@ def write_run_files(cfg: ExperimentConfig, bundle: DataBundle, run_dir: Path) ->
 
 
 @dist.record_errors
-def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+def train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, overwrite: bool = False,
+              on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train, then evaluate on the test split (sharded across workers); main worker writes files.
 
     A non-empty `run_dir` needs `resume` or `overwrite` (see `prepare_run_dir`). After torchrun
     restarts the worker group (`--max-restarts`), training resumes from the last checkpoint by itself.
+    `on_epoch` sees every epoch's history row after its checkpoint (an exception it raises ends the run).
     """
     if dist.restart_count() > 0:
         resume, overwrite = True, False
     # One training process per run directory: the main worker holds its lock until the run ends.
     with training_lock(run_dir) if dist.env_rank() == 0 else contextlib.nullcontext():
-        return _train_run(cfg, run_dir, resume, overwrite)
+        return _train_run(cfg, run_dir, resume, overwrite, on_epoch)
 
 
-def _train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any]:
+def _train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bool,
+               on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     vocab = reuse_vocabulary(cfg, run_dir if resume else None)  # a text source's tokenizer, not a new one
     cfg = vocab.cfg
     # Every rank checks before joining the group, so no rank can see files another has already written.
@@ -96,6 +99,7 @@ def _train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bo
         if ctx.is_main:
             write_run_files(cfg, bundle, run_dir)
         trainer = build_trainer(cfg, bundle, net, ctx, info)
+        trainer.on_epoch = on_epoch
         with tracked(trainer.tracking):
             return _fit_and_test(cfg, run_dir, resume, ctx, bundle, info, trainer)
     finally:

@@ -10,6 +10,7 @@ run drops what was logged after its checkpoint (TensorBoard's purge_step, the CS
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import json
 import os
@@ -78,7 +79,8 @@ class CsvLogger:
 
 
 class TensorBoardLogger:
-    """run_dir/tensorboard: scalars, then the config (hparams + text) and the report's PNGs as images."""
+    """run_dir/tensorboard: scalars, then the config (hparams + text), the report's PNGs as images and its
+    Markdown files (a translation run's samples) as text."""
 
     def __init__(self, run_dir: Path, resume_step: int | None) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -110,6 +112,8 @@ class TensorBoardLogger:
         for png in sorted((run_dir / "report").glob("*.png")):
             with Image.open(png) as img:
                 self.writer.add_image(f"report/{png.stem}", np.asarray(img.convert("RGB")), dataformats="HWC")
+        for text in sorted((run_dir / "report").glob("*.md")):  # e.g. a translation run's samples, as text
+            self.writer.add_text(f"report/{text.stem}", text.read_text())
 
     def close(self, ok: bool) -> None:
         self.writer.close()
@@ -123,10 +127,7 @@ class MlflowLogger:
     def __init__(self, cfg: ExperimentConfig, run_dir: Path, resume: bool) -> None:
         from mlflow.tracking import MlflowClient
 
-        uri = cfg.train.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        local = uri is None
-        if local:
-            uri = f"sqlite:///{(run_dir / MLFLOW_DB).resolve()}"
+        uri, local = mlflow_uri(cfg, run_dir)
         self.client = MlflowClient(uri)
         saved = run_dir / MLFLOW_RUN_ID
         if resume and saved.is_file():
@@ -164,6 +165,34 @@ class MlflowLogger:
 
     def close(self, ok: bool) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+
+
+def mlflow_uri(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, bool]:
+    """(tracking URI, whether it is the run directory's own sqlite file)."""
+    uri = cfg.train.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return (uri, False) if uri else (f"sqlite:///{(run_dir / MLFLOW_DB).resolve()}", True)
+
+
+def log_package(run_dir: Path, package: Path) -> None:
+    """A run tracked with MLflow gets its exported package as artifacts (`package/`), and the sha256 of each
+    of its files (as the manifest lists them) as tags `package.sha256.<file>`, so a registry can verify it."""
+    if not (run_dir / MLFLOW_RUN_ID).is_file():
+        return
+    from mlflow.entities import RunTag
+    from mlflow.tracking import MlflowClient
+
+    from dlforge.config import load_config
+
+    cfg = load_config(run_dir / "config.yaml")
+    if "mlflow" not in cfg.train.loggers:
+        return
+    client, run_id = MlflowClient(mlflow_uri(cfg, run_dir)[0]), (run_dir / MLFLOW_RUN_ID).read_text().strip()
+    client.log_artifacts(run_id, str(package), "package")
+    files = json.loads((package / "manifest.json").read_text())["files"]
+    tags = [RunTag(f"package.sha256.{name}", entry["sha256"]) for name, entry in sorted(files.items())]
+    tags.append(RunTag("package.manifest_sha256", hashlib.sha256((package / "manifest.json").read_bytes())
+                       .hexdigest()))
+    client.log_batch(run_id, tags=tags)
 
 
 class Tracking:

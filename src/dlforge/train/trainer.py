@@ -8,7 +8,7 @@ one), so neither imports the other; tasks see it as dlforge.taskapi.StepContext.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,7 @@ class Trainer:
     extra: dict[str, Any] = field(default_factory=dict)  # task state with state_dict(), checkpointed
     partial: Tensor | None = None  # this rank's loss sums of an epoch resumed mid-way (from its checkpoint)
     tracking: Tracking = field(default_factory=Tracking)  # train.loggers (none on workers but the main one)
+    on_epoch: Callable[[dict[str, Any]], None] | None = None  # sees each history row once it is checkpointed
 
     @property
     def labels(self) -> list[str]:

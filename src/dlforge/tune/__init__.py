@@ -1,0 +1,1 @@
+"""`dlforge tune`: hyperparameter search over an experiment's own keys, on Optuna."""
