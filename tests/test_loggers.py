@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from dlforge.cli import app
 from dlforge.config import ConfigError
 from dlforge.experiment import check_experiment
-from dlforge.export.package import export_run
 from dlforge.train.run import train_run
 from dlforge.train.tracking import MLFLOW_RUN_ID, Tracking, flatten, logger_problems
 from tests.conftest import tiny_config
@@ -144,7 +145,8 @@ def test_an_mlflow_server_receives_params_metrics_and_artifacts(tmp_path: Path, 
     assert "report/confusion_matrix.png" in {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert not (tmp_path / "run" / "mlflow.db").exists()  # nothing local when a server is given
     # The exported package goes to the same run, with the sha256 of every file its manifest lists.
-    package = export_run(tmp_path / "run")
+    assert CliRunner().invoke(app, ["export", str(tmp_path / "run")]).exit_code == 0  # `dlforge export` logs it
+    package = tmp_path / "run" / "package"
     manifest = json.loads((package / "manifest.json").read_text())
     tags = client.get_run(run.info.run_id).data.tags
     assert {name: tags[f"package.sha256.{name}"] for name in manifest["files"]} == {

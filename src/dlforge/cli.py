@@ -80,8 +80,11 @@ def run(config: ConfigArg = None, out: OutOpt = None, set_: SetOpt = None, overw
     print_metrics(metrics, f"{cfg.name}: test split", cfg.task)
     if cfg.export.enabled:
         from dlforge.export.package import export_run
+        from dlforge.train.tracking import log_package
 
-        console.print(f"model package: [bold]{export_run(run_dir)}[/]")
+        package = export_run(run_dir)
+        log_package(run_dir, package)  # an MLflow-tracked run gets its package (and hashes) as artifacts
+        console.print(f"model package: [bold]{package}[/]")
     console.print(f"run directory: [bold]{run_dir}[/] (metrics.json, model.safetensors, report/, checkpoints/)")
 
 
@@ -223,8 +226,10 @@ def export(run_dir: Annotated[Path, typer.Argument(help="a finished run director
     Examples: `dlforge export runs/digits_cnn`, `dlforge export runs/digits_cnn --quantize int8 --out pkg/`
     """
     from dlforge.export.package import export_run, load_package
+    from dlforge.train.tracking import log_package
 
     package = load_package(export_run(run_dir, quantize, out))
+    log_package(run_dir, package.root)  # an MLflow-tracked run gets its package (and hashes) as artifacts
     onnx = package.manifest.onnx
     console.print(f"model package: [bold]{package.root}[/] (parity max |onnx - torch| "
                   f"{onnx.parity_max_abs_diff:.2e} on {onnx.parity_samples} samples)")

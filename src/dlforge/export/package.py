@@ -233,9 +233,6 @@ def export_run(run_dir: Path, quantize: str | None = None, out: Path | None = No
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    from dlforge.train.tracking import log_package
-
-    log_package(run_dir, out)  # an MLflow-tracked run gets its package (and hashes) as artifacts
     return out
 
 
