@@ -76,24 +76,27 @@ def read_audio(source: Path | bytes, name: str = "", max_duration: float | None 
     return data, rate
 
 
-def readable_formats() -> str:
-    """What this machine's libsndfile decodes, for messages: MP3 only where libsndfile was built with it."""
+def reads_mp3() -> bool:
+    """Whether this machine's libsndfile decodes MP3 (built with mpg123: libsndfile ≥ 1.1)."""
     import soundfile as sf
 
-    return "a WAV, FLAC, OGG or MP3 file" if "MP3" in sf.available_formats() else "a WAV, FLAC or OGG file"
+    return "MP3" in sf.available_formats()
+
+
+def readable_formats() -> str:
+    """What this machine's libsndfile decodes, for messages."""
+    return "a WAV, FLAC, OGG or MP3 file" if reads_mp3() else "a WAV, FLAC or OGG file"
 
 
 def _format_note(source: Path | bytes) -> str:
     """Names the format the bytes look like when libsndfile refused them (the name or extension never decides)."""
-    import soundfile as sf
-
     try:
         with io.BytesIO(source) if isinstance(source, bytes) else source.open("rb") as handle:
             head = handle.read(4)
     except OSError:
         return ""
     if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return ("; the bytes look like MP3" if "MP3" in sf.available_formats() else
+        return ("; the bytes look like MP3" if reads_mp3() else
                 "; the bytes look like MP3, which this server's libsndfile cannot decode")
     return ""
 
