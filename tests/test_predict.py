@@ -159,6 +159,9 @@ def _inputs(tmp_path: Path) -> dict[str, Path]:
     ("digits_cnn", ["--text", "hi"], "--text: this model (task classification) takes images: pass .png/.jpg files"),
     ("digits_cnn", ["clip.wav"], "clip.wav: this model (task classification) takes images: pass .png/.jpg files"),
     ("digits_cnn", ["hello.txt"], "hello.txt: this model (task classification) takes images"),
+    ("dcgan", ["digit.png"], "this model (task gan) takes no files or --text in `dlforge predict`; serve the "
+                             "package and POST its inputs to /v2/models/…/infer, or use dlforge generate"),
+    ("num2words", ["--text", "12"], "this model (task seq2seq) takes no files or --text in `dlforge predict`"),
 ])
 def test_predict_names_what_the_model_takes(package: str, given: list[str], message: str, tmp_path: Path) -> None:
     files = _inputs(tmp_path)

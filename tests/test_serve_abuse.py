@@ -632,6 +632,8 @@ def test_14_audio_is_decoded_by_its_content_and_mp3_where_libsndfile_reads_it(in
         assert reply.status_code == 400 and "the upload" in _plain(reply.json()["error"]), (data, reply.text)
     ok = _post(url, "/v2/models/tones/classify", files={"file": ("clip.wav", wav, "audio/wav")})
     assert ok.status_code == 200, ok.text
+    text = _post(url, "/v2/models/tones/classify", data={"text": "a tone"})
+    assert text.status_code == 400 and "this model takes an audio clip" in _plain(text.json()["error"]), text.text
 
 
 def test_14_every_400_of_classify_and_infer_names_the_input_never_internals(inputs_server: tuple[str, int]) -> None:
