@@ -70,7 +70,7 @@ def test_denoiser_exports_predicts_and_serves(denoise_run: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "clean/noisy.denoised.png").size == (8, 8)
     text = CliRunner().invoke(app, ["predict", str(package.root), "--text", "hi"])  # not a silent exit 0
-    assert text.exit_code == 2 and "a denoiser takes images" in text.output
+    assert text.exit_code == 2 and "this model (task denoise) takes images" in text.output
 
     with running(Settings(path=package.root)) as (url, _):
         infer = f"{url}/v2/models/{manifest.name}/infer"

@@ -74,7 +74,7 @@ def test_predict_names_what_the_model_takes(model_package: Path, tmp_path: Path)
     notes.write_text("hello")
     for args in ([str(clip)], ["--text", "hello"], [str(notes)]):
         message = fails_cleanly(["predict", str(model_package), *args])
-        assert "images (.png, .jpg, …) or .npy arrays" in message, message
+        assert "this model (task classification) takes images: pass .png/.jpg files or .npy arrays" in message, message
 
 
 def test_serving_a_run_directory_suggests_its_package(model_package: Path) -> None:

@@ -125,3 +125,57 @@ def test_export_cli_to_another_folder_and_tamper_refused(run_dir: Path, tmp_path
     (out / "model.onnx").write_bytes((out / "model.onnx").read_bytes()[:-1] + b"!")
     result = runner.invoke(app, ["inspect", str(out)])
     assert result.exit_code == 2 and "model.onnx" in result.output and "sha256" in result.output
+
+
+# --- an input the model does not take: one error line naming what it takes (#29) --------------------------
+
+V0 = Path(__file__).parent / "fixtures" / "packages_v0"  # one prebuilt package per task kind, no training
+
+
+def _inputs(tmp_path: Path) -> dict[str, Path]:
+    import soundfile as sf
+
+    Image.new("L", (8, 8), 128).save(tmp_path / "digit.png")
+    sf.write(tmp_path / "clip.wav", np.zeros(4000, np.float32), 8000)
+    (tmp_path / "hello.txt").write_text("guten morgen")
+    (tmp_path / "binary.txt").write_bytes("hallo".encode("utf-16-le"))
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9 au lait")
+    np.save(tmp_path / "x.npy", np.zeros((1, 8, 8), np.float32))
+    return {p.name: p for p in tmp_path.iterdir()}
+
+
+@pytest.mark.parametrize(("package", "given", "message"), [
+    ("denoise", ["--text", "hi"], "--text: this model (task denoise) takes images: pass .png/.jpg files"),
+    ("denoise", ["clip.wav"], "clip.wav: this model (task denoise) takes images: pass .png/.jpg files"),
+    ("denoise", ["hello.txt"], "hello.txt: this model (task denoise) takes images: pass .png/.jpg files"),
+    ("tones", ["digit.png"], "digit.png: this model (task classification) takes audio clips: pass .wav/.flac/.ogg"),
+    ("tones", ["--text", "hi"], "--text: this model (task classification) takes audio clips: pass .wav/.flac/.ogg"),
+    ("tones", ["hello.txt"], "hello.txt: this model (task classification) takes audio clips"),
+    ("langid_rnn", ["digit.png"], "digit.png: this model (task classification) takes text: pass .txt files"),
+    ("langid_rnn", ["x.npy"], "x.npy: this model (task classification) takes text: pass .txt files"),
+    ("langid_rnn", ["clip.wav"], "clip.wav: this model (task classification) takes text: pass .txt files"),
+    ("langid_rnn", ["binary.txt"], "binary.txt holds a NUL byte at byte 1"),  # the server's text rule
+    ("langid_rnn", ["latin1.txt"], "latin1.txt is not valid UTF-8 (invalid continuation byte at byte 3)"),
+    ("digits_cnn", ["--text", "hi"], "--text: this model (task classification) takes images: pass .png/.jpg files"),
+    ("digits_cnn", ["clip.wav"], "clip.wav: this model (task classification) takes images: pass .png/.jpg files"),
+    ("digits_cnn", ["hello.txt"], "hello.txt: this model (task classification) takes images"),
+    ("dcgan", ["digit.png"], "this model (task gan) takes no files or --text in `dlforge predict`; serve the "
+                             "package and POST its inputs to /v2/models/…/infer, or use dlforge generate"),
+    ("num2words", ["--text", "12"], "this model (task seq2seq) takes no files or --text in `dlforge predict`"),
+])
+def test_predict_names_what_the_model_takes(package: str, given: list[str], message: str, tmp_path: Path) -> None:
+    files = _inputs(tmp_path)
+    args = [str(files[a]) if a in files else a for a in given]
+    result = runner.invoke(app, ["predict", str(V0 / package), *args, "--out", str(tmp_path / "out")])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert message in " ".join(lines[0].split()), result.output  # rich may wrap; the words are what count
+    assert "Error" not in result.output and "0x" not in result.output
+
+
+def test_predict_takes_what_each_model_takes(tmp_path: Path) -> None:
+    files = _inputs(tmp_path)
+    for package, given in (("denoise", "digit.png"), ("tones", "clip.wav"), ("langid_rnn", "hello.txt"),
+                           ("digits_cnn", "digit.png")):
+        result = runner.invoke(app, ["predict", str(V0 / package), str(files[given]), "--out", str(tmp_path / "o")])
+        assert result.exit_code == 0 and result.output.strip(), (package, result.output)

@@ -19,6 +19,7 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote_from_bytes
 
 import httpx
 import numpy as np
@@ -531,3 +532,140 @@ def test_13_grpc_text_is_decoded_off_the_event_loop(text_and_gan: tuple[str, int
     labels, health = _health_during(url, attack)
     assert len(labels) == 65_536  # type: ignore[arg-type]
     assert max(health) < 1.0, health
+
+
+# --- 14. one rule per input, over every route; messages name the input and the rule (#29) ---------------
+
+INTERNALS = ("0x", "<class", "object at", "Error:", "Exception", "Traceback", "BytesIO", "builtins")
+
+
+def _plain(message: str) -> str:
+    """The message, after checking it names no Python internals (reprs, addresses, exception classes)."""
+    assert message and not any(word in message for word in INTERNALS), message
+    return message
+
+
+@pytest.fixture(scope="module")
+def inputs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A text, an audio and an image classifier (prebuilt packages, no training) with gRPC on."""
+    from dlforge.serve.settings import Settings
+    from tests.serve_helpers import running
+
+    root = tmp_path_factory.mktemp("abuse-inputs") / "repo"
+    for folder, name in (("langid_rnn", "langid"), ("tones", "tones"), ("digits_cnn", "digits")):
+        shutil.copytree(V0 / folder, root / name / "1")
+    with running(Settings(path=root, grpc_port=0)) as (url, app):
+        yield url, app.state.serve.grpc_port
+
+
+def _multipart_text(raw: bytes) -> tuple[bytes, dict[str, str]]:
+    """A multipart body whose `text` field holds exactly `raw` (httpx would encode a str as UTF-8)."""
+    body = (b'--B\r\nContent-Disposition: form-data; name="text"\r\n\r\n' + raw + b"\r\n--B--\r\n")
+    return body, {"Content-Type": "multipart/form-data; boundary=B"}
+
+
+BAD_TEXT = {b"caf\xe9 au lait": "is not valid UTF-8 (invalid continuation byte at byte 3)",
+            b"guten\x00morgen": "holds a NUL byte at byte 5",
+            "hallo".encode("utf-16-le"): "holds a NUL byte at byte 1"}
+
+
+def test_14_text_that_breaks_the_rule_is_400_on_classify_and_infer_alike(inputs_server: tuple[str, int]) -> None:
+    url, _ = inputs_server
+    for raw, rule in BAD_TEXT.items():
+        body, headers = _multipart_text(raw)
+        form = _post(url, "/v2/models/langid/classify", content=body, headers=headers)
+        assert form.status_code == 400 and f"field 'text' {rule}" in _plain(form.json()["error"]), (raw, form.text)
+        urlencoded = _post(url, "/v2/models/langid/classify", content=b"text=" + quote_from_bytes(raw).encode(),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert urlencoded.status_code == 400 and f"field 'text' {rule}" in urlencoded.json()["error"], urlencoded.text
+        wire = json.dumps({"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
+                                       "parameters": {"binary_data_size": 8 + 2 + len(raw)}}]}).encode()
+        blob = struct.pack("<I", 2) + b"ok" + struct.pack("<I", len(raw)) + raw
+        infer = _post(url, "/v2/models/langid/infer", content=wire + blob,
+                      headers={"Inference-Header-Content-Length": str(len(wire))})
+        assert infer.status_code == 400 and f"input 'text': element 1 {rule}" in _plain(infer.json()["error"])
+    good = _post(url, "/v2/models/langid/classify", data={"text": "café au lait, s'il vous plaît"})
+    assert good.status_code == 200 and good.json()["predictions"][0]["label"], good.text
+
+
+def test_14_grpc_text_follows_the_same_rule(inputs_server: tuple[str, int]) -> None:
+    import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
+
+    _, grpc_port = inputs_server
+    client = tc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    try:
+        for raw, rule in BAD_TEXT.items():
+            tensor = tc.InferInput("text", [2], "BYTES")
+            tensor.set_data_from_numpy(np.array([b"ok", raw], dtype=object))
+            with pytest.raises(InferenceServerException) as err:
+                client.infer("langid", [tensor])
+            assert str(err.value.status()) == "StatusCode.INVALID_ARGUMENT"
+            assert f"input 'text': element 1 {rule}" in _plain(str(err.value.message()))
+    finally:
+        client.close()
+
+
+def _wav(rate: int = 8000) -> bytes:
+    import soundfile as sf
+
+    out = io.BytesIO()
+    sf.write(out, 0.5 * np.sin(np.arange(rate // 4) / 3).astype(np.float32), rate, format="WAV")
+    return out.getvalue()
+
+
+def test_14_audio_is_decoded_by_its_content_and_mp3_where_libsndfile_reads_it(inputs_server: tuple[str, int]) -> None:
+    import soundfile as sf
+
+    url, _ = inputs_server
+    wav = _wav()
+    mp3 = io.BytesIO()
+    if "MP3" in sf.available_formats():
+        sf.write(mp3, sf.read(io.BytesIO(wav))[0], 8000, format="MP3")
+        reply = _post(url, "/v2/models/tones/classify", files={"file": ("clip.wav", mp3.getvalue(), "audio/wav")})
+        assert reply.status_code == 200 and reply.json()["predictions"], reply.text  # the bytes decide, not the name
+    broken_mp3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\x00junk" * 40
+    reply = _post(url, "/v2/models/tones/classify", files={"file": ("clip.wav", broken_mp3, "audio/wav")})
+    assert reply.status_code == 400 and "the bytes look like MP3" in _plain(reply.json()["error"]), reply.text
+    for data in (wav[:30], b"RIFF\x00\x00\x00\x00WAVEfmt " + b"\xff" * 40, b"not audio at all", b""):
+        reply = _post(url, "/v2/models/tones/classify", files={"file": ("clip.wav", data, "audio/wav")})
+        assert reply.status_code == 400 and "the upload" in _plain(reply.json()["error"]), (data, reply.text)
+    ok = _post(url, "/v2/models/tones/classify", files={"file": ("clip.wav", wav, "audio/wav")})
+    assert ok.status_code == 200, ok.text
+    text = _post(url, "/v2/models/tones/classify", data={"text": "a tone"})
+    assert text.status_code == 400 and "this model takes an audio clip" in _plain(text.json()["error"]), text.text
+
+
+def test_14_every_400_of_classify_and_infer_names_the_input_never_internals(inputs_server: tuple[str, int]) -> None:
+    url, _ = inputs_server
+    png = _image("PNG")
+    cases = [
+        ("/v2/models/digits/classify", {"files": {"file": png[: len(png) // 2]}}),
+        ("/v2/models/digits/classify", {"files": {"file": b"GIF89a" + b"\x00" * 20}}),
+        ("/v2/models/digits/classify", {"files": {"file": _png_claiming(20000, 20000)}}),
+        ("/v2/models/digits/classify", {"files": {"file": _wav()}}),
+        ("/v2/models/digits/classify", {"data": {"text": "hello"}}),
+        ("/v2/models/digits/classify", {"content": b"--B\r\nbroken", "headers": {
+            "Content-Type": "multipart/form-data; boundary=B"}}),
+        ("/v2/models/digits/classify", {"content": b"{}", "headers": {"Content-Type": "application/json"}}),
+        ("/v2/models/digits/classify?top_k=x", {"files": {"file": png}}),
+        ("/v2/models/langid/classify", {"data": {"text": ["a", "b"]}}),
+        ("/v2/models/langid/classify", {"data": {"text": ""}}),
+        ("/v2/models/tones/classify", {"files": {"file": png}}),
+        ("/v2/models/digits/infer", {"content": b"{not json"}),
+        ("/v2/models/digits/infer", {"json": {"inputs": {"a": 1}}}),
+        ("/v2/models/digits/infer", {"json": {"inputs": [{"name": "input", "shape": [1], "datatype": "FP32",
+                                                          "data": {"x": 1}}]}}),
+        ("/v2/models/digits/infer", {"json": {"inputs": [{"name": "input", "shape": [1, 1, 8, 8],
+                                                          "datatype": "FP32", "data": [0.0] * 64}],
+                                              "parameters": {"binary_data_output": "yes"}}}),
+        ("/v2/models/digits/infer", {"content": b"{}", "headers": {"Inference-Header-Content-Length": "abc"}}),
+        ("/v2/models/langid/infer", {"json": {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                                          "data": [5]}]}}),
+        ("/v2/models/langid/infer", {"json": {"inputs": [{"name": "text", "shape": [1], "datatype": "FP32",
+                                                          "data": [5]}]}}),
+    ]
+    for path, kwargs in cases:
+        reply = _post(url, path, **kwargs)
+        assert reply.status_code == 400, (path, kwargs, reply.text)
+        _plain(reply.json()["error"])

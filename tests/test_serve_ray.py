@@ -145,10 +145,25 @@ def test_ray_serve_answers_like_the_plain_server_and_survives_a_replica_kill(
     assert [status for status, _ in expected] == [200] * 9 + [400, 404, 404, 404]
     with _ray_server(model_package, address, free_port(), tmp_path / "serve.log") as url:
         assert _answers(url) == expected
+        _the_playground_is_served(url)
         replicas = _replicas(sid)
         assert len(replicas) == 2, replicas
         _kill_one_under_load(url, address, sid, replicas, expected[6][1])
     _wait(lambda: not _replicas(sid), 120, "the replicas were not removed when dlforge serve stopped")
+
+
+def _the_playground_is_served(url: str) -> None:
+    """The page and its assets come from the front application, the list from every model's replicas, the card
+    from the model's own application: what the page needs works under Ray as on the plain server (#29)."""
+    for path in ("/", "/playground/tiny"):
+        page = httpx.get(url + path, timeout=30)
+        assert page.status_code == 200 and '<script src="/playground/assets/app.js"' in page.text, page.text[:200]
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert httpx.get(f"{url}/playground/assets/app.js", timeout=30).status_code == 200
+    listed = httpx.get(f"{url}/v2/models", timeout=30).json()
+    assert listed == {"models": [{"name": "tiny", "versions": ["1"], "ready": True}]}, listed
+    card = httpx.get(f"{url}/v2/models/tiny/card", timeout=30).json()
+    assert (card["name"], card["task"]) == ("tiny", "classification"), card
 
 
 def _replicas(sid: int) -> set[int]:

@@ -176,7 +176,7 @@ def test_unknown_datatype_suggests_the_closest() -> None:
         ("INT64", [1, 2**63], "out of range for INT64"),
         ("UINT64", [2**64], "out of range for UINT64"),
         ("BOOL", [1], "BOOL data must be booleans"),
-        ("BYTES", [1], "BYTES data must be strings, got int"),
+        ("BYTES", [1], "BYTES data must be strings, got a number"),
     ],
 )
 def test_json_values_of_the_wrong_kind(datatype: str, data: list, message: str) -> None:

@@ -229,7 +229,7 @@ def test_predict_and_the_server_agree_on_raw_strings(text_package: Path, tmp_pat
     assert predicted == [p.top[0][0] for p in predict_files(load_package(text_package), [], 1, texts=PHRASES)]
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # not text: named as such, not "not UTF-8"
     wrong = runner.invoke(app, ["predict", str(text_package), str(tmp_path / "photo.png")])
-    assert wrong.exit_code == 2 and "this model takes text; pass .txt files" in wrong.output, wrong.output
+    assert wrong.exit_code == 2 and "takes text: pass .txt files" in wrong.output, wrong.output
     with running(Settings(path=text_package)) as (url, _):
         meta = httpx.get(f"{url}/v2/models/langid_tiny").json()
         assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]

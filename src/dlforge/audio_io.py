@@ -67,13 +67,38 @@ def read_audio(source: Path | bytes, name: str = "", max_duration: float | None 
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         # libsndfile's own reason only: str(exc) names the in-memory file object by its address (#29)
         reason = str(getattr(exc, "error_string", "") or "").strip().rstrip(".") or "it could not be decoded"
-        raise AudioError(f"{where}: not audio that libsndfile can read ({reason}); send a WAV, FLAC or OGG file") \
-            from None
+        raise AudioError(f"{where}: not audio that libsndfile can read ({reason}{_format_note(source)}); send "
+                         f"{readable_formats()}") from None
     if data.shape[0] == 0:
         raise AudioError(f"{where}: the file holds no samples")
     if not np.isfinite(data).all():
         raise AudioError(f"{where}: the file holds NaN or infinite samples")
     return data, rate
+
+
+def reads_mp3() -> bool:
+    """Whether this machine's libsndfile decodes MP3 (built with mpg123: libsndfile ≥ 1.1)."""
+    import soundfile as sf
+
+    return "MP3" in sf.available_formats()
+
+
+def readable_formats() -> str:
+    """What this machine's libsndfile decodes, for messages."""
+    return "a WAV, FLAC, OGG or MP3 file" if reads_mp3() else "a WAV, FLAC or OGG file"
+
+
+def _format_note(source: Path | bytes) -> str:
+    """Names the format the bytes look like when libsndfile refused them (the name or extension never decides)."""
+    try:
+        with io.BytesIO(source) if isinstance(source, bytes) else source.open("rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return ""
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return ("; the bytes look like MP3" if reads_mp3() else
+                "; the bytes look like MP3, which this server's libsndfile cannot decode")
+    return ""
 
 
 def to_mono(data: np.ndarray, fmt: AudioFormat, where: str) -> np.ndarray:

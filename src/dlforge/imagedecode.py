@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,7 @@ def decode_image(source: bytes | Path, size: tuple[int, int], channels: int, max
     except Image.UnidentifiedImageError:
         raise ImageError(f"{name}: not an image in a format we read ({', '.join(FORMATS)})") from None
     except Exception as exc:  # each PIL reader raises its own kinds (OSError, ValueError, SyntaxError, …)
-        raise ImageError(f"{name}: the image could not be decoded ({type(exc).__name__}: {_short(exc)})") from None
+        raise ImageError(f"{name}: the image could not be decoded ({_short(exc)})") from None
     pixels = np.asarray(resized, dtype=np.float32) / 255.0
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
@@ -106,5 +107,6 @@ def _check_pixels(name: str, dims: tuple[int, int], max_pixels: int) -> None:
 
 
 def _short(exc: Exception, limit: int = 200) -> str:
-    text = str(exc)
+    """The decoder's reason without the in-memory file's repr (`<_io.BytesIO object at 0x…>`)."""
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the image", str(exc)) or "it is truncated or corrupt"
     return text if len(text) <= limit else text[:limit] + "…"

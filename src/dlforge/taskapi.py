@@ -252,8 +252,8 @@ class Serving:
         entry = TASKS.get(self.name)
         own = importlib.import_module(entry.commands).COMMANDS if entry.commands else []
         hint = f", or use {' / '.join(f'dlforge {command.__name__}' for command in own)}" if own else ""
-        raise TaskError(f"`dlforge predict` does not take {self.name} packages; serve the package and POST its "
-                        f"inputs to /v2/models/…/infer{hint}")
+        raise TaskError(f"this model (task {self.name}) takes no files or --text in `dlforge predict`; serve the "
+                        f"package and POST its inputs to /v2/models/…/infer{hint}")
 
 
 @dataclass(frozen=True)

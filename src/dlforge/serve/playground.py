@@ -1,8 +1,9 @@
 """The browser playground (GET /) and the two read-only routes it needs: the model list and model cards.
 
 The page is static package data (serve/static/: HTML, CSS and a little JS, no build step). It calls
-the server's own routes with the user's bearer token: `GET /v2/models`, `GET .../card` and the
-`classify` route, so it exercises exactly what clients use. The page and its assets are open (they
+the server's own routes with the user's bearer token: `GET /v2/models`, `GET .../card`, then the
+`classify` route (classifiers) or `infer` (translation, denoising, generation) by the card's task, so it
+exercises exactly what clients use. The page and its assets are open (they
 hold no data); the list and the cards need a token like model metadata does. `--no-playground`
 removes the page; the list and card routes stay (clients use them too).
 """
@@ -23,7 +24,8 @@ from dlforge.serve.security import check_bearer
 from dlforge.serve.state import ServeState
 
 STATIC = Path(__file__).parent / "static"
-ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+ASSETS = {"app.js": "text/javascript; charset=utf-8", "images.js": "text/javascript; charset=utf-8",
+          "style.css": "text/css; charset=utf-8"}
 # The page runs only its own script and talks only to this server.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
        "media-src blob:; connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")

@@ -35,6 +35,7 @@ from dlforge.serve.tensors import (
     encode_binary,
     encode_json,
     get_datatype,
+    json_type,
 )
 
 __all__ = [
@@ -198,7 +199,7 @@ def parse_header_length(value: str | None) -> int | None:
     try:
         length = int(value)
     except ValueError:
-        raise ProtocolError(f"{HEADER_LENGTH} must be an integer, got {value!r}") from None
+        raise ProtocolError(f"{HEADER_LENGTH} must be an integer, got '{shorten(value)}'") from None
     if length < 0:
         raise ProtocolError(f"{HEADER_LENGTH} must not be negative, got {length}")
     return length
@@ -267,7 +268,7 @@ def validate_with_orjson(raw: bytes, header_length: int | None) -> InferenceRequ
         raise ProtocolError(f"invalid request: {problems}") from None
     for i, (inp, values) in enumerate(zip(request.inputs, data, strict=True)):
         if values is not None and not isinstance(values, list):
-            raise ProtocolError(f"invalid request: inputs[{i}].data: must be a list, got {type(values).__name__}")
+            raise ProtocolError(f"invalid request: inputs[{i}].data: must be an array, got {json_type(values)}")
         inp.data = values
     return request
 
@@ -276,7 +277,7 @@ def wants_binary(parameters: Parameters | None, key: str, default: bool) -> bool
     """A boolean parameter such as `binary_data` or `binary_data_output`, type-checked."""
     value = (parameters or {}).get(key, default)
     if not isinstance(value, bool):
-        raise ProtocolError(f"parameters.{key} must be true or false, got {value!r}")
+        raise ProtocolError(f"parameters.{key} must be true or false, got {json_type(value)}")
     return value
 
 

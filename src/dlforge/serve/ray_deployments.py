@@ -3,7 +3,8 @@
 A model deployment's replicas each run `create_app` restricted to one model (all its versions), so routes,
 validation, batching, auth and limits are the very code `dlforge serve` runs: one protocol implementation.
 Ray's proxy sends `/v2/models/<model>/...` to that model's application (longest route prefix); the front
-deployment at `/` answers what belongs to no model: server health and metadata, and 404s for unknown models.
+deployment at `/` answers what belongs to no model: server health and metadata, the model list and the
+playground page (whose card, classify and infer calls reach the models' applications), and 404s for unknown models.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from dlforge.serve import playground as pg
 from dlforge.serve.app import ServeState, create_app, error_response
 from dlforge.serve.fastpath import InferFastPath
 from dlforge.serve.repository import ModelNotFound, unknown_model
 from dlforge.serve.routes import live, server_metadata
+from dlforge.serve.security import check_bearer
 from dlforge.serve.settings import Settings
 
 READY_TIMEOUT_S = 5.0
@@ -65,6 +68,13 @@ class ModelDeployment:
     async def ready(self) -> bool:
         return self.v2_app is not None and _accepting(self.v2_app)
 
+    async def index(self) -> list[dict[str, Any]]:
+        """This replica's repository index (versions and states), for the front's model list."""
+        if self.v2_app is None:
+            return []
+        state: ServeState = self.v2_app.state.serve
+        return [item.model_dump() for item in state.repository.index()]
+
 
 @serve.deployment
 @serve.ingress()
@@ -81,6 +91,11 @@ class FrontDeployment:
         app.router.add_route("/v2/health/live", live, methods=["GET"])
         app.router.add_route("/v2/health/ready", self._ready, methods=["GET"])
         app.router.add_route("/v2", server_metadata, methods=["GET"])
+        app.router.add_route("/v2/models", self._models, methods=["GET"])
+        if self.settings.playground:  # the page and its assets; its card/classify/infer calls reach the models
+            app.router.add_route("/", pg.page, methods=["GET"])
+            app.router.add_route("/playground/{model}", pg.page, methods=["GET"])
+            app.router.add_route("/playground/assets/{name}", pg.asset, methods=["GET"])
         app.router.add_route("/v2/models/{model}", self._unknown, methods=["GET", "POST"])
         app.router.add_route("/v2/models/{model}/{rest:path}", self._unknown, methods=["GET", "POST"])
         for kind in (Exception, HTTPException):
@@ -101,6 +116,23 @@ class FrontDeployment:
         except Exception:  # no replica yet, or it died: not ready, and the probe says so instead of failing
             return False
 
+    async def _models(self, request: Request) -> Response:
+        """GET /v2/models over every model application (as the plain server's list): a model whose replica does
+        not answer is listed as not ready."""
+        check_bearer(request, self.settings.tokens)
+        indexes = await asyncio.gather(*(self._index(app) for app in self.apps.values()))
+        models = [{"name": name, "versions": [i["version"] for i in index],
+                   "ready": any(i["state"] == "READY" for i in index)} for name, index in zip(self.apps, indexes,
+                                                                                                strict=True)]
+        return JSONResponse({"models": models})
+
+    async def _index(self, app_name: str) -> list[dict[str, Any]]:
+        handle = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=app_name)
+        try:
+            return list(await asyncio.wait_for(_ask_index(handle), READY_TIMEOUT_S))
+        except Exception:  # no replica yet, or it died: listed as not ready
+            return []
+
     async def _unknown(self, request: Request) -> Response:
         return error_response(ModelNotFound(unknown_model(request.path_params["model"], list(self.apps))))
 
@@ -110,6 +142,10 @@ MODEL_DEPLOYMENT = "model"
 
 async def _ask_ready(handle: Any) -> bool:
     return bool(await handle.ready.remote())
+
+
+async def _ask_index(handle: Any) -> list[dict[str, Any]]:
+    return list(await handle.index.remote())
 
 
 async def _handle(request: Request, exc: Any) -> Response:

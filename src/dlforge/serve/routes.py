@@ -15,13 +15,14 @@ from typing import TypeVar
 import numpy as np
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
 from dlforge import __version__
 from dlforge.export.inputs import check_values
 from dlforge.serve import playground as pg
+from dlforge.serve.forms import read_form
 from dlforge.serve.images import top_k
 from dlforge.serve.infer import answer_infer
 from dlforge.serve.metrics import CONTENT_TYPE
@@ -195,20 +196,11 @@ async def _classify(state: ServeState, instance: ModelInstance, request: Request
                             f"/v2/models/{instance.name}/infer with its inputs "
                             f"({', '.join(t.name for t in instance.codec.inputs)})")
     k = _int_param(request, "top_k", 5)
-    form = await _in_time(state, started, request.form(max_files=1, max_fields=8))
-    texts = [v for key, v in form.multi_items() if key == "text" and isinstance(v, str)]
-    upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
-    if texts:
-        if len(texts) > 1:
-            raise ProtocolError(f"send one text field per request (got {len(texts)}); /infer takes a batch as a "
-                                "BYTES tensor")
-        graph = await asyncio.to_thread(instance.codec.decode_texts, texts)
-    elif upload is None:
-        raise ProtocolError("send the image or audio clip as a multipart/form-data file field, e.g. curl -F "
-                            "file=@digit.png or -F file=@clip.wav (text models: a text field, e.g. curl -F "
-                            "text='guten morgen')")
-    else:
-        graph = await asyncio.to_thread(instance.codec.decode_upload, await upload.read())  # decoding takes a while
+    form = await _in_time(state, started, read_form(request, max_files=1, max_fields=8))
+    try:
+        graph = await _decode_form(instance, form)
+    finally:
+        await form.close()
     _, instance = _model(request, auth=False)
     for name, batch in graph.items():
         check_values(f"input '{name}'", batch, instance.signature.rules)
@@ -216,6 +208,22 @@ async def _classify(state: ServeState, instance: ModelInstance, request: Request
     probabilities = outputs.get("probabilities", _softmax(next(iter(outputs.values()))))[0]
     predictions = top_k(probabilities, list(getattr(instance.manifest, "labels", []) or []), k)
     return JSONResponse({"model_name": instance.name, "model_version": instance.version, "predictions": predictions})
+
+
+async def _decode_form(instance: ModelInstance, form: FormData) -> dict[str, np.ndarray]:
+    """The graph's inputs from one text field or one uploaded file (decoded off the event loop)."""
+    texts = [v for key, v in form.multi_items() if key == "text" and isinstance(v, str)]
+    upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
+    if texts:
+        if len(texts) > 1:
+            raise ProtocolError(f"send one text field per request (got {len(texts)}); /infer takes a batch as a "
+                                "BYTES tensor")
+        return await asyncio.to_thread(instance.codec.decode_texts, texts)
+    if upload is None:
+        raise ProtocolError("send the image or audio clip as a multipart/form-data file field, e.g. curl -F "
+                            "file=@digit.png or -F file=@clip.wav (text models: a text field, e.g. curl -F "
+                            "text='guten morgen')")
+    return await asyncio.to_thread(instance.codec.decode_upload, await upload.read())  # decoding takes a while
 
 
 def _int_param(request: Request, key: str, default: int) -> int:

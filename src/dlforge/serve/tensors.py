@@ -216,7 +216,7 @@ def _flatten_strings(what: str, data: list[Any], out: list[bytes], depth: int) -
         elif isinstance(item, list) and depth < MAX_NDIM:
             _flatten_strings(what, item, out, depth + 1)
         else:
-            raise ProtocolError(f"{what}: BYTES data must be strings, got {type(item).__name__}")
+            raise ProtocolError(f"{what}: BYTES data must be strings, got {json_type(item)}")
 
 
 def _check_count(what: str, expected: int, got: int) -> None:
@@ -256,17 +256,35 @@ def encode_json(what: str, array: np.ndarray, datatype: str) -> list[Any]:
         ) from None
 
 
+def json_type(value: Any) -> str:
+    """A JSON value's kind as a client knows it (object, array, string, …), never a Python class name."""
+    kinds = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"), (list, "an array"),
+             (dict, "an object"))
+    return "null" if value is None else next((name for kind, name in kinds if isinstance(value, kind)), "a value")
+
+
 def _as_bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
+def text_of(raw: bytes, what: str) -> str:
+    """One text under the rule every text input follows (V2 BYTES over HTTP and gRPC, /classify's text field,
+    `dlforge predict`'s .txt files): UTF-8 with no NUL byte. ProtocolError (400) names `what` and the byte.
+
+    NUL is refused because no text holds it: it means binary data or UTF-16 sent as text, which a tokenizer
+    would silently turn into unknown tokens and a confident label."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"{what} is not valid UTF-8 ({exc.reason} at byte {exc.start}); send UTF-8 text") \
+            from None
+    if "\0" in text:
+        raise ProtocolError(f"{what} holds a NUL byte at byte {raw.index(0)}; text is UTF-8 without NUL "
+                            "(binary data or UTF-16 is not text)")
+    return text
+
+
 def utf8_texts(array: np.ndarray, name: str = "text") -> list[str]:
-    """The strings of a BYTES tensor; ProtocolError (400) names the first bad element."""
-    texts = []
-    for i, item in enumerate(array.reshape(-1).tolist()):
-        try:
-            texts.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
-        except UnicodeDecodeError as exc:
-            raise ProtocolError(f"input '{name}': element {i} is not valid UTF-8 ({exc.reason} at byte "
-                                f"{exc.start})") from None
-    return texts
+    """The strings of a BYTES tensor (rule: text_of); ProtocolError (400) names the first bad element."""
+    return [text_of(item if isinstance(item, bytes) else str(item).encode(), f"input '{name}': element {i}")
+            for i, item in enumerate(array.reshape(-1).tolist())]

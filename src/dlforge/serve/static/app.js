@@ -1,12 +1,13 @@
-// dlforge playground: pick a model, give it an image / text / WAV, see the top-k labels (or the translations)
-// and the model card.
-// Plain JS, no build step. It calls the server's own routes: GET /v2/models, GET .../card and
-// POST .../classify (the same preprocessing as `dlforge predict`; seq2seq models: POST .../infer), with the
-// bearer token if one is set.
+// dlforge playground: pick a model, see its card, and try it in the panel of its task: upload/draw → labels
+// (image classifiers), text → labels (text classifiers), audio upload → labels (audio classifiers), text →
+// text (translation), image → image (denoisers), seed/class → a grid of images (GANs).
+// Plain JS, no build step (images.js holds the image ⇄ tensor helpers). It calls the server's own routes:
+// GET /v2/models, GET .../card, POST .../classify for classifiers (the same preprocessing as `dlforge predict`)
+// and POST .../infer for the others, with the bearer token if one is set.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, card: null };
+const state = { model: null, card: null, panel: null };
 const TOKEN_KEY = "dlforge-token";
 
 function setStatus(text) { $("status").textContent = text || ""; }
@@ -30,36 +31,64 @@ async function api(path, options = {}) {
 async function loadModels() {
   const { models } = await api("/v2/models");
   const select = $("model");
-  select.replaceChildren(...models.map((m) => new Option(`${m.name} (v${m.versions.join(", v")})`, m.name)));
+  select.replaceChildren(...models.map((m) => {
+    const versions = m.versions.length ? ` (v${m.versions.join(", v")})` : "";
+    const option = new Option(`${m.name}${versions}${m.ready ? "" : " — not ready"}`, m.name);
+    option.disabled = !m.ready;  // its card and routes answer 503: nothing to try
+    return option;
+  }));
   const wanted = decodeURIComponent(location.pathname.replace(/^\/playground\//, ""));
-  const first = models.find((m) => m.name === wanted) || models[0];
-  if (!first) { setStatus("no models are loaded"); return; }
+  const asked = models.find((m) => m.name === wanted);
+  const first = asked && asked.ready ? asked : models.find((m) => m.ready);
+  if (!first) {
+    setStatus(models.length ? "no model is ready (POST /v2/repository/index says why)" : "no models are loaded");
+    return;
+  }
   select.value = first.name;
   await loadModel(first.name);
+  if (asked && !asked.ready) setStatus(`model '${asked.name}' is not ready; showing '${first.name}'`);
 }
 
 async function loadModel(name) {
   state.card = await api(`/v2/models/${encodeURIComponent(name)}/card`);
   state.model = name;
+  state.panel = panelOf(state.card);
   $("topk").replaceChildren();
   $("latency").textContent = "";
-  showInput(inputKind(state.card));
+  showPanel(state.panel, state.card);
   renderCard(state.card);
   setStatus("");
 }
 
-function inputKind(card) {
+// The card's task picks the panel; a classifier's input kind picks among its three.
+function panelOf(card) {
   const kind = (card.preprocessing || {}).kind;
-  if (kind === "translation") return "text";
-  if (kind) return kind;
+  const names = card.inputs.map((t) => t.name);
+  if (card.task === "denoise") return "denoise";
+  if (card.task === "gan" || (names.includes("seed") && kind === "generator")) return "generate";
+  if (card.task === "seq2seq" || kind === "translation") return "translate";
+  if (["image", "text", "audio"].includes(kind)) return kind;
   return card.inputs.length === 1 && card.inputs[0].datatype === "BYTES" ? "text" : "tensor";
 }
 
-function showInput(kind) {
-  const panels = { image: "image-input", text: "text-input", audio: "audio-input" };
-  for (const id of ["image-input", "text-input", "audio-input", "other-input"]) $(id).hidden = true;
-  $(panels[kind] || "other-input").hidden = false;
-  $("classify-text").textContent = state.card && state.card.task === "seq2seq" ? "Translate" : "Classify text";
+const PANELS = { image: "image-input", denoise: "image-input", text: "text-input", translate: "text-input",
+  audio: "audio-input", generate: "generate-input" };
+
+function showPanel(panel, card) {
+  for (const id of ["image-input", "text-input", "audio-input", "generate-input", "other-input"]) $(id).hidden = true;
+  $(PANELS[panel] || "other-input").hidden = false;
+  $("classify-text").textContent = panel === "translate" ? "Translate" : "Classify text";
+  $("classify-drawing").textContent = panel === "denoise" ? "Denoise drawing" : "Classify drawing";
+  $("noise-label").hidden = panel !== "denoise";
+  $("topk").hidden = !["image", "text", "translate", "audio"].includes(panel);
+  $("denoised").hidden = true;
+  $("grid").hidden = true;
+  const conditional = card.inputs.some((t) => t.name === "class");
+  $("class-label").hidden = !conditional;
+  if (panel === "generate" && conditional) {
+    $("class").replaceChildren(new Option("each class in turn", "-1"),
+      ...card.labels.map((label, i) => new Option(label, String(i))));
+  }
 }
 
 function row(cells, tag = "td") {
@@ -69,20 +98,22 @@ function row(cells, tag = "td") {
 }
 
 function renderCard(card) {
+  const parity = card.onnx ? `max |diff| ${card.onnx.parity_max_abs_diff.toExponential(2)} ≤ ${card.onnx.tolerance}`
+    : "—";
+  const tensors = (list) => list.map((t) => `${t.name} ${t.datatype} [${t.shape}]`).join("; ");
   const facts = [["name", card.name], ["version", card.version], ["versions", card.versions.join(", ")],
-    ["task", card.task], ["input", card.inputs.map((t) => `${t.name} ${t.datatype} [${t.shape}]`).join("; ")],
-    ["created", card.created], ["dlforge", card.dlforge_version],
-    ["ONNX parity", `max |diff| ${card.onnx.parity_max_abs_diff.toExponential(2)} ≤ ${card.onnx.tolerance}`]];
+    ["task", card.task], ["input", tensors(card.inputs)], ["output", tensors(card.outputs)],
+    ["created", card.created], ["dlforge", card.dlforge_version], ["ONNX parity", parity]];
   $("card").replaceChildren(...facts.flatMap(([k, v]) => {
     const dt = document.createElement("dt"); dt.textContent = k;
     const dd = document.createElement("dd"); dd.textContent = v;
     return [dt, dd];
   }));
-  const metrics = Object.entries(card.metrics).filter(([, v]) => typeof v === "number");
+  const metrics = Object.entries(card.metrics || {}).filter(([, v]) => typeof v === "number");
   $("metrics").replaceChildren(...metrics.map(([k, v]) => row([k, Number.isInteger(v) ? v : v.toFixed(4)])));
-  $("labels").textContent = card.labels.join(", ");
-  $("files").replaceChildren(...Object.entries(card.files).map(([f, e]) => row([f, e.sha256, `${e.bytes} B`])));
-  drawConfusion(card.metrics.confusion_matrix, card.labels);
+  $("labels").textContent = (card.labels || []).join(", ") || "—";
+  $("files").replaceChildren(...Object.entries(card.files || {}).map(([f, e]) => row([f, e.sha256, `${e.bytes} B`])));
+  drawConfusion((card.metrics || {}).confusion_matrix, card.labels || []);
 }
 
 function drawConfusion(matrix, labels) {
@@ -113,46 +144,99 @@ function drawConfusion(matrix, labels) {
 
 // --- classify ----------------------------------------------------------------------------------
 
+function modelPath(card) {
+  return `/v2/models/${encodeURIComponent(card.name)}/versions/${encodeURIComponent(card.version)}`;
+}
+
+function showLatency(started) {
+  $("latency").textContent = `round trip ${(performance.now() - started).toFixed(1)} ms`;
+}
+
 async function classify(form) {
-  const card = state.card;
-  const path = `/v2/models/${encodeURIComponent(card.name)}/versions/${encodeURIComponent(card.version)}` +
-    "/classify?top_k=5";
+  const path = `${modelPath(state.card)}/classify?top_k=5`;
   setStatus("");
   const started = performance.now();
   try {
     const body = await api(path, { method: "POST", body: form });
-    $("latency").textContent = `round trip ${(performance.now() - started).toFixed(1)} ms`;
+    showLatency(started);
     renderTopK(body.predictions);
   } catch (error) {
     setStatus(error.message);
   }
 }
 
-// --- translate (seq2seq models): one sentence a line → a V2 BYTES tensor → one translation a line ----
+// --- the tasks that answer through /infer: one V2 request, its outputs drawn ----------------------------
 
-async function translate(text) {
-  const card = state.card;
-  const lines = text.split("\n").map((line) => line.trim()).filter((line) => line);
-  if (!lines.length) { setStatus("type a sentence to translate"); return; }
-  const base = `/v2/models/${encodeURIComponent(card.name)}/versions/${encodeURIComponent(card.version)}`;
+async function infer(inputs) {
   setStatus("");
   const started = performance.now();
   try {
-    const meta = await api(base);  // what clients send (the codec's `text`), not the graph's token ids
-    const input = { name: meta.inputs[0].name, datatype: "BYTES", shape: [lines.length], data: lines };
-    const body = await api(`${base}/infer`, { method: "POST", headers: { "Content-Type": "application/json" },
-                                   body: JSON.stringify({ inputs: [input] }) });
-    $("latency").textContent = `round trip ${(performance.now() - started).toFixed(1)} ms`;
-    $("topk").replaceChildren(...body.outputs[0].data.map((translation, i) => {
-      const li = document.createElement("li");
-      const source = document.createElement("span"); source.className = "source"; source.textContent = lines[i];
-      const target = document.createElement("span"); target.className = "translation"; target.textContent = translation;
-      li.append(source, target);
-      return li;
-    }));
+    const body = await api(`${modelPath(state.card)}/infer`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ inputs }) });
+    showLatency(started);
+    return body;
   } catch (error) {
     setStatus(error.message);
+    return null;
   }
+}
+
+// translation: one sentence a line → a V2 BYTES tensor (the card's input: the codec's `text`) → one a line
+async function translate(text) {
+  const lines = text.split("\n").map((line) => line.trim()).filter((line) => line);
+  if (!lines.length) { setStatus("type a sentence to translate"); return; }
+  const body = await infer([{ name: state.card.inputs[0].name, datatype: "BYTES", shape: [lines.length], data: lines }]);
+  if (!body) return;
+  $("topk").replaceChildren(...body.outputs[0].data.map((translation, i) => {
+    const li = document.createElement("li");
+    const source = document.createElement("span"); source.className = "source"; source.textContent = lines[i];
+    const target = document.createElement("span"); target.className = "translation"; target.textContent = translation;
+    li.append(source, target);
+    return li;
+  }));
+}
+
+function outputRange(card) {
+  return (card.preprocessing || {}).output_range || [0, 1];
+}
+
+// denoising: the image at the model's size (+ the chosen noise) → FP32 [1, C, H, W] → the denoised image
+async function denoise(source) {
+  const spec = state.card.inputs[0];
+  const shape = [1, ...spec.shape.slice(1)];
+  const data = imageToTensor(source, shape, Number($("noise").value));
+  const body = await infer([{ name: spec.name, datatype: "FP32", shape, data }]);
+  if (!body) return;
+  const out = body.outputs[0];
+  drawOne($("denoise-in"), data, shape, [0, 1]);
+  drawOne($("denoise-out"), out.data, out.shape, outputRange(state.card));
+  $("denoised").hidden = false;
+}
+
+function drawOne(canvas, data, shape, range) {
+  const scale = Math.max(1, Math.floor(160 / Math.max(shape[2], shape[3])));
+  canvas.width = shape[3] * scale;
+  canvas.height = shape[2] * scale;
+  drawTensorImage(canvas.getContext("2d"), data, 0, shape, range, 0, 0, scale);
+}
+
+// generation: seeds first..first+n-1 (and a class each, for a conditional GAN) → a grid of images
+async function generate() {
+  const card = state.card;
+  const first = Math.max(0, Math.floor(Number($("seed").value) || 0));
+  const count = Math.min(64, Math.max(1, Math.floor(Number($("count").value) || 16)));
+  const seeds = Array.from({ length: count }, (_, i) => first + i);
+  const inputs = [{ name: "seed", datatype: "INT64", shape: [count], data: seeds }];
+  if (card.inputs.some((t) => t.name === "class")) {
+    const chosen = Number($("class").value);
+    const classes = seeds.map((_, i) => (chosen >= 0 ? chosen : i % card.labels.length));
+    inputs.push({ name: "class", datatype: "INT64", shape: [count], data: classes });
+  }
+  const body = await infer(inputs);
+  if (!body) return;
+  const out = body.outputs.find((o) => o.name === "image") || body.outputs[0];
+  drawTensorGrid($("grid"), out.data, out.shape, outputRange(card));
+  $("grid").hidden = false;
 }
 
 function renderTopK(predictions) {
@@ -175,6 +259,20 @@ function classifyFile(file) {
   const form = new FormData();
   form.append("file", file, file.name || "upload");
   return classify(form);
+}
+
+// An uploaded image: classified by the server's own decoder, or denoised at the model's size here.
+async function useImage(file) {
+  if (state.panel !== "denoise") return classifyFile(file);
+  const image = new Image();
+  image.src = URL.createObjectURL(file);
+  try {
+    await image.decode();
+  } catch {
+    setStatus(`${file.name}: not an image this browser can decode`);
+    return null;
+  }
+  return denoise(image);
 }
 
 // --- inputs: a drawing canvas, a drop zone, a text box, a WAV upload ---------------------------
@@ -202,7 +300,10 @@ function setupCanvas() {
   });
   canvas.addEventListener("pointerup", () => { drawing = false; });
   $("clear").addEventListener("click", clear);
-  $("classify-drawing").addEventListener("click", () => canvas.toBlob((blob) => classifyFile(new File([blob], "drawing.png"))));
+  $("classify-drawing").addEventListener("click", () => {
+    if (state.panel === "denoise") { denoise(canvas); return; }
+    canvas.toBlob((blob) => classifyFile(new File([blob], "drawing.png")));
+  });
 }
 
 function setupUploads() {
@@ -211,7 +312,7 @@ function setupUploads() {
     const preview = $("preview");
     preview.src = URL.createObjectURL(file);
     preview.hidden = false;
-    classifyFile(file);
+    useImage(file);
   };
   $("image-file").addEventListener("change", (e) => e.target.files[0] && show(e.target.files[0]));
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
@@ -222,7 +323,7 @@ function setupUploads() {
     if (e.dataTransfer.files[0]) show(e.dataTransfer.files[0]);
   });
   $("classify-text").addEventListener("click", () => {
-    if (state.card.task === "seq2seq") { translate($("text").value); return; }
+    if (state.panel === "translate") { translate($("text").value); return; }
     const form = new FormData();
     form.append("text", $("text").value);
     classify(form);
@@ -248,6 +349,7 @@ function start() {
     history.replaceState(null, "", `/playground/${encodeURIComponent(e.target.value)}`);
     loadModel(e.target.value).catch((error) => setStatus(error.message));
   });
+  $("generate").addEventListener("click", generate);
   setupCanvas();
   setupUploads();
   loadModels().catch((error) => setStatus(error.message));

@@ -41,6 +41,11 @@ class TensorCodec(Codec):
         self.preprocessing = manifest.preprocessing
         self.graph_input = manifest.inputs[0].name
 
+    def decode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
+        takes = ("an audio clip (curl -F file=@clip.wav)" if isinstance(self.preprocessing, AudioPreprocessing)
+                 else "an image file (curl -F file=@digit.png)")
+        raise ProtocolError(f"field 'text': this model takes {takes}, not text; or POST its tensors to /infer")
+
     def decode_upload(self, data: bytes | Path) -> dict[str, np.ndarray]:
         if isinstance(self.preprocessing, AudioPreprocessing):
             return {self.graph_input: preprocess_audio(data, self.preprocessing)}

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dlforge.audio_io import AUDIO_SUFFIXES
+from dlforge.audio_io import AUDIO_SUFFIXES, reads_mp3
 from dlforge.data.datasets import IMAGE_SUFFIXES
 from dlforge.export.errors import InputFileError, PackageError
 from dlforge.export.inputs import InputRules, check_values
 from dlforge.export.onnx import run_onnx, session
 from dlforge.export.package import ModelPackage
 from dlforge.preprocessing import TextPreprocessing
-from dlforge.serve.tensors import ProtocolError
+from dlforge.serve.tensors import ProtocolError, text_of
 from dlforge.tasks.classification.codec import TensorCodec, TextCodec
 
 
@@ -56,20 +56,34 @@ def _codec(package: ModelPackage) -> TensorCodec | TextCodec:
     return TextCodec(package) if text else TensorCodec(package.manifest)
 
 
-TAKES = {"image": "images (.png, .jpg, …) or .npy arrays", "audio": "audio clips (.wav, .flac, .ogg) or .npy arrays",
-         "text": ".txt files (one text each) or --text \"some text\""}
+TAKES = {"image": ("images", ".png/.jpg files or .npy arrays"),
+         "audio": ("audio clips", ".wav/.flac/.ogg files or .npy arrays"),
+         "text": ("text", ".txt files (one text each) or --text \"some text\"")}
+
+
+def audio_suffixes() -> tuple[str, ...]:
+    """Audio files `dlforge predict` reads: libsndfile's formats, MP3 where this machine's libsndfile has it."""
+    return (*AUDIO_SUFFIXES, ".mp3") if reads_mp3() else AUDIO_SUFFIXES
 
 
 def takes(package: ModelPackage) -> str:
-    """What `dlforge predict` accepts for this package, for error messages."""
-    return TAKES.get(package.manifest.preprocessing.kind, ".npy arrays of its input tensor")
+    """What this model takes and how to pass it (`images: pass .png/.jpg files or .npy arrays`)."""
+    kind = package.manifest.preprocessing.kind
+    what, how = TAKES.get(kind, ("tensors", ".npy arrays of its input"))
+    if kind == "audio" and ".mp3" in audio_suffixes():
+        how = how.replace(".ogg", ".ogg/.mp3")
+    return f"{what}: pass {how}"
+
+
+def wrong_input(source: object, package: ModelPackage) -> InputFileError:
+    """One `error:` line for an input this model does not take, naming what it takes."""
+    return InputFileError(f"{source}: this model (task {package.manifest.task}) takes {takes(package)}")
 
 
 def load_file(path: Path, package: ModelPackage, kind: str) -> np.ndarray:
     """An image or audio file decoded by the codec, like an upload to /classify and like training data."""
     if package.manifest.preprocessing.kind != kind:
-        raise InputFileError(f"{path}: this model takes no {'images' if kind == 'image' else 'audio'}; "
-                             f"pass {takes(package)}")
+        raise wrong_input(path, package)
     codec = _codec(package)
     try:
         return next(iter(codec.decode_upload(path).values()))
@@ -83,7 +97,7 @@ def tokenize(texts: list[str], sources: list[str], package: ModelPackage) -> np.
 
     codec = _codec(package)
     if not isinstance(codec, TextCodec):
-        raise PackageError(f"this model takes no text; pass {takes(package)}")
+        raise wrong_input("--text" if any(s.startswith("--text") for s in sources) else sources[0], package)
     try:
         return codec.encode_texts(texts)
     except TokenizerError as exc:
@@ -91,11 +105,14 @@ def tokenize(texts: list[str], sources: list[str], package: ModelPackage) -> np.
         raise PackageError(f"{where}: {exc.reason}") from None
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, package: ModelPackage) -> str:
+    """A .txt file under the server's text rule (UTF-8 without NUL: serve.tensors.text_of)."""
+    if path.suffix.lower() != ".txt":
+        raise wrong_input(path, package)
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise PackageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        return text_of(path.read_bytes(), str(path)).strip()
+    except ProtocolError as exc:
+        raise InputFileError(str(exc)) from None
 
 
 def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, list[str]]:
@@ -109,10 +126,10 @@ def load_inputs(files: list[Path], package: ModelPackage) -> tuple[np.ndarray, l
             arr = load_npy(path, package)
         elif suffix in IMAGE_SUFFIXES:
             arr = load_file(path, package, "image")
-        elif suffix in AUDIO_SUFFIXES:
+        elif suffix in audio_suffixes():
             arr = load_file(path, package, "audio")
         else:
-            raise InputFileError(f"{path}: unsupported file type; this model takes {takes(package)}")
+            raise wrong_input(path, package)
         arrays.append(arr)
         sources += [str(path)] if len(arr) == 1 else [f"{path}[{i}]" for i in range(len(arr))]
     shapes = {a.shape[1:] for a in arrays}
@@ -136,11 +153,10 @@ def predict_files(package: ModelPackage, files: list[Path], top_k: int = 3, int8
         missing = [p for p in files if not p.is_file()]
         if missing:
             raise PackageError(f"{missing[0]}: no such file")
-        other = [p for p in files if p.suffix.lower() != ".txt"]
-        if other and isinstance(package.manifest.preprocessing, TextPreprocessing):
-            raise InputFileError(f"{other[0]}: this model takes text; pass {takes(package)}")
+        if not isinstance(package.manifest.preprocessing, TextPreprocessing):
+            raise wrong_input("--text", package)
         sources = [*map(str, files), *(f"--text {i + 1}" for i in range(len(texts)))]
-        x = tokenize([*map(read_text, files), *texts], sources, package)
+        x = tokenize([read_text(p, package) for p in files] + texts, sources, package)
     else:
         x, sources = load_inputs(files, package)
     probs = probabilities(package, x, int8)

@@ -16,10 +16,10 @@ class DenoiseServing(Serving):
         return ImageToImageCodec(package.manifest)
 
     def predict(self, package: Any, request: PredictRequest) -> Predictions:
-        from dlforge.tasks.denoise.predict import denoise_files
+        from dlforge.tasks.denoise.predict import TAKES, denoise_files
 
         if request.texts:
-            raise TaskError("--text: a denoiser takes images; pass image files (.png, .jpg, …)")
+            raise TaskError(f"--text: {TAKES}")
         written = denoise_files(package, request.files, request.out)
         return Predictions(["input", "denoised"], [{"file": str(src), "denoised": str(out)}
                                                    for src, out in zip(request.files, written, strict=True)],
