@@ -24,7 +24,7 @@ def tune(
     Run it again on the same --out to continue a stopped study (a trial cut off mid-way continues from
     its last checkpoint). Example: `dlforge tune examples/digits_tune.yaml --parallel 2`
     """
-    from dlforge.data.samples import usable_cores
+    from dlforge.cores import usable_cores
     from dlforge.experiment import load_experiment
     from dlforge.taskapi import get_task
     from dlforge.tune.report import write_report

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from dlforge.cores import usable_cores
 from dlforge.data.errors import DataError, SampleError
 
 log = logging.getLogger(__name__)
@@ -132,13 +132,6 @@ def subset(ds: Dataset[Any], indices: Tensor) -> Dataset[Any]:
 def in_memory(ds: Dataset[Any]) -> bool:
     """Whether every sample is already a tensor in this process (reading costs nothing: no workers needed)."""
     return isinstance(ds, TensorDataset)
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def resolve_workers(setting: int | str, ds: Dataset[Any], world_size: int = 1) -> int:

@@ -28,6 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dlforge.audio_io import AudioError
+from dlforge.cores import usable_cores
 from dlforge.data.audio import AudioSettings, ClipReader, GroupByCsv, group_of, group_table, read_group_table
 from dlforge.data.datasets import (
     DATASETS,
@@ -38,7 +39,7 @@ from dlforge.data.datasets import (
     RawData,
 )
 from dlforge.data.errors import SampleError
-from dlforge.data.samples import LazySamples, usable_cores
+from dlforge.data.samples import LazySamples
 from dlforge.imagedecode import ImageError
 
 FORMAT, VERSION, INDEX = "dlforge-shards", 1, "index.json"

@@ -17,6 +17,7 @@ from rich.console import Console
 from torch import nn
 
 from dlforge.config import ExperimentConfig, dump_config
+from dlforge.cores import training_threads
 from dlforge.data.loaders import eval_loader
 from dlforge.data.samples import resolve_workers
 from dlforge.data.splits import DataBundle
@@ -87,8 +88,8 @@ def _train_run(cfg: ExperimentConfig, run_dir: Path, resume: bool, overwrite: bo
     # Every rank checks before joining the group, so no rank can see files another has already written.
     prepare_run_dir(run_dir, cfg, resume, overwrite, clear=dist.env_rank() == 0)
     ctx = dist.setup(cfg.train.device)
-    if cfg.train.threads is not None:
-        torch.set_num_threads(cfg.train.threads)  # before any op: the intra-op pool is sized on first use
+    # before any op: the intra-op pool is sized on first use
+    torch.set_num_threads(cfg.train.threads or training_threads())
     task = get_task(cfg.task)
     try:
         bundle = task.load_data(cfg, vocab.folder)
