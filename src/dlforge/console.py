@@ -12,3 +12,8 @@ err = Console(stderr=True, soft_wrap=True)
 def print_error(message: object) -> None:
     """The one `error:` line (plus the message's own lines), never parsed as rich markup."""
     err.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False)
+
+
+def print_warning(message: object) -> None:
+    """One `warning:` line on stderr (the command goes on), never parsed as rich markup."""
+    err.print(Text.assemble(("warning:", "bold yellow"), " ", str(message)), highlight=False)

@@ -195,6 +195,10 @@ class Codec:
     def encode(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return outputs
 
+    def response_parameters(self, graph: dict[str, np.ndarray]) -> dict[str, float | int | str | bool]:
+        """Facts about one request's decoded inputs for the response's `parameters` (text: the [UNK] share)."""
+        return {}
+
     def decode_upload(self, data: bytes | Path) -> dict[str, np.ndarray]:
         """One uploaded file (an image, an audio clip), as bytes or, offline, its path → the graph's inputs
         for one row."""

@@ -62,7 +62,8 @@ async def _answer(state: ServeState, model: str, version: str | None, header_len
     # the codec's work grows with the request (tokenizing 65k strings takes seconds): big ones leave the loop
     graph = await asyncio.to_thread(to_graph, codec, instance.signature, inputs) if big else \
         to_graph(codec, instance.signature, inputs)
+    facts = codec.response_parameters(graph)  # before the batcher: it may hand the arrays on
     outputs = codec.encode(await instance.batcher.submit(graph, deadline=deadline))
     encode = functools.partial(encode_response, instance.name, instance.version, request.id, outputs,
-                               request.outputs, binary_default)
+                               request.outputs, binary_default, facts)
     return await asyncio.to_thread(encode) if big else encode()

@@ -352,11 +352,13 @@ def encode_response(
     outputs: dict[str, np.ndarray],
     requested: list[RequestOutput] | None,
     binary_default: bool,
+    parameters: dict[str, Any] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """Body and headers: plain JSON, or a JSON header followed by blobs when any output is binary.
 
     `requested` (the request's `outputs`) selects and orders outputs; each one's
-    `parameters.binary_data` overrides `binary_default` (the request's `binary_data_output`).
+    `parameters.binary_data` overrides `binary_default` (the request's `binary_data_output`); `parameters`
+    become the response's own (the codec's facts about the request, e.g. its share of unknown tokens).
     """
     entries: list[dict[str, Any]] = []
     blobs: list[bytes] = []
@@ -377,6 +379,8 @@ def encode_response(
         response["model_version"] = model_version
     if request_id is not None:
         response["id"] = request_id
+    if parameters:
+        response["parameters"] = parameters
     response["outputs"] = entries
     header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:

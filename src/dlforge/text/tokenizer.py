@@ -95,6 +95,29 @@ def tokenizer_from_bytes(data: bytes, what: str = TOKENIZER_FILE) -> Tokenizer:
     return tok
 
 
+UNRELIABLE_SHARE = 0.5  # above this share of [UNK] tokens an answer is flagged: a CLI warning, a response parameter
+
+
+def unknown_share(ids: np.ndarray) -> np.ndarray:
+    """Per row of right-padded ids: the share of its tokens that are [UNK] — how much of a text the model
+    cannot see (a sentence in another alphabet translates to something fluent and wrong, with no other sign)."""
+    return (ids == UNK_ID).sum(axis=1) / np.maximum((ids != PAD_ID).sum(axis=1), 1)
+
+
+def unknown_parameters(ids: np.ndarray) -> dict[str, float]:
+    """The response parameters of a request's ids: [UNK] share over all its tokens, and its worst row's."""
+    real = int((ids != PAD_ID).sum())
+    return {"unknown_token_share": round(int((ids == UNK_ID).sum()) / max(real, 1), 4),
+            "unknown_token_share_max": round(float(unknown_share(ids).max(initial=0.0)), 4)}
+
+
+def unknown_warnings(ids: np.ndarray, sources: list[str]) -> list[str]:
+    """One line per text whose [UNK] share is above UNRELIABLE_SHARE (what the CLI prints as warnings)."""
+    return [f"{source}: {share:.0%} of its tokens are unknown to this model's tokenizer ([UNK]); "
+            "the answer is unreliable (is it in the language and alphabet the model was trained on?)"
+            for source, share in zip(sources, unknown_share(ids).tolist(), strict=True) if share > UNRELIABLE_SHARE]
+
+
 def char_limit(tok: Tokenizer, max_length: int, slack: int = 4, floor: int = 16384) -> int:
     """Non-space characters beyond which a request's text is refused untokenized: a token rarely covers more
     characters than the vocabulary's longest entry (`slack` for normalizers that drop characters; `floor`

@@ -116,13 +116,18 @@ def decode_contents(what: str, datatype: str, shape: list[int], contents: pb.Inf
 
 
 def encode_response(model_name: str, model_version: str, request_id: str, outputs: dict[str, np.ndarray],
-                    requested: list[RequestOutput] | None, raw: bool) -> pb.ModelInferResponse:
-    """The response with the requested outputs (all, in the model's order, when none were named)."""
+                    requested: list[RequestOutput] | None, raw: bool,
+                    parameters: dict[str, Any] | None = None) -> pb.ModelInferResponse:
+    """The response with the requested outputs (all, in the model's order, when none were named), and
+    `parameters` (the codec's facts about the request) as InferParameters."""
     names = [o.name for o in requested] if requested else list(outputs)
     arrays = [np.asarray(outputs[name]) for name in names]
     datatypes = [datatype_of(a) for a in arrays]
     raw = raw or any(d not in CONTENTS for d in datatypes)  # raw for one output means raw for all
     response = pb.ModelInferResponse(model_name=model_name, model_version=model_version, id=request_id)
+    for key, value in (parameters or {}).items():
+        field = {bool: "bool_param", int: "int64_param", float: "double_param"}.get(type(value), "string_param")
+        setattr(response.parameters[key], field, value if field != "string_param" else str(value))
     for name, array, datatype in zip(names, arrays, datatypes, strict=True):
         tensor = response.outputs.add(name=name, datatype=datatype, shape=array.shape)
         if raw:

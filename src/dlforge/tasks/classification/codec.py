@@ -20,7 +20,7 @@ from dlforge.serve.images import preprocess_image
 from dlforge.serve.protocol import MetadataTensor, ProtocolError
 from dlforge.serve.tensors import utf8_texts
 from dlforge.taskapi import Codec
-from dlforge.text import PAD_ID, TokenizerError, char_limit, encode, tokenizer_from_bytes
+from dlforge.text import PAD_ID, TokenizerError, char_limit, encode, tokenizer_from_bytes, unknown_parameters
 
 TEXT, LABEL, PROBABILITIES = "text", "label", "probabilities"
 
@@ -85,6 +85,9 @@ class TextCodec(Codec):
 
     def decode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
         return {self.graph_input: self.tokenize(texts)}
+
+    def response_parameters(self, graph: dict[str, np.ndarray]) -> dict[str, float | int | str | bool]:
+        return dict(unknown_parameters(graph[self.graph_input]))
 
     def encode(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         probabilities = outputs[PROBABILITIES]

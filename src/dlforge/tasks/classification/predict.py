@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dlforge.audio_io import AUDIO_SUFFIXES, reads_mp3
+from dlforge.console import print_warning
 from dlforge.data.datasets import IMAGE_SUFFIXES
 from dlforge.export.errors import InputFileError, PackageError
 from dlforge.export.inputs import InputRules, check_values
@@ -19,6 +20,7 @@ from dlforge.export.package import ModelPackage
 from dlforge.preprocessing import TextPreprocessing
 from dlforge.serve.tensors import ProtocolError, text_of
 from dlforge.tasks.classification.codec import TensorCodec, TextCodec
+from dlforge.text import unknown_warnings
 
 
 @dataclass
@@ -157,6 +159,8 @@ def predict_files(package: ModelPackage, files: list[Path], top_k: int = 3, int8
             raise wrong_input("--text", package)
         sources = [*map(str, files), *(f"--text {i + 1}" for i in range(len(texts)))]
         x = tokenize([read_text(p, package) for p in files] + texts, sources, package)
+        for warning in unknown_warnings(x, sources):  # mostly [UNK]: a confident label about nothing
+            print_warning(warning)
     else:
         x, sources = load_inputs(files, package)
     probs = probabilities(package, x, int8)

@@ -19,7 +19,16 @@ from dlforge.serve.contract import package_metadata
 from dlforge.serve.protocol import MetadataTensor, ProtocolError
 from dlforge.serve.tensors import utf8_texts
 from dlforge.taskapi import Codec
-from dlforge.text import PAD_ID, TokenizerError, char_limit, decode, encode, tokenizer_from_bytes
+from dlforge.text import (
+    PAD_ID,
+    TokenizerError,
+    char_limit,
+    decode,
+    encode,
+    tokenizer_from_bytes,
+    unknown_parameters,
+    unknown_warnings,
+)
 
 TEXT, TRANSLATION, SRC, IDS = "text", "translation", "src", "ids"
 
@@ -51,14 +60,20 @@ class TranslationCodec(Codec):
     def decode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
         return {SRC: self.tokenize(texts)}
 
+    def response_parameters(self, graph: dict[str, np.ndarray]) -> dict[str, float | int | str | bool]:
+        return dict(unknown_parameters(graph[SRC]))
+
     def encode(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = np.empty(len(outputs[IDS]), dtype=object)
         out[:] = [t.encode() for t in self.detokenize(outputs[IDS])]
         return {TRANSLATION: out}
 
-    def translate(self, runtime: Any, texts: list[str]) -> list[str]:
-        """Sentences → translations through `runtime` (the `dlforge translate` path; no batcher)."""
-        return self.detokenize(runtime.infer(self.decode({TEXT: np.array(texts, dtype=object)}))[IDS])
+    def translate(self, runtime: Any, texts: list[str], first: int = 1) -> tuple[list[str], list[str]]:
+        """(translations, warnings) of sentences through `runtime` (the `dlforge translate` path; no batcher);
+        a warning names each sentence (numbered from `first`) that is mostly unknown tokens."""
+        graph = self.decode({TEXT: np.array(texts, dtype=object)})
+        warnings = unknown_warnings(graph[SRC], [f"sentence {first + i}" for i in range(len(texts))])
+        return self.detokenize(runtime.infer(graph)[IDS]), warnings
 
 
 def pad_ids(rows: list[list[int]]) -> np.ndarray:
@@ -102,8 +117,9 @@ def torch_runtime(package: Any, threads: int) -> Seq2SeqRuntime:
 
 
 def translate_lines(package: Any, lines: list[str], runtime: str = "onnx", beam: int | None = None,
-                    batch_size: int = 32) -> list[str]:
-    """Translations of `lines` by a loaded package (what `dlforge translate` prints); PackageError on bad input."""
+                    batch_size: int = 32, warnings: list[str] | None = None) -> list[str]:
+    """Translations of `lines` by a loaded package (what `dlforge translate` prints); PackageError on bad input.
+    Sentences that are mostly unknown tokens add a line to `warnings`."""
     from dlforge.export.errors import PackageError
 
     if package.manifest.task != "seq2seq":
@@ -117,7 +133,10 @@ def translate_lines(package: Any, lines: list[str], runtime: str = "onnx", beam:
     translator, out = TranslationCodec(package), []
     for start in range(0, len(lines), batch_size):
         try:
-            out += translator.translate(engine, lines[start:start + batch_size])
+            translated, flagged = translator.translate(engine, lines[start:start + batch_size], start + 1)
         except ProtocolError as exc:
             raise PackageError(f"sentences {start + 1}-{start + batch_size}: {exc}") from None
+        out += translated
+        if warnings is not None:
+            warnings += flagged
     return out

@@ -23,6 +23,7 @@ def translate(package: PackageArg,
     Examples: `dlforge translate runs/translate_numbers/package "four hundred and twenty-one"`,
     `dlforge translate PKG --file sentences.txt --beam 1`
     """
+    from dlforge.console import print_warning
     from dlforge.export.errors import PackageError
     from dlforge.export.package import load_package
     from dlforge.tasks.seq2seq.codec import translate_lines
@@ -35,8 +36,11 @@ def translate(package: PackageArg,
             raise PackageError(f"--file {file}: cannot read it as UTF-8 text ({exc})") from None
     if not lines:
         raise PackageError('nothing to translate: give sentences or --file FILE, e.g. dlforge translate PKG "one"')
-    for line in translate_lines(load_package(package), lines, runtime, beam):
+    warnings: list[str] = []
+    for line in translate_lines(load_package(package), lines, runtime, beam, warnings=warnings):
         sys.stdout.write(line + "\n")
+    for warning in warnings:
+        print_warning(warning)
 
 
 COMMANDS = [translate]
