@@ -26,7 +26,8 @@ case "$kind" in
     fi
     torch_pin=$(grep -E '^torch==' "$constraints") || { echo "error: no torch== pin in $constraints" >&2; exit 2; }
     # The variant's own index first (PyPI's Linux torch is a CUDA build); the second call finds torch installed,
-    # and `torch==X` in the constraints accepts its local label (X+cpu, X+cu128) under PEP 440.
+    # `torch==X` in the constraints accepts its local label (X+cpu, X+cu128) under PEP 440, and torch's own
+    # dependencies (sympy, networkx, ...) move to their pinned versions there.
     "${pip[@]}" --index-url "${TORCH_INDEX:-https://download.pytorch.org/whl}/$variant" "$torch_pin"
     "${pip[@]}" -c "$constraints" "$src"
     ;;
