@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench proto clean
+.PHONY: run test lint bench proto constraints clean
 
 # The plugin in tests/plugins is a third-party distribution: tests/test_plugins.py needs it installed.
 PLUGIN := tests/plugins/dlforge_regression
@@ -36,6 +36,10 @@ bench: $(STAMP)
 PROTO := src/dlforge/serve/grpc/proto/grpc_predict_v2.proto
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src $(PROTO)
+
+# Pin the images' dependencies (deploy/constraints.txt) to the versions installed here, which the tests ran with.
+constraints: $(STAMP)
+	$(BIN)/python deploy/pin_constraints.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
