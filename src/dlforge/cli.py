@@ -254,18 +254,29 @@ def predict(package: PackageArg,
             int8: Annotated[bool, typer.Option(help="use model.int8.onnx")] = False,
             as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
             out: Annotated[Path, typer.Option("--out", "-o", help="folder for what a task writes (denoised PNGs)")]
-            = Path("denoised")) -> None:
+            = Path("denoised"),
+            input_: Annotated[Path | None, typer.Option(
+                "--input", "-i", help="bulk: a table (CSV/TSV/JSONL/Parquet) of texts, or a folder of images or "
+                                      "audio clips; needs --output")] = None,
+            output: Annotated[Path | None, typer.Option(
+                "--output", help="bulk: predictions.csv or .jsonl, one row per input in input order")] = None,
+            column: Annotated[str | None, typer.Option(help="bulk: the table's text column (default `text`)")]
+            = None) -> None:
     """Classify files with a package's ONNX model (preprocessed exactly as in training); a denoiser's
     package writes denoised PNGs instead.
 
     Examples: `dlforge predict runs/digits_cnn/package digit.png`, `dlforge predict PKG batch.npy --json`,
     `dlforge predict runs/text_langid/package --text "wie geht es dir" --text "come stai"`,
     `dlforge predict runs/digits_denoise/package noisy.png --out clean/`,
-    `dlforge predict runs/spoken_digits/package clip.wav`
+    `dlforge predict runs/spoken_digits/package clip.wav`,
+    `dlforge predict runs/text_langid/package --input reviews.csv --column body --output preds.csv`
     """
     from dlforge.export.package import PackageError, load_package
     from dlforge.taskapi import PredictRequest, get_serving
 
+    if input_ is not None or output is not None:
+        _predict_bulk(package, files, text, input_, output, column, top_k)
+        return
     if not files and not text:
         raise PackageError("nothing to predict: pass files (images, audio clips, .npy, .txt) or --text \"some text\"")
     loaded = load_package(package)
@@ -282,6 +293,21 @@ def predict(package: PackageArg,
         console.print(table)
     for path in found.written:
         console.print(f"wrote {path}")
+
+
+def _predict_bulk(package: Path, files: list[Path] | None, text: list[str] | None, source: Path | None,
+                  output: Path | None, column: str | None, top_k: int) -> None:
+    from dlforge.bulk import BulkError, predict_bulk
+    from dlforge.export.package import load_package
+
+    if source is None or output is None:
+        raise BulkError("bulk prediction needs both --input (a table or a folder) and --output (a .csv or .jsonl)")
+    if files or text:
+        raise BulkError("give inputs either as FILES / --text or as --input, not both")
+    seen, failed = predict_bulk(load_package(package), source, output, column, top_k,
+                                progress=sys.stderr.isatty())
+    console.print(f"wrote {output}: {seen} predictions" + (f", {failed} inputs with an error (see its error "
+                                                            "column)" if failed else ""))
 
 
 @app.command()
