@@ -132,3 +132,50 @@ def test_bulk_mistakes_are_one_error_line(tmp_path: Path) -> None:
                                                           "--output", str(tmp_path / "o.csv"))
     assert "this is a gan package" in one_error_line("dcgan", "--input", str(tmp_path), "--output",
                                                      str(tmp_path / "o.csv"))
+
+
+def colour_splits(root: Path) -> Path:
+    """train/ val/ test/ folders of 12x12 PNGs in three colours (with noise): a split the run keeps as given."""
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 30), ("val", 8), ("test", 15)):
+        for name, rgb in (("red", (200, 40, 40)), ("green", (40, 200, 40)), ("blue", (40, 40, 200))):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(np.array(rgb) + rng.normal(0, 90, (12, 12, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_evaluate_on_the_runs_own_test_folder_reproduces_its_test_metrics(tmp_path: Path) -> None:
+    from dlforge.train.run import train_run
+    from tests.conftest import tiny_config
+
+    data = colour_splits(tmp_path / "images")
+    cfg = tiny_config(data={"dataset": "image_folder", "params": {"path": str(data), "image_size": [12, 12]}},
+                      model={"arch": "cnn_small", "params": {"channels": [4], "hidden": 8}},
+                      train={"epochs": 2}, export={"enabled": True})
+    saved = train_run(cfg, tmp_path / "run")
+    result = runner.invoke(app, ["export", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    (data / "test" / "red" / "broken.png").write_bytes(b"\x89PNG broken")  # counted as unreadable, not scored
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "run" / "package"), "--data", str(data / "test"),
+                                 "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "1 inputs could not be read" in result.stderr
+    scored = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert scored["samples"] == saved["samples"] == 45
+    assert scored["confusion_matrix"] == saved["confusion_matrix"]
+    for key in ("accuracy", "precision", "recall", "f1"):
+        assert scored[key] == pytest.approx(saved[key], abs=1e-6), key
+    assert scored["loss"] == pytest.approx(saved["loss"], abs=1e-4)
+    assert (tmp_path / "eval" / "report" / "confusion_matrix.png").stat().st_size > 1000
+    assert "purple is not one of them" in one_error_line_at(tmp_path / "run" / "package", data, "purple")
+
+
+def one_error_line_at(package: Path, data: Path, extra_label: str) -> str:
+    (data / "test" / extra_label).mkdir()
+    result = runner.invoke(app, ["evaluate", str(package), "--data", str(data / "test")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]

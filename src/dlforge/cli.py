@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from dlforge.cli_data import data_app
 from dlforge.cli_serve import serve
 from dlforge.cli_tune import tune
-from dlforge.console import console, print_error
+from dlforge.console import console, print_error, print_warning
 from dlforge.errors import UserError
 
 if TYPE_CHECKING:  # `dlforge --help` loads no config schema, numpy or torch: each command imports what it uses
@@ -177,15 +177,36 @@ def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | N
 
 
 @app.command()
-def evaluate(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")]) -> None:
-    """Recompute test metrics and plots of a run directory in one process.
+def evaluate(run_dir: Annotated[Path, typer.Argument(help="a finished run directory (or, with --data, a package)")],
+             data: Annotated[Path | None, typer.Option(
+                 help="score a classifier PACKAGE on new labelled data: a folder of label folders, or a table")]
+             = None,
+             out: Annotated[Path | None, typer.Option("--out", "-o", help="with --data: where metrics.json and "
+                                                                           "report/ go (default: evaluation/)")]
+             = None,
+             column: Annotated[str | None, typer.Option(help="with --data: the table's text column")] = None,
+             label_column: Annotated[str, typer.Option(help="with --data: the table's label column")] = "label",
+             ) -> None:
+    """Recompute test metrics and plots of a run directory in one process, or score a package on new data.
 
-    Example: `dlforge evaluate runs/digits_cnn`
+    Examples: `dlforge evaluate runs/digits_cnn`,
+    `dlforge evaluate runs/photos/package --data photos/test --out eval/`
     """
     from dlforge.config import load_config
     from dlforge.evaluate.report import evaluate_run
     from dlforge.rundir import CONFIG
 
+    if data is not None:
+        from dlforge.evaluate.package_eval import evaluate_package
+
+        folder = out or Path("evaluation")
+        metrics = evaluate_package(run_dir, data, folder, column, label_column)
+        print_metrics(metrics, f"{run_dir} on {data}", "classification")
+        if metrics["unreadable"]:
+            print_warning(f"{len(metrics['unreadable'])} inputs could not be read and are not counted "
+                          f"(listed in {folder / 'metrics.json'}): {metrics['unreadable'][0]}")
+        console.print(f"wrote {folder / 'metrics.json'} and {folder / 'report'}/")
+        return
     metrics = evaluate_run(run_dir)
     print_metrics(metrics, f"{run_dir}: test split", load_config(run_dir / CONFIG).task)
     console.print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'report'}/")
