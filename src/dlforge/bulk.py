@@ -132,8 +132,8 @@ def records(package: ModelPackage, codec: Codec, rows: list[Row], outputs: dict[
             continue
         i = next(answered)
         assert outputs is not None
-        if "translation" in outputs:
-            yield {"input": row.source, "translation": outputs["translation"][i].decode(), "error": None}
+        if not codec.ranks_labels:  # text out (a translation): each BYTES output as a string
+            yield {"input": row.source, **{t.name: outputs[t.name][i].decode() for t in codec.outputs}, "error": None}
             continue
         probs = outputs["probabilities"][i]
         best = np.argsort(-probs)[:top_k]
@@ -146,14 +146,18 @@ def predict_bulk(package: ModelPackage, source: Path, output: Path, column: str 
     """Predict every input of `source` into `output`; returns (inputs, inputs with an error)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from dlforge.preprocessing import AudioPreprocessing, ImagePreprocessing, TextPreprocessing
+    from dlforge.preprocessing import AudioPreprocessing, ImagePreprocessing
     from dlforge.serve.runtime import load_runtime
 
     task, prep = package.manifest.task, package.manifest.preprocessing
     if not source.exists():
         raise BulkError(f"--input {source}: no such file or folder")
     codec = get_codec(package)
-    if task == "seq2seq" or isinstance(prep, TextPreprocessing):
+    text_out = all(t.datatype == "BYTES" for t in codec.outputs)  # e.g. translations
+    if not (codec.ranks_labels or text_out):
+        raise BulkError(f"--input: bulk prediction takes models that answer labels or text; this is a {task} "
+                        "package (use dlforge predict PACKAGE FILES…, or the task's own command)")
+    if any(t.datatype == "BYTES" for t in codec.inputs):
         if not source.is_file() or source.suffix.lower() not in TABLES:
             raise BulkError(f"--input {source}: this model (task {task}) takes text: give a table "
                             f"({', '.join(TABLES)}) with a text column")
@@ -161,9 +165,9 @@ def predict_bulk(package: ModelPackage, source: Path, output: Path, column: str 
         total = len(texts)
         batches: Iterator[tuple[list[Row], dict[str, np.ndarray] | None]] = (
             decode_texts(codec, ids, chunk) for ids, chunk in text_batches(texts, batch))
-        columns = ["input", "translation", "error"] if task == "seq2seq" else \
+        columns = ["input", *(t.name for t in codec.outputs), "error"] if text_out else \
             ["input", "label", "probability", "top", "error"]
-    elif task == "classification" and isinstance(prep, ImagePreprocessing | AudioPreprocessing):
+    elif isinstance(prep, ImagePreprocessing | AudioPreprocessing):
         if not source.is_dir():
             kind = "images" if isinstance(prep, ImagePreprocessing) else "audio clips"
             raise BulkError(f"--input {source}: this model (task {task}) takes {kind}: give a folder of them")
@@ -173,9 +177,8 @@ def predict_bulk(package: ModelPackage, source: Path, output: Path, column: str 
         batches = (decode_files(codec, source, chunk) for chunk in files)
         columns = ["input", "label", "probability", "top", "error"]
     else:
-        raise BulkError(f"--input: bulk prediction takes classifiers and translation models; this is a {task} "
-                        "package (use dlforge predict PACKAGE FILES…" + (", or dlforge generate" if task == "gan"
-                                                                         else "") + ")")
+        raise BulkError(f"--input: this {task} package takes raw tensors; predict .npy files with dlforge predict "
+                        "PACKAGE FILES…")
     runtime = load_runtime("onnx", package, threads=0)
     writer, seen, failed = Writer(output, columns), 0, 0
     try:
@@ -195,9 +198,11 @@ def predict_bulk(package: ModelPackage, source: Path, output: Path, column: str 
 
 
 def _file_suffixes(prep: Any) -> tuple[str, ...]:
+    from dlforge.audio_io import AUDIO_SUFFIXES, reads_mp3
     from dlforge.data.datasets import IMAGE_SUFFIXES
     from dlforge.preprocessing import ImagePreprocessing
-    from dlforge.tasks.classification.predict import audio_suffixes
 
-    return tuple(IMAGE_SUFFIXES) if isinstance(prep, ImagePreprocessing) else audio_suffixes()
+    if isinstance(prep, ImagePreprocessing):
+        return tuple(IMAGE_SUFFIXES)
+    return (*AUDIO_SUFFIXES, ".mp3") if reads_mp3() else tuple(AUDIO_SUFFIXES)
 

@@ -201,7 +201,7 @@ def evaluate(run_dir: Annotated[Path, typer.Argument(help="a finished run direct
 
         folder = out or Path("evaluation")
         metrics = evaluate_package(run_dir, data, folder, column, label_column)
-        print_metrics(metrics, f"{run_dir} on {data}", "classification")
+        print_metrics(metrics, f"{run_dir} on {data}", metrics["task"])
         if metrics["unreadable"]:
             print_warning(f"{len(metrics['unreadable'])} inputs could not be read and are not counted "
                           f"(listed in {folder / 'metrics.json'}): {metrics['unreadable'][0]}")

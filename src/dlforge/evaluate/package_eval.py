@@ -64,13 +64,13 @@ def evaluate_package(package_dir: Path, data: Path, out: Path, column: str | Non
     from dlforge.serve.runtime import load_runtime
 
     package = load_package(package_dir)
-    prep = package.manifest.preprocessing
-    if package.manifest.task != "classification":
+    prep, codec = package.manifest.preprocessing, get_codec(package)
+    if not codec.ranks_labels:
         raise BulkError(f"{package_dir}: a {package.manifest.task} package; dlforge evaluate --data scores "
-                        "classifiers (a run directory's own test split: dlforge evaluate RUN_DIR)")
+                        "models that answer labels (a run directory's own test split: dlforge evaluate RUN_DIR)")
     if not data.exists():
         raise BulkError(f"--data {data}: no such file or folder")
-    codec, runtime = get_codec(package), load_runtime("onnx", package, threads=0)
+    runtime = load_runtime("onnx", package, threads=0)
     metrics, losses, errors = metric_collection(len(package.manifest.labels)), [], []
 
     def score(rows: list[Row], graph: dict[str, np.ndarray] | None, targets: list[int]) -> None:
@@ -94,7 +94,7 @@ def evaluate_package(package_dir: Path, data: Path, out: Path, column: str | Non
     if not losses:
         raise BulkError(f"--data {data}: no input could be read ({errors[0] if errors else 'none found'})")
     result = {"loss": float(torch.cat(losses).mean()), **summarize(metrics.compute(), package.manifest.labels),
-              "package": str(package_dir), "data": str(data), "unreadable": errors}
+              "package": str(package_dir), "task": package.manifest.task, "data": str(data), "unreadable": errors}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     if plots:
