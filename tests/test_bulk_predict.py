@@ -179,3 +179,19 @@ def one_error_line_at(package: Path, data: Path, extra_label: str) -> str:
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.output
     return errors[0]
+
+
+def test_a_denoiser_writes_a_folder_of_images_like_predict_does_one_by_one(tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images[:5]
+    for i, image in enumerate(images):
+        (tmp_path / "noisy" / f"set{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255 / 16).astype(np.uint8)).save(tmp_path / "noisy" / f"set{i % 2}" / f"{i}.png")
+    bulk("denoise", "--input", str(tmp_path / "noisy"), "--output", str(tmp_path / "clean"))
+    singles = sorted((tmp_path / "noisy").rglob("*.png"))
+    bulk("denoise", *map(str, singles), "--out", str(tmp_path / "one_by_one"))
+    for path in singles:
+        mine = np.asarray(Image.open(tmp_path / "clean" / path.relative_to(tmp_path / "noisy")))
+        theirs = np.asarray(Image.open(tmp_path / "one_by_one" / f"{path.stem}.denoised.png"))
+        assert mine.shape == theirs.shape and np.abs(mine.astype(int) - theirs.astype(int)).max() <= 1

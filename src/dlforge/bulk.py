@@ -10,6 +10,7 @@ the others go on. Torch is never imported.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Iterator
@@ -144,8 +145,6 @@ def records(package: ModelPackage, codec: Codec, rows: list[Row], outputs: dict[
 def predict_bulk(package: ModelPackage, source: Path, output: Path, column: str | None = None, top_k: int = 3,
                  batch: int = BATCH, progress: bool = True) -> tuple[int, int]:
     """Predict every input of `source` into `output`; returns (inputs, inputs with an error)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from dlforge.preprocessing import AudioPreprocessing, ImagePreprocessing
     from dlforge.serve.runtime import load_runtime
 
@@ -154,6 +153,10 @@ def predict_bulk(package: ModelPackage, source: Path, output: Path, column: str 
         raise BulkError(f"--input {source}: no such file or folder")
     codec = get_codec(package)
     text_out = all(t.datatype == "BYTES" for t in codec.outputs)  # e.g. translations
+    image_out = isinstance(prep, ImagePreprocessing) and [t.shape for t in codec.outputs] == [t.shape for t in
+                                                                                             codec.inputs]
+    if image_out and not codec.ranks_labels:  # image → image (a denoiser): a folder in, a folder of PNGs out
+        return _images_to_images(codec, package, source, output, batch, progress)
     if not (codec.ranks_labels or text_out):
         raise BulkError(f"--input: bulk prediction takes models that answer labels or text; this is a {task} "
                         "package (use dlforge predict PACKAGE FILES…, or the task's own command)")
@@ -182,9 +185,7 @@ def predict_bulk(package: ModelPackage, source: Path, output: Path, column: str 
     runtime = load_runtime("onnx", package, threads=0)
     writer, seen, failed = Writer(output, columns), 0, 0
     try:
-        with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      disable=not progress, transient=True) as bar:
-            job = bar.add_task("predict", total=total)
+        with _bar(progress, total) as (bar, job):
             for rows, graph in batches:
                 outputs = codec.encode(runtime.infer(graph)) if graph is not None else None
                 for record in records(package, codec, rows, outputs, top_k):
@@ -194,6 +195,47 @@ def predict_bulk(package: ModelPackage, source: Path, output: Path, column: str 
                 bar.update(job, advance=len(rows))
     finally:
         writer.close()
+    return seen, failed
+
+
+@contextlib.contextmanager
+def _bar(progress: bool, total: int) -> Iterator[tuple[Any, Any]]:
+    """A rich progress bar on a terminal (nothing otherwise): (progress, its task) to advance."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  disable=not progress, transient=True) as bar:
+        yield bar, bar.add_task("predict", total=total)
+
+
+def _images_to_images(codec: Codec, package: ModelPackage, source: Path, output: Path, batch: int,
+                      progress: bool) -> tuple[int, int]:
+    """Each image of `source` through the model into `output`/<same relative path>.png."""
+    from dlforge.imagegrid import save_image
+    from dlforge.serve.runtime import load_runtime
+
+    if not source.is_dir():
+        raise BulkError(f"--input {source}: this model ({package.manifest.task}) takes images: give a folder of them")
+    if output.suffix or (output.exists() and any(output.iterdir())):
+        raise BulkError(f"--output {output}: this model writes images; give a new or empty folder")
+    runtime, name = load_runtime("onnx", package, threads=0), codec.outputs[0].name
+    chunks = list(file_batches(source, _file_suffixes(package.manifest.preprocessing), batch))
+    seen, failed, errors = 0, 0, []
+    with _bar(progress, sum(len(c) for c in chunks)) as (bar, job):
+        for files in chunks:
+            rows, graph = decode_files(codec, source, files)
+            images = iter(codec.encode(runtime.infer(graph))[name]) if graph is not None else iter(())
+            for row in rows:
+                if row.error is None:
+                    target = (output / row.source).with_suffix(".png")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    save_image(next(images), target)
+                else:
+                    errors.append(f"{row.source}: {row.error}")
+            seen, failed = seen + len(rows), failed + sum(r.error is not None for r in rows)
+            bar.update(job, advance=len(rows))
+    if errors:
+        (output / "errors.txt").write_text("\n".join(errors) + "\n")
     return seen, failed
 
 
