@@ -177,6 +177,23 @@ def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | N
 
 
 @app.command()
+def init(data: Annotated[Path, typer.Argument(help="a folder of class folders (images, audio, .txt) or a table")],
+         out: Annotated[Path | None, typer.Option("--out", "-o", help="the YAML to write (default <name>.yaml)")]
+         = None,
+         force: Annotated[bool, typer.Option(help="replace --out if it exists")] = False) -> None:
+    """Look at your data and write a first experiment file for it (task, columns, sizes, a model that fits).
+
+    Examples: `dlforge init photos/`, `dlforge init reviews.csv --out reviews.yaml`, `dlforge init pairs.tsv`
+    """
+    from dlforge.init_config import write_config
+
+    target, found = write_config(data, out, force)
+    what = {"image": "images", "audio": "audio clips", "text_folder": "text files", "text_table": "a text table",
+            "pairs": "sentence pairs (translation)"}[found.kind]
+    console.print(f"wrote {target} for {what} in {data}; train it with: dlforge run {target}", highlight=False)
+
+
+@app.command()
 def evaluate(run_dir: Annotated[Path, typer.Argument(help="a finished run directory (or, with --data, a package)")],
              data: Annotated[Path | None, typer.Option(
                  help="score a classifier PACKAGE on new labelled data: a folder of label folders, or a table")]
