@@ -123,7 +123,8 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
     policy = resolve_policy(s, serving, one_row, full, per_row)
     batcher = Batcher(runtime.infer, max_batch_size=policy.max_batch_size,
                       max_queue_delay_ms=policy.max_queue_delay_ms, max_queue_size=policy.max_queue,
-                      executor=state.executor, on_batch=state.metrics.on_batch(name, version),
+                      max_inflight=policy.max_inflight, executor=state.executor,
+                      on_batch=state.metrics.on_batch(name, version),
                       inline=policy.inline, batch_seconds=policy.batch_seconds, pad=codec.pad,
                       output_pad=codec.output_pad)
     log.info("loaded %s version %s: %.3f ms at batch 1; %s", name, version, one_row * 1000, policy.describe())

@@ -12,15 +12,21 @@ from __future__ import annotations
 import time
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from dlforge.serve import accesslog, protocol
+from dlforge.serve.batcher import QueueFull
+from dlforge.serve.http import SHED
 from dlforge.serve.infer import answer_infer
 from dlforge.serve.security import body_too_large, check_authorization, counting, declared_too_large
 from dlforge.serve.state import ServeState, error_response, status_of
 
 HEADER_LENGTH = protocol.HEADER_LENGTH.lower().encode()  # ASGI header names come lower-cased
+HEALTH = "/v2/health/"  # probes are answered even over the connection limit: they are cheap and must not flap
+_OVER_LIMIT = JSONResponse({"error": "the server has too many open connections; retry after the Retry-After "
+                                     "seconds"}, status_code=503, headers={"Retry-After": "1", "Connection": "close"})
 
 
 def infer_target(path: str) -> tuple[str, str | None] | None:
@@ -44,6 +50,10 @@ class InferFastPath:
         self.serve: ServeState = app.state.serve
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get(SHED) and not scope["path"].startswith(HEALTH):  # over the connection limit (http.py)
+            self.serve.metrics.shed.labels("http", scope[SHED]).inc()
+            await _over_connection_limit(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["method"] != "POST" or (target := infer_target(scope["path"])) is None:
             await self.app(scope, receive, send)
             return
@@ -72,6 +82,8 @@ class InferFastPath:
                 lambda: _read_body(counting(receive, limit)), started)
         except Exception as exc:  # the app's one mapping: a bug answers 500 and the server stays up
             status = status_of(exc)
+            if isinstance(exc, QueueFull):
+                state.metrics.shed.labels("http", exc.reason).inc()
             if instance is not None:
                 state.metrics.observe_request(instance.name, instance.version, status, time.monotonic() - started)
             await error_response(exc)(scope, receive, send)
@@ -82,6 +94,11 @@ class InferFastPath:
         await send({"type": "http.response.start", "status": 200, "headers": out})
         await send({"type": "http.response.body", "body": payload})
         return 200
+
+
+async def _over_connection_limit(scope: Scope, receive: Receive, send: Send) -> None:
+    """503 + Retry-After, and the connection closed (it is one too many); the body is not read."""
+    await _OVER_LIMIT(scope, receive, send)
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

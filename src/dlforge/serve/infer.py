@@ -31,14 +31,14 @@ async def answer_infer(state: ServeState, model: str, version: str | None, heade
     deadline = started + s.request_timeout_s
     # Overloaded? Say so before reading (and paying for) the body.
     instance = state.repository.get(model, version)
-    instance.batcher.admit(1, deadline)
     reading = True
     try:
-        async with asyncio.timeout(started + s.body_timeout_s) as timer:
-            body = await read_body()
-            reading = False
-            timer.reschedule(deadline)
-            return await _answer(state, model, version, header_length, body, deadline)
+        with instance.batcher.admitted(1, deadline):
+            async with asyncio.timeout(started + s.body_timeout_s) as timer:
+                body = await read_body()
+                reading = False
+                timer.reschedule(deadline)
+                return await _answer(state, model, version, header_length, body, deadline)
     except TimeoutError:
         if reading:
             raise body_too_late(s.body_timeout_s) from None

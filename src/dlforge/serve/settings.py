@@ -60,6 +60,7 @@ class Settings(BaseModel):
     max_queue_delay_ms: float | None = Field(None, ge=0)
     max_queue: int | None = Field(None, ge=1)  # requests waiting per model version; 503 above
     max_batch_rows: int | None = Field(None, ge=1)  # rows one request may carry; 400 above
+    max_inflight: int | None = Field(None, ge=1)  # requests admitted per model version and process; 503 above
     request_timeout_s: float = Field(30.0, gt=0)  # body read + queue + compute deadline → 504
     intra_op_threads: int | None = Field(None, ge=1)  # None: cores // workers
     # Batches run on the event loop when the model's measured full-batch latency is below this (a hop to an

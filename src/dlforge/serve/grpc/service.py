@@ -23,6 +23,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from dlforge import __version__
+from dlforge.serve.batcher import QueueFull
 from dlforge.serve.grpc.codec import decode_inputs, encode_response, request_header
 from dlforge.serve.grpc.proto import grpc_predict_v2_pb2 as pb
 from dlforge.serve.grpc.status import Unimplemented, code_of
@@ -80,8 +81,12 @@ class InferenceService:
         started = time.monotonic()
         instance = self._model(context, request.model_name, request.model_version)
         try:
-            response = await self._infer(instance, request, context, started)
+            # the same places as HTTP requests take: over them, RESOURCE_EXHAUSTED at once (HTTP's 503)
+            with instance.batcher.admitted(1, started + self.state.settings.request_timeout_s):
+                response = await self._infer(instance, request, context, started)
         except Exception as exc:
+            if isinstance(exc, QueueFull):
+                self.state.metrics.shed.labels("grpc", exc.reason).inc()
             self._observe(instance, code_of(exc), started)
             raise
         self._observe(instance, grpc.StatusCode.OK, started)

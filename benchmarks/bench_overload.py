@@ -1,0 +1,185 @@
+"""Overload: what admitted requests wait, and how fast the rest are refused, at a concurrency beyond capacity.
+
+    PYTHONPATH=src python benchmarks/bench_overload.py tests/fixtures/packages_v0/digits_cnn -c 1 64 512 2048
+    PYTHONPATH=src python benchmarks/bench_overload.py PKG --grpc --calls 2000 --channels 4
+    PYTHONPATH=src python benchmarks/bench_overload.py PKG -c 512 --serve-flags "--max-inflight 100000"
+
+Starts `dlforge serve PKG` with default settings (plus --serve-flags) on a free port, then for each
+concurrency C runs C keep-alive HTTP/1.1 clients (raw asyncio sockets: a Python HTTP client would cost
+more CPU than the server) posting one digit as V2 JSON for --seconds, while a probe times
+/v2/health/ready every 100 ms. Prints, per C: answers by status, 503s without Retry-After, transport
+errors, the 200s' p50/p99/max, the 503s' p99 and the slowest health probe. With --grpc: --calls
+concurrent ModelInfer calls (and as many ServerLive) spread over --channels grpc.aio channels, by code.
+The load generator shares the machine with the server: on 2 cores its own CPU time is in the latencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                               "data": np.random.default_rng(0).random(64).round(3).tolist()}]}).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(package: str, port: int, grpc_port: int | None, flags: list[str]) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "dlforge", "serve", package, "--port", str(port), "--no-access-log", *flags]
+    if grpc_port:
+        cmd += ["--grpc-port", str(grpc_port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+                if s.recv(100).startswith(b"HTTP/1.1 200"):
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise SystemExit("the server did not start")
+
+
+async def http_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
+                       body: bytes | None) -> tuple[int, dict[str, str]]:
+    method = b"POST" if body is not None else b"GET"
+    head = b"%s %s HTTP/1.1\r\nHost: x\r\n" % (method, path.encode())
+    if body is not None:
+        head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+    writer.write(head + b"\r\n" + (body or b""))
+    raw = await reader.readuntil(b"\r\n\r\n")
+    lines = raw.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(lines[0].split()[1]), headers
+
+
+async def client(port: int, until: float, results: list[tuple[int, float, bool]], errors: collections.Counter) -> None:
+    conn = None
+    while time.monotonic() < until:
+        try:
+            if conn is None:
+                conn = await asyncio.open_connection("127.0.0.1", port)
+            started = time.monotonic()
+            status, headers = await http_request(*conn, "/v2/models/digits_cnn/infer", BODY)
+            results.append((status, time.monotonic() - started, "retry-after" in headers))
+            if headers.get("connection", "").lower() == "close":
+                conn[1].close()
+                conn = None
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            errors[type(exc).__name__] += 1
+            if conn is not None:
+                conn[1].close()
+            conn = None
+            await asyncio.sleep(0.05)
+    if conn is not None:
+        conn[1].close()
+
+
+async def probe(port: int, until: float, seconds: list[float]) -> None:
+    while time.monotonic() < until:
+        started = time.monotonic()
+        try:
+            conn = await asyncio.open_connection("127.0.0.1", port)
+            await http_request(*conn, "/v2/health/ready", None)
+            conn[1].close()
+        except OSError:
+            pass
+        seconds.append(time.monotonic() - started)
+        await asyncio.sleep(0.1)
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+async def load(port: int, clients: int, seconds: float) -> str:
+    results: list[tuple[int, float, bool]] = []
+    errors: collections.Counter[str] = collections.Counter()
+    health: list[float] = []
+    until = time.monotonic() + seconds
+    await asyncio.gather(probe(port, until, health), *(client(port, until, results, errors) for _ in range(clients)))
+    by = collections.Counter(status for status, _, _ in results)
+    ok = [t for status, t, _ in results if status == 200]
+    shed = [t for status, t, _ in results if status == 503]
+    bare = sum(1 for status, _, retry in results if status == 503 and not retry)
+    return (f"c={clients:5d}  {dict(sorted(by.items()))}  503 w/o Retry-After {bare}  errors {dict(errors)}  "
+            f"200: {len(ok) / seconds:6.0f}/s p50 {pct(ok, 50):6.1f} p99 {pct(ok, 99):6.1f} max {pct(ok, 100):6.1f} ms"
+            f"  503 p99 {pct(shed, 99):6.1f} ms  health max {max(health, default=0) * 1000:6.1f} ms")
+
+
+async def grpc_burst(port: int, calls: int, channels: int) -> str:
+    import grpc
+
+    from dlforge.serve.grpc.proto import grpc_predict_v2_pb2 as pb
+
+    x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    request = pb.ModelInferRequest(model_name="digits_cnn", inputs=[pb.ModelInferRequest.InferInputTensor(
+        name="input", datatype="FP32", shape=[1, 1, 8, 8])], raw_input_contents=[x.tobytes()])
+    chans = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(channels)]
+    service = "/inference.GRPCInferenceService/"
+    codes: collections.Counter[str] = collections.Counter()
+
+    async def one(i: int, method: str, message: object, reply: object) -> None:
+        call = chans[i % channels].unary_unary(service + method, request_serializer=lambda m: m.SerializeToString(),
+                                               response_deserializer=reply.FromString)  # type: ignore[attr-defined]
+        try:
+            await call(message, timeout=60)
+            codes[method, "OK"] += 1
+        except grpc.aio.AioRpcError as exc:
+            codes[method, exc.code().name] += 1
+            if exc.code() not in (grpc.StatusCode.RESOURCE_EXHAUSTED,):
+                codes[method, exc.code().name, exc.details()[:80]] += 0
+
+    started = time.monotonic()
+    await asyncio.gather(*(one(i, "ModelInfer", request, pb.ModelInferResponse) for i in range(calls)),
+                         *(one(i, "ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse) for i in range(calls)))
+    for c in chans:
+        await c.close()
+    return f"{calls} ModelInfer + {calls} ServerLive on {channels} channels in {time.monotonic() - started:.1f} s: " + \
+        ", ".join(f"{'/'.join(k)}: {v}" for k, v in sorted(codes.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("package", type=Path)
+    parser.add_argument("-c", "--concurrency", type=int, nargs="+", default=[1, 64, 512, 2048])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--serve-flags", default="", help="extra `dlforge serve` flags")
+    parser.add_argument("--grpc", action="store_true", help="a gRPC burst instead of HTTP load")
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--channels", type=int, default=4)
+    args = parser.parse_args()
+    port, grpc_port = free_port(), free_port() if args.grpc else None
+    proc = start_server(str(args.package), port, grpc_port, shlex.split(args.serve_flags))
+    try:
+        if args.grpc:
+            assert grpc_port is not None
+            print(asyncio.run(grpc_burst(grpc_port, args.calls, args.channels)), flush=True)
+        for clients in [] if args.grpc else args.concurrency:
+            print(asyncio.run(load(port, clients, args.seconds)), flush=True)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+
+
+if __name__ == "__main__":
+    main()
