@@ -3,6 +3,7 @@
     PYTHONPATH=src python benchmarks/bench_overload.py tests/fixtures/packages_v0/digits_cnn -c 1 64 512 2048
     PYTHONPATH=src python benchmarks/bench_overload.py PKG --grpc --calls 2000 --channels 4
     PYTHONPATH=src python benchmarks/bench_overload.py PKG -c 512 --serve-flags "--max-inflight 100000"
+    PYTHONPATH=src python benchmarks/bench_overload.py tests/fixtures/packages_v0/langid_rnn --soak 20 --texts 65536
 
 Starts `dlforge serve PKG` with default settings (plus --serve-flags) on a free port, then for each
 concurrency C runs C keep-alive HTTP/1.1 clients (raw asyncio sockets: a Python HTTP client would cost
@@ -10,6 +11,8 @@ more CPU than the server) posting one digit as V2 JSON for --seconds, while a pr
 /v2/health/ready every 100 ms. Prints, per C: answers by status, 503s without Retry-After, transport
 errors, the 200s' p50/p99/max, the 503s' p99 and the slowest health probe. With --grpc: --calls
 concurrent ModelInfer calls (and as many ServerLive) spread over --channels grpc.aio channels, by code.
+With --soak N (a text classifier package): N requests of --texts strings each, one at a time, and the
+server's resident size (MiB) at start and 0.5 s after each.
 The load generator shares the machine with the server: on 2 cores its own CPU time is in the latencies.
 """
 
@@ -158,6 +161,26 @@ async def grpc_burst(port: int, calls: int, channels: int) -> str:
         ", ".join(f"{'/'.join(k)}: {v}" for k, v in sorted(codes.items()))
 
 
+def soak(port: int, pid: int, model: str, rounds: int, texts: int) -> str:
+    import httpx
+    import psutil
+
+    body = json.dumps({"inputs": [{"name": "text", "shape": [texts], "datatype": "BYTES",
+                                   "data": [f"guten morgen {i}" for i in range(texts)]}]}).encode()
+    server = psutil.Process(pid)
+    sizes, seconds = [server.memory_info().rss >> 20], []
+    with httpx.Client(timeout=300) as client:
+        for _ in range(rounds):
+            started = time.monotonic()
+            client.post(f"http://127.0.0.1:{port}/v2/models/{model}/infer", content=body).raise_for_status()
+            seconds.append(time.monotonic() - started)
+            time.sleep(0.5)
+            sizes.append(server.memory_info().rss >> 20)
+    return (f"{rounds} x {texts} strings, {np.median(seconds):.1f} s a request (median): RSS MiB at start "
+            f"{sizes[0]}, after round 1 {sizes[1]}, after the last {sizes[-1]} "
+            f"({100 * (sizes[-1] / sizes[1] - 1):+.1f} %), max {max(sizes)}; all: {sizes}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("package", type=Path)
@@ -167,10 +190,19 @@ def main() -> None:
     parser.add_argument("--grpc", action="store_true", help="a gRPC burst instead of HTTP load")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--soak", type=int, default=0, help="rounds of a text attack (a text package)")
+    parser.add_argument("--texts", type=int, default=65536, help="--soak: strings per request")
     args = parser.parse_args()
     port, grpc_port = free_port(), free_port() if args.grpc else None
-    proc = start_server(str(args.package), port, grpc_port, shlex.split(args.serve_flags))
+    flags = shlex.split(args.serve_flags)
+    if args.soak and "--workers" not in flags:
+        flags += ["--workers", "1"]  # the resident size of the one serving process, not of a supervisor
+    proc = start_server(str(args.package), port, grpc_port, flags)
     try:
+        if args.soak:
+            print(soak(port, proc.pid, json.loads((args.package / "manifest.json").read_text())["name"], args.soak,
+                       args.texts), flush=True)
+            return
         if args.grpc:
             assert grpc_port is not None
             print(asyncio.run(grpc_burst(grpc_port, args.calls, args.channels)), flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import socket
 import threading
@@ -319,3 +320,32 @@ def test_sigterm_under_load_is_clean_10_times_in_10(tmp_path: Path) -> None:
     """Ten runs, alternately one process and two workers (each run starts a server: ~4-8 s on 2 busy cores)."""
     for run in range(10):
         _drain_once(tmp_path / str(run), workers=1 + run % 2, clients=16)
+
+
+# --- D. memory comes back after big text requests ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_memory_comes_back_after_repeated_text_attacks(tmp_path: Path) -> None:
+    """The text attack 20 times, scaled to 16,384 strings a request (65,536 take 6-10 s each on 2 busy cores;
+    benchmarks/bench_overload.py --soak runs the full size): the resident size after the last round is within
+    10 % of the size after the first, and the peak stays bounded."""
+    import psutil
+
+    root = tmp_path / "repo"
+    shutil.copytree(DIGITS.parent / "langid_rnn", root / "langid" / "1")
+    texts = [f"guten morgen {i}" for i in range(16_384)]
+    body = json.dumps({"inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]})
+    with serve_process(root, "--timeout-s", "120", log=tmp_path / "server.log") as (url, proc):
+        server = psutil.Process(proc.pid)
+        start, sizes = server.memory_info().rss, []
+        with Health(url) as health, httpx.Client(base_url=url, timeout=120) as client:
+            for _ in range(20):
+                reply = client.post("/v2/models/langid/infer", content=body)
+                assert reply.status_code == 200 and reply.json()["outputs"][0]["shape"] == [len(texts)], reply.text
+                time.sleep(0.5)  # the trim runs 0.2 s after a big request
+                sizes.append(server.memory_info().rss)
+        assert health.worst < 1.0, health.times
+        mib = [s >> 20 for s in sizes]
+        assert sizes[-1] <= 1.10 * sizes[0], f"RSS {start >> 20} MiB at start, then per round {mib}"
+        assert max(sizes) < start + (512 << 20), mib

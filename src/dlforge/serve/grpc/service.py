@@ -104,12 +104,15 @@ class InferenceService:
             return to_graph(codec, signature, inputs)
 
         # decoding and the codec's work grow with the request (65k strings to tokenize): big ones leave the loop
-        big = request.ByteSize() > DECODE_INLINE_BYTES
-        graph = await asyncio.to_thread(graph_inputs) if big else graph_inputs()
-        facts = codec.response_parameters(graph)
-        outputs = codec.encode(await submit(self.state, instance, graph, started, context.time_remaining()))
-        raw = bool(request.raw_input_contents)
-        return encode_response(instance.name, instance.version, request.id, outputs, wire.outputs, raw, facts)
+        size = request.ByteSize()
+        try:
+            graph = await asyncio.to_thread(graph_inputs) if size > DECODE_INLINE_BYTES else graph_inputs()
+            facts = codec.response_parameters(graph)
+            outputs = codec.encode(await submit(self.state, instance, graph, started, context.time_remaining()))
+            raw = bool(request.raw_input_contents)
+            return encode_response(instance.name, instance.version, request.id, outputs, wire.outputs, raw, facts)
+        finally:
+            self.state.release_memory_soon(size)
 
     def _observe(self, instance: ModelInstance, code: grpc.StatusCode, started: float) -> None:
         # The status label holds the gRPC code's name ("OK", "INVALID_ARGUMENT"), HTTP calls hold numbers.
