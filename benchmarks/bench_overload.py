@@ -43,11 +43,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(package: str, port: int, grpc_port: int | None, flags: list[str]) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "dlforge", "serve", package, "--port", str(port), "--no-access-log", *flags]
-    if grpc_port:
-        cmd += ["--grpc-port", str(grpc_port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def start_server(package: str, port: int, grpc_port: int | None, flags: list[str],
+                 log: Path | None = None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "dlforge", "serve", package, "--port", str(port), *flags]
+    cmd += ["--grpc-port", str(grpc_port)] if grpc_port else []
+    cmd += [] if log else ["--no-access-log"]
+    out = log.open("ab") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out, stderr=out, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -112,6 +114,19 @@ async def probe(port: int, until: float, seconds: list[float]) -> None:
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+def server_side(log: Path, offset: int) -> str:
+    """The server's own latencies (its access log) for the infer route since `offset`: p50/p99 per status."""
+    seconds: dict[int, list[float]] = {}
+    with log.open("rb") as f:
+        f.seek(offset)
+        for line in f.read().decode(errors="replace").splitlines():
+            if line.startswith('{"') and '"/v2/models/' in line:
+                entry = json.loads(line)
+                seconds.setdefault(entry["status"], []).append(entry["ms"] / 1000)
+    return "  server-side: " + ", ".join(f"{status}: p50 {pct(v, 50):.1f} p99 {pct(v, 99):.1f} ms"
+                                          for status, v in sorted(seconds.items()))
 
 
 async def load(port: int, clients: int, seconds: float) -> str:
@@ -190,6 +205,8 @@ def main() -> None:
     parser.add_argument("--grpc", action="store_true", help="a gRPC burst instead of HTTP load")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--server-log", type=Path, help="keep the access log, in this file, and report the "
+                        "server's own latencies beside the client's")
     parser.add_argument("--soak", type=int, default=0, help="rounds of a text attack (a text package)")
     parser.add_argument("--texts", type=int, default=65536, help="--soak: strings per request")
     args = parser.parse_args()
@@ -197,7 +214,7 @@ def main() -> None:
     flags = shlex.split(args.serve_flags)
     if args.soak and "--workers" not in flags:
         flags += ["--workers", "1"]  # the resident size of the one serving process, not of a supervisor
-    proc = start_server(str(args.package), port, grpc_port, flags)
+    proc = start_server(str(args.package), port, grpc_port, flags, args.server_log)
     try:
         if args.soak:
             print(soak(port, proc.pid, json.loads((args.package / "manifest.json").read_text())["name"], args.soak,
@@ -207,7 +224,9 @@ def main() -> None:
             assert grpc_port is not None
             print(asyncio.run(grpc_burst(grpc_port, args.calls, args.channels)), flush=True)
         for clients in [] if args.grpc else args.concurrency:
-            print(asyncio.run(load(port, clients, args.seconds)), flush=True)
+            offset = args.server_log.stat().st_size if args.server_log else 0
+            line = asyncio.run(load(port, clients, args.seconds))
+            print(line + (server_side(args.server_log, offset) if args.server_log else ""), flush=True)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)

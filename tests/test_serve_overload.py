@@ -152,8 +152,9 @@ def test_overload_is_shed_with_default_settings(tmp_path: Path) -> None:
         assert shed == statuses[503] == _metric(url, "dlforge_requests_total", status="503")
         assert health.worst < 1.0 and set(health.statuses) == {200}, health.times
         # As the server measured them (the load generator's own CPU on this machine is not the server's doing):
-        # refusals are immediate, admitted requests are not queued behind the refused ones.
-        assert float(np.percentile(_access_seconds(log, offset, 503), 99)) < 0.5
+        # admitted requests are not queued behind the refused ones. Most refusals are answered by the protocol
+        # before the app sees them (no access line); those the app answers are immediate too.
+        assert float(np.percentile(_access_seconds(log, offset, 503) or [0.0], 99)) < 0.5
         assert float(np.percentile(_access_seconds(log, offset, 200), 99)) < 5.0
 
 

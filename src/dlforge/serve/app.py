@@ -26,6 +26,7 @@ from dlforge.export.inputs import InputRules
 from dlforge.serve.accesslog import AccessLog
 from dlforge.serve.batcher import Batcher
 from dlforge.serve.fastpath import InferFastPath
+from dlforge.serve.http import GuardedHttpToolsProtocol
 from dlforge.serve.metrics import ServeMetrics
 from dlforge.serve.policy import batch_size, resolve_policy
 from dlforge.serve.repository import ModelInstance, Repository
@@ -69,7 +70,9 @@ def app_from_env() -> InferFastPath:
     configure_logging()
     settings = Settings.from_env()
     configure_process(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    GuardedHttpToolsProtocol.shed_check = app.shed_response  # this process serves this one app
+    return app
 
 
 @asynccontextmanager

@@ -197,8 +197,7 @@ class Batcher:
         Raises QueueFull at once when every place is taken (or `admit` refuses): the client retries later."""
         if self.max_inflight is not None and self.inflight >= self.max_inflight:
             self.rejected += 1
-            raise QueueFull(f"the server is at capacity ({self.max_inflight} requests in progress for this model); "
-                            "retry after the Retry-After seconds", reason="in_flight")
+            raise QueueFull(in_flight_message(self.max_inflight), reason="in_flight")
         self.admit(rows, deadline)
         self.inflight += 1
         try:
@@ -377,6 +376,12 @@ class Batcher:
         _fail(list(self._pending), error)
         self._pending.clear()
         self._pending_rows = 0
+
+
+def in_flight_message(max_inflight: int) -> str:
+    """What a request refused by the in-flight bound is told (the same words from the protocol's fast refusal)."""
+    return (f"the server is at capacity ({max_inflight} requests in progress for this model); retry after the "
+            "Retry-After seconds")
 
 
 def _still_wanted(request: _Request) -> Callable[[], bool]:
