@@ -37,6 +37,9 @@ BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype
                                "data": np.random.default_rng(0).random(64).round(3).tolist()}]}).encode()
 
 
+POLITE = False  # --polite: clients wait Retry-After after a 503 (wrk and most load generators do not)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,6 +89,8 @@ async def client(port: int, until: float, results: list[tuple[int, float, bool]]
             started = time.monotonic()
             status, headers = await http_request(*conn, "/v2/models/digits_cnn/infer", BODY)
             results.append((status, time.monotonic() - started, "retry-after" in headers))
+            if POLITE and status == 503:  # a client that honours Retry-After
+                await asyncio.sleep(float(headers.get("retry-after", "1")))
             if headers.get("connection", "").lower() == "close":
                 conn[1].close()
                 conn = None
@@ -202,6 +207,7 @@ def main() -> None:
     parser.add_argument("-c", "--concurrency", type=int, nargs="+", default=[1, 64, 512, 2048])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--serve-flags", default="", help="extra `dlforge serve` flags")
+    parser.add_argument("--polite", action="store_true", help="clients wait Retry-After seconds after a 503")
     parser.add_argument("--grpc", action="store_true", help="a gRPC burst instead of HTTP load")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--channels", type=int, default=4)
@@ -210,6 +216,8 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=0, help="rounds of a text attack (a text package)")
     parser.add_argument("--texts", type=int, default=65536, help="--soak: strings per request")
     args = parser.parse_args()
+    global POLITE
+    POLITE = args.polite
     port, grpc_port = free_port(), free_port() if args.grpc else None
     flags = shlex.split(args.serve_flags)
     if args.soak and "--workers" not in flags:

@@ -31,7 +31,7 @@ def serve(
         help="rows one request may carry (default: serving.max_batch_rows, else ~64 MiB of decoded input)")] = None,
     max_inflight: Annotated[int | None, typer.Option(
         help="requests admitted per model and worker, from before the body is read until answered; 503 + "
-        "Retry-After (gRPC: RESOURCE_EXHAUSTED) above (default: two batches per server)")] = None,
+        "Retry-After (gRPC: RESOURCE_EXHAUSTED) above (default: two batches)")] = None,
     runtime: Annotated[str, typer.Option(help="onnx (ONNX Runtime) or torch")] = "onnx",
     token: Annotated[list[str] | None, typer.Option(help="bearer token required for inference (repeatable)")] = None,
     token_file: Annotated[Path | None, typer.Option(help="file with one bearer token per line")] = None,

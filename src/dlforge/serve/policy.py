@@ -82,12 +82,11 @@ def resolve_policy(settings: Any, serving: Any, one_row_s: float, full_batch_s: 
                   sources)
     rows = _pick("max_batch_rows", settings.max_batch_rows, getattr(serving, "max_batch_rows", None),
                  max(batch, min(MAX_ROWS_CAP, REQUEST_TENSOR_BYTES // max(row_bytes, 1))), sources, "input size")
-    # Requests admitted at once (from before the body is read until answered): two full batches per server, one
+    # Requests admitted at once per process (from before the body is read until answered): two full batches, one
     # computing and one gathering, keep the engine busy; every request beyond them would only wait, and on a
     # small machine its reading and decoding would slow the admitted ones (at 512 clients, p99 went from 54 ms
-    # to 3.9 s). With N worker processes each takes its share, but never less than one batch.
-    processes = getattr(settings, "processes", 1)
-    inflight = _pick("max_inflight", getattr(settings, "max_inflight", None), None,
-                     max(batch, math.ceil(IN_FLIGHT_BATCHES * batch / processes)), sources, "default")
+    # to 3.9 s). Per process, not split over --workers: the kernel spreads connections unevenly.
+    inflight = _pick("max_inflight", getattr(settings, "max_inflight", None), None, IN_FLIGHT_BATCHES * batch,
+                     sources, "default")
     inline = full_batch_s is not None and full_batch_s * 1000 < settings.inline_max_ms
     return BatchPolicy(batch, float(delay), int(queue), int(rows), int(inflight), inline, batch_s, tuple(sources))
