@@ -350,3 +350,48 @@ def test_memory_comes_back_after_repeated_text_attacks(tmp_path: Path) -> None:
         mib = [s >> 20 for s in sizes]
         assert sizes[-1] <= 1.10 * sizes[0], f"RSS {start >> 20} MiB at start, then per round {mib}"
         assert max(sizes) < start + (512 << 20), mib
+
+
+def test_sigterm_under_grpc_load_answers_the_calls_in_flight_and_exits_0(tmp_path: Path) -> None:
+    """16 gRPC clients calling in a loop, SIGTERM after ~1 s: every call is answered OK, or refused as
+    UNAVAILABLE once the server stops taking calls; none is cancelled mid-way; exit 0."""
+    import grpc
+
+    from dlforge.serve.grpc.proto import grpc_predict_v2_pb2 as pb
+    from tests.serve_helpers import free_port
+
+    grpc_port = free_port()
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    request = pb.ModelInferRequest(model_name="digits_cnn", inputs=[pb.ModelInferRequest.InferInputTensor(
+        name="input", datatype="FP32", shape=[1, 1, 8, 8])], raw_input_contents=[x.tobytes()])
+    with serve_process(DIGITS, "--grpc-port", str(grpc_port), log=tmp_path / "server.log") as (_, proc):
+
+        async def load_then_term() -> tuple[Counter[str], list[str]]:
+            codes: Counter[str] = Counter()
+            refusals: list[str] = []
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                            request_serializer=lambda m: m.SerializeToString(),
+                                            response_deserializer=pb.ModelInferResponse.FromString)
+
+                async def client() -> None:
+                    while True:
+                        try:
+                            await infer(request, timeout=30)
+                            codes["OK"] += 1
+                        except grpc.aio.AioRpcError as exc:
+                            codes[exc.code().name] += 1
+                            refusals.append(exc.details() or "")
+                            return
+
+                clients = [asyncio.create_task(client()) for _ in range(16)]
+                await asyncio.sleep(1.0)
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.gather(*clients)
+            return codes, refusals
+
+        codes, refusals = asyncio.run(load_then_term())
+        assert proc.wait(30) == 0
+    assert codes["OK"] and set(codes) <= {"OK", "UNAVAILABLE"}, (codes, refusals[:3])
+    for message in refusals:
+        _plain(message)

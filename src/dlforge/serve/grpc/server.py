@@ -17,6 +17,7 @@ gRPC core still cancels: a bound on memory, not an admission policy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -26,6 +27,7 @@ from dlforge.serve.grpc.service import handler
 from dlforge.serve.state import ServeState
 
 log = logging.getLogger(__name__)
+REFUSE_S = 0.5  # at shutdown, new calls are refused (UNAVAILABLE) this long before gRPC core stops
 MAX_PENDING = 16384  # calls arrived and not yet handed to a handler; gRPC core cancels beyond (its default: 1,000)
 
 
@@ -56,5 +58,10 @@ async def start_grpc(state: ServeState) -> grpc.aio.Server:
 
 
 async def stop_grpc(server: grpc.aio.Server, grace_s: float) -> None:
-    """Stop taking calls; calls in flight get `grace_s` seconds to finish (the batchers drain after)."""
+    """Stop taking calls; calls in flight get `grace_s` seconds to finish (the batchers drain after).
+
+    Called once the state no longer accepts: for REFUSE_S first, new ModelInfer calls are answered UNAVAILABLE
+    ("shutting down") by the handler, so clients turn elsewhere before gRPC core stops, which cancels every
+    call it has received but not yet handed to a handler (under load, 14 of 16 clients' next calls)."""
+    await asyncio.sleep(REFUSE_S)
     await server.stop(grace_s)

@@ -23,7 +23,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from dlforge import __version__
-from dlforge.serve.batcher import QueueFull
+from dlforge.serve.batcher import BatcherStopped, QueueFull
 from dlforge.serve.grpc.codec import decode_inputs, encode_response, request_header
 from dlforge.serve.grpc.proto import grpc_predict_v2_pb2 as pb
 from dlforge.serve.grpc.status import Unimplemented, code_of
@@ -80,6 +80,8 @@ class InferenceService:
     async def model_infer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         started = time.monotonic()
         instance = self._model(context, request.model_name, request.model_version)
+        if not self.state.accepting:  # shutting down: calls in flight finish, new ones go elsewhere (server.py)
+            raise BatcherStopped("the server is shutting down; send the call to another instance or retry later")
         try:
             # the same places as HTTP requests take: over them, RESOURCE_EXHAUSTED at once (HTTP's 503)
             with instance.batcher.admitted(1, started + self.state.settings.request_timeout_s):
