@@ -154,7 +154,9 @@ def test_overload_is_shed_with_default_settings(tmp_path: Path) -> None:
         # As the server measured them (the load generator's own CPU on this machine is not the server's doing):
         # admitted requests are not queued behind the refused ones. Most refusals are answered by the protocol
         # before the app sees them (no access line); those the app answers are immediate too.
-        assert float(np.percentile(_access_seconds(log, offset, 503) or [0.0], 99)) < 0.5
+        app_refusals = _access_seconds(log, offset, 503)
+        assert len(app_refusals) < statuses[503]  # the rest were answered by the protocol, before any app work
+        assert float(np.percentile(app_refusals or [0.0], 99)) < 0.5
         assert float(np.percentile(_access_seconds(log, offset, 200), 99)) < 5.0
 
 

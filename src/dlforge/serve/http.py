@@ -124,13 +124,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         Only between requests (a pipelined one must answer in order), on a keep-alive connection (closing with
         its body unread would reset the connection before the client reads the answer), and not for a client
         waiting for `100 Continue` (it may never send the body the parser would wait for)."""
+        check = GuardedHttpToolsProtocol.shed_check  # read from the class: a function stored there is not a method
         idle = self.cycle is None or self.cycle.response_complete
-        if (self.shed_check is None or not idle or self._draining or self.expect_100_continue
+        if (check is None or not idle or self._draining or self.expect_100_continue
                 or not self.parser.should_keep_alive()):
             return False
         path = self.url.partition(b"?")[0].decode("latin-1")
-        answer = self.shed_check(self.parser.get_method(), urllib.parse.unquote(path) if "%" in path else path,
-                                 self.headers)
+        answer = check(self.parser.get_method(), urllib.parse.unquote(path) if "%" in path else path, self.headers)
         if answer is None:
             return False
         self._skipping = True

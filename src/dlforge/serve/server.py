@@ -2,8 +2,9 @@
 
 With N workers uvicorn needs an import string, so the settings go to each worker through an
 environment variable. So does the directory where the workers' Prometheus values meet (see
-metrics.py): a fresh one per run, removed at exit. uvicorn handles SIGTERM gracefully: it stops
-accepting, lets open requests finish, then runs our lifespan shutdown, which drains the batchers.
+metrics.py): a fresh one per run, removed at exit. On SIGTERM uvicorn stops accepting and asks each
+connection to shut down (http.py drains them without resetting a request), waits for open requests, then
+runs our lifespan shutdown, which stops gRPC (calls in flight finish) and drains the batchers.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class Settings(BaseModel):
     access_log: bool = True  # one JSON line per request (~25 µs of CPU each: see docs/serving.md)
     docs: bool = False  # serve the interactive /docs page (the /openapi.json document is always served)
     # Connection limits, enforced by the HTTP server itself (server.py).
-    limit_concurrency: int = Field(1024, ge=1)  # open connections + requests; over it every request gets 503
+    limit_concurrency: int = Field(1024, ge=1)  # connections (or requests) per process; over it 503 + close
     max_header_bytes: int = Field(64 << 10, ge=1024)  # request line + headers; 431 and close above it
     header_timeout_s: float = Field(10.0, gt=0)  # a request's headers must arrive within this; else closed
     keep_alive_s: int = Field(5, ge=1)  # idle keep-alive connections are closed after this
