@@ -502,3 +502,30 @@ def test_slices_whose_outputs_differ_in_length_are_joined_padded() -> None:
             await submit(x)
 
     run(scenario())
+
+
+def test_admitted_holds_a_place_until_answered_and_refuses_beyond_max_inflight() -> None:
+    async def scenario() -> None:
+        model = Model(gated=True)
+        async with started(model, max_batch_size=4, max_queue_delay_ms=0, max_inflight=2) as b:
+
+            async def call(value: float) -> Tensors:
+                with b.admitted(1, time.monotonic() + 60):
+                    return await b.submit(row(value))
+
+            first, second = asyncio.create_task(call(1.0)), asyncio.create_task(call(2.0))
+            await model.wait_started()
+            assert b.inflight == 2
+            with pytest.raises(QueueFull, match="at capacity") as refused, b.admitted(1, None):
+                pass
+            assert refused.value.reason == "in_flight" and b.rejected == 1
+            model.gate.set()
+            await first, await second
+            assert b.inflight == 0
+            with b.admitted(1, None):  # places come back when requests are answered, failed ones included
+                assert b.inflight == 1
+            with pytest.raises(ValueError), b.admitted(1, None):
+                raise ValueError("a bad request")
+            assert b.inflight == 0
+
+    run(scenario())

@@ -32,7 +32,19 @@ def test_policy_precedence_is_cli_then_manifest_then_measured() -> None:
     from_cli = resolve_policy(cli, manifest, 0.001, None, 256)
     assert (from_cli.max_batch_size, from_cli.max_queue_delay_ms, from_cli.max_queue) == (4, 0.0, 7)
     assert dict(from_cli.sources) == {"max_batch_size": "cli", "max_queue_delay_ms": "cli", "max_queue": "cli",
-                                      "max_batch_rows": "manifest"}
+                                      "max_batch_rows": "manifest", "max_inflight": "default"}
+
+
+def test_requests_in_flight_are_two_batches_per_process() -> None:
+    """Admission's in-flight bound: two full batches per process (the kernel spreads connections over the
+    workers unevenly, so each gets the whole bound), unless the command line says otherwise."""
+    policy = resolve_policy(SETTINGS, ServingInfo(max_batch_size=16), 0.001, None, 256)
+    assert policy.max_inflight == 32 and dict(policy.sources)["max_inflight"] == "default"
+    assert "max in flight 32 (default)" in policy.describe()
+    two = SETTINGS.model_copy(update={"workers": 2})
+    assert resolve_policy(two, ServingInfo(max_batch_size=16), 0.001, None, 256).max_inflight == 32
+    cli = SETTINGS.model_copy(update={"max_inflight": 3})
+    assert resolve_policy(cli, ServingInfo(), 0.001, None, 256).max_inflight == 3
 
 
 def test_queue_and_row_caps_follow_latency_and_input_size() -> None:

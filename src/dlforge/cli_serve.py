@@ -29,6 +29,9 @@ def serve(
         help="requests waiting per model before 503 (default: what the model clears in --timeout-s)")] = None,
     max_batch_rows: Annotated[int | None, typer.Option(
         help="rows one request may carry (default: serving.max_batch_rows, else ~64 MiB of decoded input)")] = None,
+    max_inflight: Annotated[int | None, typer.Option(
+        help="requests admitted per model and worker, from before the body is read until answered; 503 + "
+        "Retry-After (gRPC: RESOURCE_EXHAUSTED) above (default: two batches)")] = None,
     runtime: Annotated[str, typer.Option(help="onnx (ONNX Runtime) or torch")] = "onnx",
     token: Annotated[list[str] | None, typer.Option(help="bearer token required for inference (repeatable)")] = None,
     token_file: Annotated[Path | None, typer.Option(help="file with one bearer token per line")] = None,
@@ -45,7 +48,9 @@ def serve(
     allow_nonfinite: Annotated[bool, typer.Option(help="accept NaN/Inf inputs (refused with 400 by default)")] = False,
     docs: Annotated[bool, typer.Option(help="serve the /docs page (/openapi.json is always served)")] = False,
     access_log: Annotated[bool, typer.Option(help="one JSON line per request on stderr (~25 µs of CPU each)")] = True,
-    limit_concurrency: Annotated[int, typer.Option(help="open connections + requests before 503")] = 1024,
+    limit_concurrency: Annotated[int, typer.Option(
+        help="open connections (or requests) per worker; a request on one more gets 503 + Retry-After and a close")]
+    = 1024,
     max_header_kb: Annotated[int, typer.Option(help="request line + headers limit in KiB (431 above)")] = 64,
     header_timeout_s: Annotated[float, typer.Option(help="time a request's headers may take to arrive")] = 10.0,
     backend: Annotated[str, typer.Option(help="uvicorn (this machine) or ray (Ray Serve: replicas, autoscaling)")]
@@ -81,7 +86,8 @@ def serve(
                             tokens=tuple(tokens), admin_token=admin, max_body_bytes=int(max_body_mb * 2**20),
                             max_json_bytes=int(max_json_mb * 2**20),
                             max_batch_size=max_batch_size, max_queue_delay_ms=max_queue_delay_ms, max_queue=max_queue,
-                            max_batch_rows=max_batch_rows, request_timeout_s=timeout_s, intra_op_threads=threads,
+                            max_batch_rows=max_batch_rows, max_inflight=max_inflight,
+                            request_timeout_s=timeout_s, intra_op_threads=threads,
                             inline_max_ms=inline_max_ms, allow_nonfinite=allow_nonfinite, docs=docs,
                             access_log=access_log,
                             limit_concurrency=limit_concurrency, max_header_bytes=max_header_kb << 10,

@@ -8,9 +8,6 @@ Evaluation shards without padding so no sample is counted twice.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import math
 import warnings
 from collections.abc import Iterator
@@ -22,6 +19,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from dlforge.config import ConfigError
 from dlforge.data.samples import EpochDraws
+from dlforge.memory import release_free_memory
 
 PREFETCH = 4  # batches each worker keeps ready
 
@@ -42,15 +40,6 @@ def _parallel(workers: int) -> dict[str, Any]:
     if workers:
         options.update(prefetch_factor=PREFETCH)
     return options
-
-
-def release_free_memory() -> None:
-    """Hand the heap that the training process has freed back to the OS before loader workers fork: each
-    worker starts with the parent's resident memory, so what glibc keeps cached would count once more in
-    every worker's RSS (training and evaluation batches leave a few hundred MB of it)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class _Trimming:

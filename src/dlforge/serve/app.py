@@ -26,6 +26,7 @@ from dlforge.export.inputs import InputRules
 from dlforge.serve.accesslog import AccessLog
 from dlforge.serve.batcher import Batcher
 from dlforge.serve.fastpath import InferFastPath
+from dlforge.serve.http import GuardedHttpToolsProtocol
 from dlforge.serve.metrics import ServeMetrics
 from dlforge.serve.policy import batch_size, resolve_policy
 from dlforge.serve.repository import ModelInstance, Repository
@@ -69,7 +70,9 @@ def app_from_env() -> InferFastPath:
     configure_logging()
     settings = Settings.from_env()
     configure_process(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    GuardedHttpToolsProtocol.shed_check = app.shed_response  # this process serves this one app
+    return app
 
 
 @asynccontextmanager
@@ -123,7 +126,8 @@ async def _load_instance(state: ServeState, name: str, version: str, path: Path)
     policy = resolve_policy(s, serving, one_row, full, per_row)
     batcher = Batcher(runtime.infer, max_batch_size=policy.max_batch_size,
                       max_queue_delay_ms=policy.max_queue_delay_ms, max_queue_size=policy.max_queue,
-                      executor=state.executor, on_batch=state.metrics.on_batch(name, version),
+                      max_inflight=policy.max_inflight, executor=state.executor,
+                      on_batch=state.metrics.on_batch(name, version),
                       inline=policy.inline, batch_seconds=policy.batch_seconds, pad=codec.pad,
                       output_pad=codec.output_pad)
     log.info("loaded %s version %s: %.3f ms at batch 1; %s", name, version, one_row * 1000, policy.describe())

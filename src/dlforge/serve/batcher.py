@@ -19,10 +19,12 @@ an executor thread and back costs ~0.2-0.3 ms on a busy small machine, several t
 whole batch, so for them the hop is pure overhead. Batches larger than `max_batch_size` (one big
 request) never run inline: they would hold the loop for longer than it was measured for.
 
-Admission: a request is refused at once (QueueFull, 503) when the work queued ahead of it, in batches
-at the measured seconds per batch, could not finish before its deadline, instead of queueing it only
-to time out. A request with more rows than `max_batch_size` runs in slices of that size, and stops
-between slices once its caller has gone or its deadline has passed: no work that nobody waits for.
+Admission: a request is refused at once (QueueFull, 503) when `max_inflight` requests are already
+admitted (`admitted`, held from before the body is read until the answer), when `max_queue_size` wait,
+or when the work queued ahead of it, in batches at the measured seconds per batch, could not finish
+before its deadline, instead of queueing it only to time out. A request with more rows than
+`max_batch_size` runs in slices of that size, and stops between slices once its caller has gone or its
+deadline has passed: no work that nobody waits for.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +55,13 @@ class BatcherError(Exception):
 
 
 class QueueFull(BatcherError):
-    """The queue is full: the client should retry later (503 with Retry-After)."""
+    """The queue is full: the client should retry later (503 with Retry-After).
+
+    `reason` says which bound refused it, for the shed counter: in_flight, queue or deadline."""
+
+    def __init__(self, message: str, reason: str = "queue") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DeadlineExceeded(BatcherError):
@@ -101,6 +109,7 @@ class Batcher:
         max_batch_size: int = MAX_BATCH_SIZE,
         max_queue_delay_ms: float = MAX_QUEUE_DELAY_MS,
         max_queue_size: int = BatchPolicy.max_queue,
+        max_inflight: int | None = None,
         executor: Executor | None = None,
         on_batch: Callable[[BatchStats], None] | None = None,
         flush_when_idle: bool = True,
@@ -118,6 +127,8 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay_ms / 1000
         self.max_queue_size = max_queue_size
+        self.max_inflight = max_inflight  # None: no bound on admitted requests (only the queue's)
+        self.inflight = 0  # requests inside `admitted`
         self.executor = executor  # None: the event loop's default thread pool
         self.on_batch = on_batch
         self.flush_when_idle = flush_when_idle
@@ -179,6 +190,21 @@ class Batcher:
         self._wakeup.set()
         return await future  # a cancelled caller cancels the future; the loop then skips it
 
+    @contextlib.contextmanager
+    def admitted(self, rows: int, deadline: float | None) -> Iterator[None]:
+        """Hold one of the `max_inflight` places for a request, from before its body is read until it is answered.
+
+        Raises QueueFull at once when every place is taken (or `admit` refuses): the client retries later."""
+        if self.max_inflight is not None and self.inflight >= self.max_inflight:
+            self.rejected += 1
+            raise QueueFull(in_flight_message(self.max_inflight), reason="in_flight")
+        self.admit(rows, deadline)
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+
     def admit(self, rows: int, deadline: float | None) -> None:
         """Raise QueueFull unless a request of `rows` rows has a place and could finish by `deadline`.
 
@@ -188,11 +214,11 @@ class Batcher:
             raise DeadlineExceeded("the request's deadline passed before it was queued")
         if len(self._pending) >= self.max_queue_size:
             self.rejected += 1
-            raise QueueFull(f"the queue is full ({self.max_queue_size} requests); retry later")
+            raise QueueFull(f"the queue is full ({self.max_queue_size} requests); retry later", reason="queue")
         if deadline is not None and (wait := self.expected_wait(rows)) > deadline - time.monotonic():
             self.rejected += 1
             raise QueueFull(f"the server is overloaded: the work queued ahead (~{wait:.2f} s) would not finish "
-                            "before the request's deadline; retry later")
+                            "before the request's deadline; retry later", reason="deadline")
 
     def expected_wait(self, rows: int) -> float:
         """Seconds until a request of `rows` rows is answered: batches queued ahead, the one computing, its own."""
@@ -350,6 +376,12 @@ class Batcher:
         _fail(list(self._pending), error)
         self._pending.clear()
         self._pending_rows = 0
+
+
+def in_flight_message(max_inflight: int) -> str:
+    """What a request refused by the in-flight bound is told (the same words from the protocol's fast refusal)."""
+    return (f"the server is at capacity ({max_inflight} requests in progress for this model); retry after the "
+            "Retry-After seconds")
 
 
 def _still_wanted(request: _Request) -> Callable[[], bool]:

@@ -31,14 +31,14 @@ async def answer_infer(state: ServeState, model: str, version: str | None, heade
     deadline = started + s.request_timeout_s
     # Overloaded? Say so before reading (and paying for) the body.
     instance = state.repository.get(model, version)
-    instance.batcher.admit(1, deadline)
     reading = True
     try:
-        async with asyncio.timeout(started + s.body_timeout_s) as timer:
-            body = await read_body()
-            reading = False
-            timer.reschedule(deadline)
-            return await _answer(state, model, version, header_length, body, deadline)
+        with instance.batcher.admitted(1, deadline):
+            async with asyncio.timeout(started + s.body_timeout_s) as timer:
+                body = await read_body()
+                reading = False
+                timer.reschedule(deadline)
+                return await _answer(state, model, version, header_length, body, deadline)
     except TimeoutError:
         if reading:
             raise body_too_late(s.body_timeout_s) from None
@@ -47,6 +47,14 @@ async def answer_infer(state: ServeState, model: str, version: str | None, heade
 
 async def _answer(state: ServeState, model: str, version: str | None, header_length: str | None, body: bytes,
                   deadline: float) -> tuple[bytes, dict[str, str]]:
+    try:
+        return await _decode_and_run(state, model, version, header_length, body, deadline)
+    finally:
+        state.release_memory_soon(len(body))
+
+
+async def _decode_and_run(state: ServeState, model: str, version: str | None, header_length: str | None,
+                          body: bytes, deadline: float) -> tuple[bytes, dict[str, str]]:
     length = parse_header_length(header_length)
     # Look the instance up again after the body read: a reload may have swapped it meanwhile.
     instance = state.repository.get(model, version)
@@ -56,7 +64,6 @@ async def _answer(state: ServeState, model: str, version: str | None, header_len
         request, inputs = await asyncio.to_thread(parse_infer, body, length, instance.signature, limit)
     else:
         request, inputs = parse_infer(body, length, instance.signature, limit)
-    del body  # the decoded arrays are all that is needed from here on
     binary_default = wants_binary(request.parameters, "binary_data_output", False)
     codec = instance.codec  # the task's codec: client tensors → graph tensors and back (e.g. text → token ids)
     # the codec's work grows with the request (tokenizing 65k strings takes seconds): big ones leave the loop

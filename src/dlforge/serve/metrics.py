@@ -48,6 +48,10 @@ class ServeMetrics:
         self.compute_time = Histogram("dlforge_compute_seconds", "Batch compute time", labels,
                                       buckets=_LATENCY, registry=r)
         self.batch_size = Histogram("dlforge_batch_size", "Rows per batch", labels, buckets=_BATCH, registry=r)
+        # Every refusal for load, whichever bound answered it (HTTP 503 / gRPC RESOURCE_EXHAUSTED): in_flight,
+        # queue, deadline (batcher.py), connections (http.py); also counted by status in dlforge_requests when
+        # the model is known.
+        self.shed = Counter("dlforge_shed", "Requests refused for load", ("protocol", "reason"), registry=r)
         self.queue_depth = Gauge("dlforge_queue_depth", "Requests waiting in the batcher", labels,
                                  multiprocess_mode="livesum", registry=r)
         self.models_loaded = Gauge("dlforge_models_loaded", "Model versions loaded and ready",

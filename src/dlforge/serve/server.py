@@ -2,8 +2,9 @@
 
 With N workers uvicorn needs an import string, so the settings go to each worker through an
 environment variable. So does the directory where the workers' Prometheus values meet (see
-metrics.py): a fresh one per run, removed at exit. uvicorn handles SIGTERM gracefully: it stops
-accepting, lets open requests finish, then runs our lifespan shutdown, which drains the batchers.
+metrics.py): a fresh one per run, removed at exit. On SIGTERM uvicorn stops accepting and asks each
+connection to shut down (http.py drains them without resetting a request), waits for open requests, then
+runs our lifespan shutdown, which stops gRPC (calls in flight finish) and drains the batchers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from dlforge.errors import UserError
 from dlforge.serve.http import GuardedHttpToolsProtocol
@@ -50,7 +53,7 @@ def run_server(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     _raise_fd_limit()
     with _shared_metrics_dir(settings.processes):
-        uvicorn.run(
+        config = uvicorn.Config(
             "dlforge.serve.app:app_from_env",
             factory=True,
             host=settings.host,
@@ -59,14 +62,38 @@ def run_server(settings: Settings) -> None:
             log_level=LOG_CONFIG_LEVEL,
             access_log=False,  # our AccessLog middleware writes one JSON line per request instead
             timeout_graceful_shutdown=math.ceil(settings.request_timeout_s) + 5,
-            # The limits uvicorn has: connections + requests in flight (503 above), idle keep-alive, and the
-            # time a (re)started worker may take to answer the supervisor's health ping (model loading).
-            http=GuardedHttpToolsProtocol,  # adds header size and header time limits to the httptools protocol
-            limit_concurrency=settings.limit_concurrency,
+            # The limits uvicorn has: idle keep-alive, and the time a (re)started worker may take to answer the
+            # supervisor's health ping (model loading). The connection limit is our protocol's (http.py).
+            http=GuardedHttpToolsProtocol,  # adds header size and time limits, the connection limit and drain
             timeout_keep_alive=settings.keep_alive_s,
             timeout_worker_healthcheck=settings.worker_start_timeout_s,
             h11_max_incomplete_event_size=settings.max_header_bytes,  # if uvicorn ever falls back to h11
         )
+        if settings.processes > 1:
+            DrainingSupervisor(config, sockets=[config.bind_socket()]).run()
+            return
+        server = uvicorn.Server(config)
+        server.run()
+        if not server.started:
+            sys.exit(STARTUP_FAILURE)
+
+
+class DrainingSupervisor(Multiprocess):
+    """uvicorn's worker supervisor, closing its own copy of the listening socket before the workers drain.
+
+    The parent holds the socket the workers accept on; while it stays open, connections made during the
+    drain wait in the kernel's backlog that no worker accepts any more, and are reset when the parent exits.
+    Closed first, a new connection is refused at once and the client can go elsewhere."""
+
+    def handle_term(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().handle_int()
 
 
 def check_ports(settings: Settings) -> None:
@@ -105,7 +132,8 @@ def configure_logging() -> None:
 
 def configure_process(settings: Settings) -> None:
     """In each serving process: the header limits, and with workers, die with the parent process."""
-    GuardedHttpToolsProtocol.configure(settings.max_header_bytes, settings.header_timeout_s)
+    GuardedHttpToolsProtocol.configure(settings.max_header_bytes, settings.header_timeout_s,
+                                       settings.limit_concurrency)
     parent = os.environ.get(PARENT_VAR)
     if settings.processes > 1 and parent is not None and int(parent) != os.getpid():
         _die_with_parent(int(parent))

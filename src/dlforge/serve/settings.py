@@ -60,6 +60,7 @@ class Settings(BaseModel):
     max_queue_delay_ms: float | None = Field(None, ge=0)
     max_queue: int | None = Field(None, ge=1)  # requests waiting per model version; 503 above
     max_batch_rows: int | None = Field(None, ge=1)  # rows one request may carry; 400 above
+    max_inflight: int | None = Field(None, ge=1)  # requests admitted per model version and process; 503 above
     request_timeout_s: float = Field(30.0, gt=0)  # body read + queue + compute deadline → 504
     intra_op_threads: int | None = Field(None, ge=1)  # None: cores // workers
     # Batches run on the event loop when the model's measured full-batch latency is below this (a hop to an
@@ -69,7 +70,7 @@ class Settings(BaseModel):
     access_log: bool = True  # one JSON line per request (~25 µs of CPU each: see docs/serving.md)
     docs: bool = False  # serve the interactive /docs page (the /openapi.json document is always served)
     # Connection limits, enforced by the HTTP server itself (server.py).
-    limit_concurrency: int = Field(1024, ge=1)  # open connections + requests; over it every request gets 503
+    limit_concurrency: int = Field(1024, ge=1)  # connections (or requests) per process; over it 503 + close
     max_header_bytes: int = Field(64 << 10, ge=1024)  # request line + headers; 431 and close above it
     header_timeout_s: float = Field(10.0, gt=0)  # a request's headers must arrive within this; else closed
     keep_alive_s: int = Field(5, ge=1)  # idle keep-alive connections are closed after this

@@ -5,10 +5,19 @@ HTTP and a batch can mix rows from both. Limits: messages over the body limit ar
 with RESOURCE_EXHAUSTED before they reach a handler. With `--workers N` each worker binds the same
 port with SO_REUSEPORT and the kernel spreads connections; with one process the option is off, so a
 port already in use fails loudly instead of being shared with a stranger.
+
+Overload: gRPC core keeps calls that have arrived but that the (one-threaded) grpc.aio server has not
+picked up yet in a pending queue, and past its default soft limit of 1,000 it cancels them at random
+(a burst of 2,000 ModelInfer + 2,000 ServerLive calls on 4 channels: ~160 + ~620 CANCELLED, health
+calls included, before any handler ran, so nothing was counted). The limit is raised to MAX_PENDING here,
+so calls reach the handlers, where admission answers the ones over the model's in-flight bound with
+RESOURCE_EXHAUSTED at once and counts them (dlforge_shed_total), as HTTP answers 503. Past MAX_PENDING
+gRPC core still cancels: a bound on memory, not an admission policy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -18,6 +27,8 @@ from dlforge.serve.grpc.service import handler
 from dlforge.serve.state import ServeState
 
 log = logging.getLogger(__name__)
+REFUSE_S = 0.5  # at shutdown, new calls are refused (UNAVAILABLE) this long before gRPC core stops
+MAX_PENDING = 16384  # calls arrived and not yet handed to a handler; gRPC core cancels beyond (its default: 1,000)
 
 
 class GrpcBindError(UserError):
@@ -31,6 +42,8 @@ async def start_grpc(state: ServeState) -> grpc.aio.Server:
         ("grpc.max_receive_message_length", s.max_body_bytes),
         ("grpc.max_send_message_length", -1),  # answers are bounded by what the model returns
         ("grpc.so_reuseport", 1 if s.processes > 1 else 0),
+        ("grpc.server.max_pending_requests", MAX_PENDING),  # soft = hard: no random early cancellation
+        ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING),
     ]
     server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((handler(state),))
@@ -45,5 +58,10 @@ async def start_grpc(state: ServeState) -> grpc.aio.Server:
 
 
 async def stop_grpc(server: grpc.aio.Server, grace_s: float) -> None:
-    """Stop taking calls; calls in flight get `grace_s` seconds to finish (the batchers drain after)."""
+    """Stop taking calls; calls in flight get `grace_s` seconds to finish (the batchers drain after).
+
+    Called once the state no longer accepts: for REFUSE_S first, new ModelInfer calls are answered UNAVAILABLE
+    ("shutting down") by the handler, so clients turn elsewhere before gRPC core stops, which cancels every
+    call it has received but not yet handed to a handler (under load, 14 of 16 clients' next calls)."""
+    await asyncio.sleep(REFUSE_S)
     await server.stop(grace_s)

@@ -23,6 +23,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from dlforge import __version__
+from dlforge.serve.batcher import BatcherStopped, QueueFull
 from dlforge.serve.grpc.codec import decode_inputs, encode_response, request_header
 from dlforge.serve.grpc.proto import grpc_predict_v2_pb2 as pb
 from dlforge.serve.grpc.status import Unimplemented, code_of
@@ -79,9 +80,15 @@ class InferenceService:
     async def model_infer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         started = time.monotonic()
         instance = self._model(context, request.model_name, request.model_version)
+        if not self.state.accepting:  # shutting down: calls in flight finish, new ones go elsewhere (server.py)
+            raise BatcherStopped("the server is shutting down; send the call to another instance or retry later")
         try:
-            response = await self._infer(instance, request, context, started)
+            # the same places as HTTP requests take: over them, RESOURCE_EXHAUSTED at once (HTTP's 503)
+            with instance.batcher.admitted(1, started + self.state.settings.request_timeout_s):
+                response = await self._infer(instance, request, context, started)
         except Exception as exc:
+            if isinstance(exc, QueueFull):
+                self.state.metrics.shed.labels("grpc", exc.reason).inc()
             self._observe(instance, code_of(exc), started)
             raise
         self._observe(instance, grpc.StatusCode.OK, started)
@@ -99,12 +106,15 @@ class InferenceService:
             return to_graph(codec, signature, inputs)
 
         # decoding and the codec's work grow with the request (65k strings to tokenize): big ones leave the loop
-        big = request.ByteSize() > DECODE_INLINE_BYTES
-        graph = await asyncio.to_thread(graph_inputs) if big else graph_inputs()
-        facts = codec.response_parameters(graph)
-        outputs = codec.encode(await submit(self.state, instance, graph, started, context.time_remaining()))
-        raw = bool(request.raw_input_contents)
-        return encode_response(instance.name, instance.version, request.id, outputs, wire.outputs, raw, facts)
+        size = request.ByteSize()
+        try:
+            graph = await asyncio.to_thread(graph_inputs) if size > DECODE_INLINE_BYTES else graph_inputs()
+            facts = codec.response_parameters(graph)
+            outputs = codec.encode(await submit(self.state, instance, graph, started, context.time_remaining()))
+            raw = bool(request.raw_input_contents)
+            return encode_response(instance.name, instance.version, request.id, outputs, wire.outputs, raw, facts)
+        finally:
+            self.state.release_memory_soon(size)
 
     def _observe(self, instance: ModelInstance, code: grpc.StatusCode, started: float) -> None:
         # The status label holds the gRPC code's name ("OK", "INVALID_ARGUMENT"), HTTP calls hold numbers.
