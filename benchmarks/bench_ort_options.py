@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import MODELS, make_package
-from dlforge.serve.settings import usable_cores
+from dlforge.cores import usable_cores
 
 # name → (intra-op threads or None for all usable cores, spinning, memory arena, graph optimisation level)
 VARIANTS: dict[str, tuple[int | None, bool, bool, str]] = {

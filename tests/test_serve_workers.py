@@ -11,7 +11,8 @@ import numpy as np
 import psutil
 import pytest
 
-from dlforge.serve.settings import Settings, usable_cores
+from dlforge.cores import usable_cores
+from dlforge.serve.settings import Settings
 from dlforge.serve.workers import HTTP_MS_PER_REQUEST, choose_workers, split_cores
 from tests.serve_helpers import infer_body, serve_process
 
@@ -63,7 +64,7 @@ def _logged_ms(reason: str) -> float:
 
 
 def test_a_container_cpu_limit_caps_the_cores() -> None:
-    from dlforge.serve.settings import cpu_quota
+    from dlforge.cores import cpu_quota
 
     assert cpu_quota("max 100000\n") is None
     assert cpu_quota("200000 100000\n") == 2.0

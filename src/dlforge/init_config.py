@@ -94,7 +94,8 @@ def _kind_of(path: Path) -> str:
 def _image_facts(sample: list[Path]) -> dict[str, Any]:
     from PIL import Image
 
-    sizes, modes = [], Counter()
+    sizes: list[tuple[int, int]] = []
+    modes: Counter[str] = Counter()
     for path in sample:
         try:
             with Image.open(path) as image:
@@ -111,7 +112,8 @@ def _image_facts(sample: list[Path]) -> dict[str, Any]:
 def _audio_facts(sample: list[Path]) -> dict[str, Any]:
     import soundfile as sf
 
-    rates, seconds = Counter(), []
+    rates: Counter[int] = Counter()
+    seconds: list[float] = []
     for path in sample:
         try:
             info = sf.info(str(path))

@@ -71,7 +71,9 @@ def evaluate_package(package_dir: Path, data: Path, out: Path, column: str | Non
     if not data.exists():
         raise BulkError(f"--data {data}: no such file or folder")
     runtime = load_runtime("onnx", package, threads=0)
-    metrics, losses, errors = metric_collection(len(package.manifest.labels)), [], []
+    metrics = metric_collection(len(package.manifest.labels))
+    losses: list[torch.Tensor] = []
+    errors: list[str] = []
 
     def score(rows: list[Row], graph: dict[str, np.ndarray] | None, targets: list[int]) -> None:
         kept = [t for row, t in zip(rows, targets, strict=True) if row.error is None]

@@ -10,7 +10,6 @@ runs our lifespan shutdown, which stops gRPC (calls in flight finish) and drains
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import math
 import os
@@ -26,13 +25,13 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from dlforge.errors import UserError
+from dlforge.processes import die_with_parent
 from dlforge.serve.http import GuardedHttpToolsProtocol
 from dlforge.serve.settings import ENV_VAR, Settings
 from dlforge.serve.workers import resolve_workers
 
 log = logging.getLogger("dlforge.serve")
 PARENT_VAR = "DLFORGE_SERVE_PARENT"  # the pid --workers children must outlive no longer
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 
 LOG_CONFIG_LEVEL = "info"
 METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode
@@ -135,18 +134,10 @@ def configure_process(settings: Settings) -> None:
     GuardedHttpToolsProtocol.configure(settings.max_header_bytes, settings.header_timeout_s,
                                        settings.limit_concurrency)
     parent = os.environ.get(PARENT_VAR)
-    if settings.processes > 1 and parent is not None and int(parent) != os.getpid():
-        _die_with_parent(int(parent))
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGTERM (a graceful drain) when the parent dies, even by SIGKILL, so no orphan keeps the port."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            log.warning("could not ask to be stopped with the parent process (prctl failed)")
-    if os.getppid() != parent:  # the parent died before the request above took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    # SIGTERM (a graceful drain) when the parent dies, even by SIGKILL, so no orphan keeps the port
+    if (settings.processes > 1 and parent is not None and int(parent) != os.getpid()
+            and not die_with_parent(int(parent))):
+        log.warning("could not ask to be stopped with the parent process (prctl failed)")
 
 
 def _raise_fd_limit() -> None:

@@ -6,35 +6,16 @@ uvicorn starts them from an import string and cannot pass Python objects.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dlforge.cores import usable_cores
+
 ENV_VAR = "DLFORGE_SERVE_SETTINGS"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" or "max PERIOD" (a container's CPU limit)
-
-
-def usable_cores() -> int:
-    """Cores this process may use: the CPU affinity mask (taskset, cpusets), capped by a cgroup CPU quota
-    (a container's `limits: {cpu: 2}`), not the machine's total."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = cpu_quota(CPU_MAX.read_text()) if CPU_MAX.is_file() else None
-    return max(1, min(cores, math.ceil(quota))) if quota else cores
-
-
-def cpu_quota(cpu_max: str) -> float | None:
-    """Cores' worth of CPU time a cgroup v2 `cpu.max` allows (None: no limit, or a line we cannot read)."""
-    quota, _, period = cpu_max.strip().partition(" ")
-    try:
-        return int(quota) / int(period or "100000")
-    except ValueError:  # "max": unlimited
-        return None
 
 
 class Settings(BaseModel):

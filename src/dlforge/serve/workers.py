@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from dlforge.cores import usable_cores
 from dlforge.serve.policy import batch_size
-from dlforge.serve.settings import Settings, usable_cores
+from dlforge.serve.settings import Settings
 
 log = logging.getLogger("dlforge.serve")
 HTTP_MS_PER_REQUEST = 0.2  # CPU per one-row JSON request spent outside the engine (bench_serve.py, 2026-12)
