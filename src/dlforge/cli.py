@@ -178,7 +178,7 @@ def _launch_workers(config: Path | None, run_dir: Path, overrides: list[str] | N
 
 @app.command()
 def init(data: Annotated[Path, typer.Argument(help="a folder of class folders (images, audio, .txt) or a table")],
-         out: Annotated[Path | None, typer.Option("--out", "-o", help="the YAML to write (default <name>.yaml)")]
+         out: Annotated[Path | None, typer.Option("--out", "-o", help="the YAML to write (default `<name>.yaml`)")]
          = None,
          force: Annotated[bool, typer.Option(help="replace --out if it exists")] = False) -> None:
     """Look at your data and write a first experiment file for it (task, columns, sizes, a model that fits).
