@@ -21,5 +21,12 @@ def test_usable_cores_never_exceed_the_affinity_mask() -> None:
 
 @pytest.mark.parametrize("workers", ["1", "2", "64"])
 def test_training_threads_are_this_workers_share_of_the_cores(monkeypatch: pytest.MonkeyPatch, workers: str) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv(LOCAL_WORLD_SIZE, workers)
     assert training_threads() == max(1, usable_cores() // int(workers))
+
+
+def test_omp_num_threads_wins_as_it_does_for_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv(LOCAL_WORLD_SIZE, "2")
+    assert training_threads() == 3

@@ -198,7 +198,8 @@ def test_classify_outcomes_are_counted_in_request_metrics(client: httpx.Client, 
 def test_a_full_queue_is_503_with_retry_after_and_the_server_stays_healthy(model_package: Path) -> None:
     # inline_max_ms=0: batches run on the inference threads, so the slowed model below keeps the event loop
     # free and the burst really queues (an inline 50 ms batch would hold the loop and serialise the burst).
-    settings = Settings(path=model_package, max_batch_size=1, max_queue_delay_ms=0, max_queue=1, inline_max_ms=0)
+    settings = Settings(path=model_package, max_batch_size=1, max_queue_delay_ms=0, max_queue=1, inline_max_ms=0,
+                        max_inflight=64)  # the queue bound sheds here, not the in-flight one
     with running(settings) as (url, app):
         batcher = app.state.serve.repository.get("tiny").batcher
         original = batcher.run_batch

@@ -36,6 +36,10 @@ def usable_cores() -> int:
 
 
 def training_threads() -> int:
-    """torch's intra-op threads for one training process: its share of the usable cores among the
-    workers torchrun started on this machine (torch's own default is one per core of the machine)."""
+    """torch's intra-op threads for one training process: OMP_NUM_THREADS when set (as torch reads it),
+    else its share of the usable cores among the workers torchrun started on this machine (torch's own
+    default is one per core of the whole machine)."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
     return max(1, usable_cores() // max(1, int(os.environ.get(LOCAL_WORLD_SIZE, "1"))))
