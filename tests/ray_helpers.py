@@ -44,7 +44,7 @@ def session_pids(sid: int) -> dict[int, str]:
 
 def stop_session(sid: int) -> None:
     """Ends every process of the cluster's session (not `ray stop`: that stops every Ray process on the machine)."""
-    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 20.0)):
+    for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 20.0)):  # a test cluster: no state to save
         for pid in session_pids(sid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)

@@ -120,7 +120,7 @@ def test_distributed_metrics_equal_a_single_process_evaluation(two_workers: Path
         assert row == pytest.approx(again["per_class"][label], abs=1e-6), label
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("strategy", ["fsdp"])  # DDP's mid-epoch kill and resume: tests/test_shards.py
 def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_weights(two_workers: Path, tmp_path: Path,
                                                                             strategy: str) -> None:
     out, pids = tmp_path / "run", tmp_path / "pids"

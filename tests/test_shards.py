@@ -289,8 +289,8 @@ def test_a_packed_image_is_decoded_by_the_folders_reader_and_named_by_its_member
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("nproc", [1, 2])
-def test_sigkill_inside_an_epoch_then_resume_from_shards_is_bitwise_exact(tmp_path: Path, nproc: int) -> None:
+def test_sigkill_inside_an_epoch_then_resume_from_shards_is_bitwise_exact(tmp_path: Path) -> None:
+    """Two processes (one process: tests/test_resume_midepoch.py, the same experiment on the folder)."""
     from tests.test_resume_midepoch import assert_killed_then_resumed_equals_straight, experiment
     from tests.test_resume_midepoch import image_folder as colours
 
@@ -298,4 +298,4 @@ def test_sigkill_inside_an_epoch_then_resume_from_shards_is_bitwise_exact(tmp_pa
     raw = experiment(tmp_path / "images")
     raw["data"] = {**raw["data"], "dataset": "shards", "params": {"path": str(tmp_path / "shards"),
                                                                   "image_size": [12, 12]}}
-    assert_killed_then_resumed_equals_straight(tmp_path, raw, nproc)
+    assert_killed_then_resumed_equals_straight(tmp_path, raw, 2)
