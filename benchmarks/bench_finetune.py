@@ -99,14 +99,19 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.1, help="digits: share of the 5–9 training labels used")
     parser.add_argument("--rows", default="de:3,fr:3,de:5,de:10",
                         help="speech: language:training voices, comma-separated")
-    parser.add_argument("--out", type=Path, default=None, help="default runs/bench_finetune[_speech]")
+    parser.add_argument("--epochs", type=int, default=60, help="speech: at most, both arms (early stopping)")
+    parser.add_argument("--patience", type=int, default=15, help="speech: early stopping, both arms")
+    parser.add_argument("--pretrain-epochs", type=int, default=30, help="speech: English pre-training")
+    parser.add_argument("--out", type=Path, default=None, help="default runs/bench_finetune[_speech]; data and "
+                                                                "the English run found there are reused")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.task == "speech":
         from finetune_speech import Plan, run
 
         rows = [(lang, int(n)) for lang, n in (row.split(":") for row in args.rows.split(","))]
-        run(Plan(args.out or Path("runs/bench_finetune_speech"), seeds=args.seeds, rows=rows))
+        run(Plan(args.out or Path("runs/bench_finetune_speech"), seeds=args.seeds, rows=rows, epochs=args.epochs,
+                 patience=args.patience, pretrain_epochs=args.pretrain_epochs))
         return
     args.out = args.out or Path("runs/bench_finetune")
     started = time.perf_counter()
