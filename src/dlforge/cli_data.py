@@ -33,8 +33,9 @@ def spoken_digits(out: Annotated[Path, typer.Option("--out", "-o", help="new fol
     eSpeak is skipped with a warning.
 
     Example: `dlforge data spoken-digits --out data/spoken_digits && dlforge run examples/spoken_digits.yaml`;
-    a German set by 30 other voices: `dlforge data spoken-digits --out data/digits_de --language de
-    --voices 30 --exclude-voices data/spoken_digits/voices.csv`
+    English by 59 voices, German by the 30 others: `dlforge data spoken-digits --out data/digits_en --voices 59`
+    then `dlforge data spoken-digits --out data/digits_de --language de --voices 30 --exclude-voices
+    data/digits_en/voices.csv`
     """
     from dlforge.console import err
     from dlforge.data.spoken_digits import GROUP_BY, generate, read_voices
