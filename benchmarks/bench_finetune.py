@@ -1,5 +1,7 @@
-"""Transfer learning on digits: pre-train on 0–4, fine-tune on 5–9 with 10 % of their training labels,
-against the same model trained from scratch on the same 10 % — both side by side, over several seeds.
+"""Transfer learning, fine-tuned against from scratch over several seeds: `--task digits` (the default)
+pre-trains on digits 0–4 and fine-tunes on 5–9 with 10 % of their training labels; `--task speech`
+pre-trains `audio_cnn` on English spoken digits and learns German (and French) digit words from 3, 5 and
+10 voices (benchmarks/finetune_speech.py).
 
 Every run goes through dlforge's own `train_run` (the same path as `dlforge train`); the only difference
 between the two arms is `model.pretrained` plus `train.freeze` / `unfreeze_at_epoch`.
@@ -10,6 +12,7 @@ classifier reads (the model loaded through dlforge's own `load_pretrained`). Whe
 features do no better than pixels, no fine-tuning recipe can gain much over a model from scratch.
 
     python benchmarks/bench_finetune.py [--seeds 5] [--fraction 0.1] [--out runs/bench_finetune]
+    python benchmarks/bench_finetune.py --task speech [--seeds 5] [--rows de:3,fr:3,de:5,de:10]
 """
 
 from __future__ import annotations
@@ -91,11 +94,26 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["digits", "speech"], default="digits")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--fraction", type=float, default=0.1, help="share of the 5–9 training labels used")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench_finetune"))
+    parser.add_argument("--fraction", type=float, default=0.1, help="digits: share of the 5–9 training labels used")
+    parser.add_argument("--rows", default="de:3,fr:3,de:5,de:10",
+                        help="speech: language:training voices, comma-separated")
+    parser.add_argument("--epochs", type=int, default=60, help="speech: at most, both arms (early stopping)")
+    parser.add_argument("--patience", type=int, default=15, help="speech: early stopping, both arms")
+    parser.add_argument("--pretrain-epochs", type=int, default=30, help="speech: English pre-training")
+    parser.add_argument("--out", type=Path, default=None, help="default runs/bench_finetune[_speech]; data and "
+                                                                "the English run found there are reused")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.task == "speech":
+        from finetune_speech import Plan, run
+
+        rows = [(lang, int(n)) for lang, n in (row.split(":") for row in args.rows.split(","))]
+        run(Plan(args.out or Path("runs/bench_finetune_speech"), seeds=args.seeds, rows=rows, epochs=args.epochs,
+                 patience=args.patience, pretrain_epochs=args.pretrain_epochs))
+        return
+    args.out = args.out or Path("runs/bench_finetune")
     started = time.perf_counter()
     rows = []
     for seed in range(args.seeds):

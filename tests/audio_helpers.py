@@ -37,5 +37,5 @@ def tone_folder(root: Path, rate: int = 16000, per_class: int = 4, speakers: int
 
 def spoken_digits(root: Path, voices: int = 4, takes: int = 1) -> Path:
     """A few eSpeak NG clips per digit (voices × takes × 10), 16 kHz."""
-    generate(root, voices=voices, takes=takes, seed=0)
+    generate(root, voices=voices, takes=takes, seed=0, workers=2)
     return root

@@ -18,17 +18,34 @@ def spoken_digits(out: Annotated[Path, typer.Option("--out", "-o", help="new fol
                   voices: Annotated[int, typer.Option(help="eSpeak NG voice variants (speakers)")] = 89,
                   takes: Annotated[int, typer.Option(help="renditions of each digit per voice")] = 8,
                   sample_rate: Annotated[int, typer.Option(help="Hz of the written WAV files")] = 16000,
-                  seed: Annotated[int, typer.Option(help="the same seed writes the same files")] = 0) -> None:
-    """Synthesize "zero" … "nine" with eSpeak NG (offline): voices × takes × 10 WAV clips in
-    audio_folder layout, `<digit>/<voice>__<take>.wav`, plus voices.csv (each clip's settings).
+                  seed: Annotated[int, typer.Option(help="the same seed writes the same files")] = 0,
+                  language: Annotated[str, typer.Option(help="the digit words' language: en, de, fr, es, it, nl "
+                                                             "or pt")] = "en",
+                  exclude_voices: Annotated[list[Path] | None, typer.Option(
+                      help="voices.csv of another generated set: none of its voices is used (repeatable)")] = None,
+                  workers: Annotated[int, typer.Option(help="voices synthesized at a time")] = 1,
+                  voice_timeout: Annotated[float | None, typer.Option(
+                      help="seconds one voice may take before it is skipped (default 60 + 2 per clip)")] = None,
+                  ) -> None:
+    """Synthesize the digit words of a language with eSpeak NG (offline): voices × takes × 10 WAV clips in
+    audio_folder layout, `<digit>/<voice>__<take>.wav`, plus voices.csv (each clip's settings). English
+    folders are `zero` … `nine`, other languages' `de0_null` … `de9_neun`. A voice that crashes or hangs
+    eSpeak is skipped with a warning.
 
-    Example: `dlforge data spoken-digits --out data/spoken_digits && dlforge run examples/spoken_digits.yaml`
+    Example: `dlforge data spoken-digits --out data/spoken_digits && dlforge run examples/spoken_digits.yaml`;
+    English by 59 voices, German by the 30 others: `dlforge data spoken-digits --out data/digits_en --voices 59`
+    then `dlforge data spoken-digits --out data/digits_de --language de --voices 30 --exclude-voices
+    data/digits_en/voices.csv`
     """
-    from dlforge.data.spoken_digits import GROUP_BY, generate
+    from dlforge.console import err
+    from dlforge.data.spoken_digits import GROUP_BY, generate, read_voices
 
-    count = generate(out, voices, takes, seed, sample_rate)
-    console.print(f"wrote {count} clips ({voices} voices × {takes} takes × 10 digits) to {out}; "
-                  f"split by voice with data.params.group_by: '{GROUP_BY}'", highlight=False)
+    exclude = set().union(*(read_voices(p) for p in exclude_voices or []))
+    done = generate(out, voices, takes, seed, sample_rate, language, exclude, workers, voice_timeout)
+    for voice, reason in done.skipped.items():
+        err.print(f"warning: voice {voice} skipped ({language}): {reason}", highlight=False)
+    console.print(f"wrote {done.clips} clips ({len(done.voices)} voices × {takes} takes × 10 digits, {language}) "
+                  f"to {out}; split by voice with data.params.group_by: '{GROUP_BY}'", highlight=False)
 
 
 @data_app.command("shapes")

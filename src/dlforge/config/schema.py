@@ -42,6 +42,9 @@ class DataConfig(Strict):
     test_fraction: float = Field(0.15, gt=0, lt=1)
     classes: list[str] | None = Field(None, min_length=2, description="keep only these labels (in this order)")
     train_fraction: float = Field(1.0, gt=0, le=1, description="seeded stratified share of the train split to use")
+    train_groups: int | list[str] | None = Field(
+        None, description="keep only some groups (speakers, data.params.group_by) of the train split: N (drawn, "
+                          "seeded) or their names; val and test are unchanged")
     split: Literal["stratified", "hash"] = Field(
         "stratified", description="how samples are split when the data has no train/ val/ test/ folders: "
                                   "stratified by class (or by group), or by a hash of (seed, file or group), "
@@ -56,6 +59,15 @@ class DataConfig(Strict):
     def _workers_not_negative(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 0:
             raise ValueError("must be 0 or more, or auto")
+        return value
+
+    @field_validator("train_groups")
+    @classmethod
+    def _some_groups(cls, value: int | list[str] | None) -> int | list[str] | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"must be 1 or more groups, got {value} (e.g. train_groups: 3)")
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("must name at least one group, each once (e.g. train_groups: [m1, f2, klatt])")
         return value
 
     @model_validator(mode="after")

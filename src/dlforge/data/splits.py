@@ -149,6 +149,31 @@ def subsample(idx: Tensor, y: Tensor, fraction: float, seed: int) -> Tensor:
     return torch.from_numpy(kept).sort().values
 
 
+def keep_train_groups(groups: list[str] | None, splits: tuple[Tensor, Tensor, Tensor], wanted: int | list[str],
+                      seed: int) -> Tensor:
+    """The train indices of only `wanted` groups of the train split (data.train_groups): N drawn (seeded),
+    or the groups named."""
+    if groups is None:
+        raise DataError("data.train_groups: this data has no groups; name each sample's group with "
+                        "data.params.group_by (spoken digits: '^(.+?)__')")
+    train_idx = splits[0]
+    present = sorted({groups[i] for i in train_idx.tolist()})
+    if isinstance(wanted, int):
+        if wanted > len(present):
+            raise DataError(f"data.train_groups: {wanted} groups asked for, but the train split holds "
+                            f"{len(present)}; lower it, or lower data.val_fraction / data.test_fraction")
+        keep = {present[i] for i in np.random.default_rng(seed).choice(len(present), size=wanted, replace=False)}
+    else:
+        where = {groups[i]: name for name, idx in (("val", splits[1]), ("test", splits[2])) for i in idx.tolist()}
+        wrong = [f"{g!r} ({'in the ' + where[g] + ' split' if g in where else 'no such group'})"
+                 for g in wanted if g not in present]
+        if wrong:
+            shown = ", ".join(present[:12]) + (", …" if len(present) > 12 else "")
+            raise DataError(f"data.train_groups: {', '.join(wrong)}; the train split's groups are {shown}")
+        keep = set(wanted)
+    return train_idx[torch.tensor([groups[i] in keep for i in train_idx.tolist()], dtype=torch.bool)]
+
+
 def hash_split_indices(keys: Sequence[str], val: float, test: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
     """Each key (a file, or its group) lands in a split by a hash of (seed, key): a sample keeps its split
     when data is added or removed, and nothing needs to be held but the keys."""
@@ -201,6 +226,10 @@ def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = N
         if not len(idx):
             raise DataError(f"data: the {name} split is empty ({len(raw.y)} samples, split {method}); add data "
                             f"or raise data.{name}_fraction")
+    train_groups = None
+    if cfg.train_groups is not None:
+        train_groups = len({raw.groups[i] for i in train_idx.tolist()}) if raw.groups else 0
+        train_idx = keep_train_groups(raw.groups, (train_idx, val_idx, test_idx), cfg.train_groups, seed)
     train_idx = subsample(train_idx, raw.y, cfg.train_fraction, seed)
     if raw.texts is not None:  # the tokenizer learns from the (kept) train split only
         from dlforge.data.text import tokenize_splits
@@ -214,6 +243,9 @@ def make_bundle(raw: RawData, cfg: DataConfig, seed: int, reuse: Path | None = N
                                        "test": len(test_idx)}}
     if groups is not None:
         facts["split"]["groups"] = {name: len(members) for name, members in groups.items()}
+        facts["split"]["group_names"] = groups
+        if train_groups is not None:
+            facts["split"]["train_groups_of"] = train_groups  # how many the train split held before train_groups
     if raw.labels and raw.y.numel():
         facts["class_counts"] = {name: torch.bincount(raw.y[idx], minlength=len(raw.labels)).tolist()
                                  for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}
